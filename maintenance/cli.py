@@ -1,0 +1,374 @@
+"""``ibi``: the command line over the engine. Every action the menu offers is here too."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .engine import DEFAULT_DATA, DEFAULT_RUN, Engine, human
+from .errors import IbiError, Refused
+from .model import Kind, Level, Progress, Status, to_jsonable
+from .squash import COMPRESSORS
+
+log = logging.getLogger("ibi")
+
+DESCRIPTION = """\
+ibi keeps a machine's root as a stack of read-only squashfs images joined by kernel
+overlayfs under one writable layer on a data partition. /home and the image store live
+outside the union. Restore System throws the writable layer away; restore points squash
+it (incremental) or the whole system (full) into a new image; Live Review boots any
+older restore point on a throw-away tmpfs.
+"""
+
+EPILOG = """\
+store layout (see docs/FORMAT.md):
+  DATA/.root_images/roottab     the active stack, bottom first (editable with vi)
+  DATA/.root_images/NAME.sqfs   images, each with NAME.yaml metadata
+  DATA/layer/                   the writable layer;  DATA/home/  bound on /home
+
+exit status: 0 success; 1 the action failed; 2 bad usage; 3 a check found problems
+(status with errors, verify with a bad image); 130 interrupted.
+
+examples:
+  ibi init --data /mnt/data --from /srv/rootfs
+  ibi status --data /mnt/data
+  ibi create --data /mnt/data --incremental -m "before the driver upgrade"
+  ibi review --data /mnt/data base /mnt/review
+  ibi restore --data /mnt/data --yes
+"""
+
+
+def _common(json_out: bool = False) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help=f"the data partition's mount point (default: $IBI_DATA or {DEFAULT_DATA}"
+                   "; for demo: ./demo)")
+    p.add_argument("--run-dir", metavar="DIR", default=os.environ.get("IBI_RUN", DEFAULT_RUN),
+                   help=f"where stacks are staged (default: {DEFAULT_RUN})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--debug", action="store_true", help="log every command run; tracebacks")
+    if json_out:
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def _compress_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compressor", choices=COMPRESSORS, default="zstd",
+                   help="squashfs compressor (default: zstd)")
+    p.add_argument("--level", type=int, default=None,
+                   help="compression level (default: zstd 3, gzip 6)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    top = argparse.ArgumentParser(prog="ibi", description=DESCRIPTION, epilog=EPILOG,
+                                  formatter_class=fmt)
+    top.add_argument("--version", action="version", version=f"ibi {__version__}")
+    sub = top.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+
+    def add(name: str, help: str, desc: str, json_out: bool = False) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=textwrap.dedent(desc),
+                              parents=[_common(json_out)], formatter_class=fmt)
+
+    p = add("init", "create a store with a base image", """\
+        Create a new store in DATA whose stack is one base image, squashed from a
+        directory tree (--from; its /home contents are left out) or copied from an
+        existing squashfs file (--image).""", True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from", dest="source_dir", metavar="DIR", help="squash this tree")
+    src.add_argument("--image", metavar="FILE", help="copy this squashfs image in")
+    p.add_argument("--name", default="base", help="the base image's name (default: base)")
+    p.add_argument("-m", "--description", default="", help="a description to keep with it")
+    _compress_opts(p)
+
+    add("status", "show the stack, the writable layer and disk use", """\
+        Show the image stack bottom first (name, kind, created, size, whether it sits on
+        the stack it was made on), the writable layer (what Restore System would
+        discard), the data partition's use, RAM where a tmpfs upper is in play, and
+        warnings. Exits 3 when something is wrong with the stack.""", True)
+
+    p = add("changes", "list what the writable layer changes", """\
+        List each path the writable layer adds or changes, deletes (whiteouts) or makes
+        opaque: exactly what Restore System would discard.""", True)
+    p.add_argument("--limit", type=int, default=None, help="list at most N paths")
+
+    p = add("mount", "assemble the root stack on a directory", """\
+        Loop-mount each image of roottab read-only, join them with kernel overlayfs under
+        the writable layer on TARGET, and bind DATA/home on TARGET/home. With --fallback,
+        an unusable roottab (unreadable, or naming a missing image) gives way to
+        roottab.prev. ibi umount TARGET takes it all down.""", True)
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("--fallback", action="store_true", help="fall back to roottab.prev")
+    p.add_argument("--read-only", action="store_true", help="no writable layer")
+
+    p = add("umount", "take down a stack mounted by mount or review", """\
+        Unmount the overlay on TARGET, its /home bind and every image mounted for it,
+        newest first; loop devices are released.""")
+    p.add_argument("target", metavar="TARGET")
+
+    p = add("review", "Live Review: mount an older restore point on a tmpfs", """\
+        Mount the stack only up to image NAME on TARGET with a fresh tmpfs as the
+        writable layer and /home bound on top. Nothing written there is kept; the store
+        is not changed.""", True)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("--size", default=None, help="tmpfs size limit (e.g. 1G, 25%%)")
+
+    p = add("create", "make a restore point", """\
+        --incremental squashes the writable layer alone (deletions and opaque
+        directories kept) into a new image stacked on top. --full squashes the whole
+        system (the union, minus /home) into one image that becomes the stack alone;
+        older images are kept. Either way the writable layer is then cleared. Refuses,
+        with the figures, when the data partition may not have room.""", True)
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--incremental", action="store_const", dest="kind", const=Kind.INCREMENTAL)
+    kind.add_argument("--full", action="store_const", dest="kind", const=Kind.FULL)
+    p.add_argument("--name", default=None, help="image name (default: a UTC timestamp)")
+    p.add_argument("-m", "--description", default="", help="a description to keep with it")
+    _compress_opts(p)
+
+    p = add("restore", "Restore System: discard the writable layer", """\
+        Set the writable layer aside (a rename: instant whatever its size) and start a
+        fresh one, so the machine is back at its last restore point. Kept: /home, every
+        image, and the config paths listed in .root_images/preserve. The old layer waits
+        in DATA/trash until ibi purge. Asks for confirmation unless --yes.""", True)
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+
+    p = add("rollback", "make the stack end at an older restore point", """\
+        Make roottab end at image NAME (permanent until the next change; newer images are
+        kept so you can roll forward again with the same command). The writable layer is
+        set aside as for restore. Asks for confirmation unless --yes.""", True)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+
+    p = add("delete", "delete a restore point", """\
+        Delete image NAME and its metadata. Refused when it is in the active stack, in
+        roottab.prev, needed by another image, or mounted. Asks unless --yes.""", True)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+
+    p = add("verify", "check image checksums and metadata", """\
+        Compute the sha256 of every image in the stack (--all: in the store) and compare
+        it and the size with the metadata; check that parents exist. Exits 3 on any
+        problem.""", True)
+    p.add_argument("--all", action="store_true", help="every image in the store")
+
+    add("recover", "finish or undo an interrupted action", """\
+        Every action runs this first. It removes unfinished temporary files, puts a
+        prepared fresh layer in place, and finishes a restore point whose image was
+        written but whose layer was not yet cleared.""", True)
+
+    add("purge", "delete set-aside writable layers", """\
+        Delete the layers that Restore System and Roll back set aside in DATA/trash.""",
+        True)
+
+    p = add("menu", "open the maintenance menu", """\
+        Open the text-mode maintenance menu (urwid) on this terminal. Extra options are
+        passed to it; see python3 -m screens --help.""")
+    p.add_argument("menu_args", nargs=argparse.REMAINDER)
+
+    p = add("demo", "build a demo store and show it", """\
+        Build a small demo root tree, make a store from it in DATA (default ./demo),
+        create an incremental restore point, print the status, and open the menu when
+        on a terminal.""", True)
+    p.add_argument("--no-menu", action="store_true", help="do not open the menu")
+    return top
+
+
+# ---------------------------------------------------------------------- output
+
+class Reporter:
+    """Progress on stderr: a live line on a terminal, phase changes otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.phase = ""
+
+    def __call__(self, p: Progress) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            frac = p.fraction
+            pct = f"{frac * 100:5.1f}%" if frac is not None else "     "
+            sys.stderr.write(f"\r{p.phase:>10} {pct} {p.message[:50]:<50}")
+            if frac is not None and frac >= 1.0:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        elif p.phase != self.phase:
+            sys.stderr.write(f"{p.phase} {p.message}\n")
+        self.phase = p.phase
+
+
+def print_status(s: Status) -> None:
+    print(f"ibi store in {s.data_dir}")
+    print("Stack (bottom first):")
+    for i, e in enumerate(s.stack, 1):
+        when = e.created.strftime("%Y-%m-%d %H:%M") if e.created else "?"
+        mark = "ok" if e.chain_ok and e.present else "BROKEN"
+        kind = e.kind.value if e.kind else "?"
+        print(f"  {i:>2}  {e.name:<24} {kind:<11} {when}  {human(e.size):>10}  {mark}"
+              + (f"  {e.description}" if e.description else ""))
+    if s.layer:
+        ly = s.layer
+        print(f"  --  writable layer: {human(ly.bytes)}, {ly.changed} changed, "
+              f"{ly.deleted} deleted, {ly.opaque} opaque dirs")
+    if s.other_images:
+        print("Other restore points (not in the stack):")
+        for e in s.other_images:
+            when = e.created.strftime("%Y-%m-%d %H:%M") if e.created else "?"
+            kind = e.kind.value if e.kind else "?"
+            print(f"      {e.name:<24} {kind:<11} {when}  {human(e.size):>10}")
+    d = s.disk
+    print(f"Data partition: {human(d.used)} used, {human(d.free)} free of {human(d.total)} "
+          f"(images {human(d.store)}, layer {human(d.layer)}, trash {human(d.trash)})")
+    print(f"RAM: {human(s.ram.available)} available of {human(s.ram.total)}")
+    for t in s.ram.tmpfs:
+        print(f"  tmpfs {t.mountpoint}: {human(t.used)} of {human(t.total)}")
+    for n in s.notices:
+        tag = {Level.ERROR: "error", Level.WARNING: "warning", Level.INFO: "note"}[n.level]
+        print(f"{tag}: {n.message}")
+
+
+def confirm(args: argparse.Namespace, word: str, explanation: str) -> None:
+    if getattr(args, "yes", False):
+        return
+    if not sys.stdin.isatty():
+        raise Refused(f"{args.cmd} needs confirmation: add --yes")
+    print(explanation)
+    answer = input(f"Type {word} to go on, anything else to cancel: ")
+    if answer.strip() != word:
+        raise Refused("cancelled; nothing was changed")
+
+
+def restore_explanation(engine: Engine, what: str) -> str:
+    stats, kept = engine.restore_plan()
+    lines = [f"{what} discards the writable layer: {stats.changed} changed files, "
+             f"{stats.deleted} deletions, {stats.opaque} replaced directories "
+             f"({human(stats.bytes)})."]
+    sample = engine.changes(limit=10)
+    lines += [f"    {c.what:<8} {c.path}" for c in sample]
+    if stats.changed + stats.deleted + stats.opaque > len(sample):
+        lines.append("    ... (ibi changes lists them all)")
+    lines.append("Kept: /home, every image" + (f", and {', '.join(kept)}" if kept else "") + ".")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- commands
+
+def emit(args: argparse.Namespace, result: Any, text: Callable[[], None]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(to_jsonable(result), indent=2))
+    else:
+        text()
+
+
+def run_command(args: argparse.Namespace) -> int:
+    default = "demo" if args.cmd == "demo" else DEFAULT_DATA
+    args.data = os.path.abspath(args.data or os.environ.get("IBI_DATA") or default)
+    eng = Engine(args.data, args.run_dir)
+    rep = Reporter(args.quiet or getattr(args, "json", False))
+    cmd = args.cmd
+    if cmd == "init":
+        meta = eng.init(source_dir=args.source_dir, image=args.image, name=args.name,
+                        description=args.description, compressor=args.compressor,
+                        level=args.level, progress=rep)
+        emit(args, meta, lambda: print(f"created store in {eng.data_dir} with base image "
+                                       f"{meta.name} ({human(meta.size)})"))
+    elif cmd == "status":
+        st = eng.status()
+        emit(args, st, lambda: print_status(st))
+        return 0 if st.ok else 3
+    elif cmd == "changes":
+        ch = eng.changes(args.limit)
+        emit(args, ch, lambda: [print(f"{c.what:<8} {c.path}") for c in ch])
+    elif cmd == "mount":
+        r = eng.mount(args.target, fallback=args.fallback, readonly=args.read_only)
+        emit(args, r, lambda: print(f"mounted [{' '.join(r.stack)}] on {r.target}"
+                                    + (" (from roottab.prev)" if r.roottab != "roottab" else "")))
+    elif cmd == "umount":
+        n = eng.umount(args.target)
+        print(f"unmounted {n} mounts") if not args.quiet else None
+    elif cmd == "review":
+        r = eng.review(args.name, args.target, tmpfs_size=args.size)
+        emit(args, r, lambda: print(f"live review of [{' '.join(r.stack)}] on {r.target}; "
+                                    "nothing written there is kept"))
+    elif cmd == "create":
+        meta = eng.create(args.kind, name=args.name, description=args.description,
+                          compressor=args.compressor, level=args.level, progress=rep)
+        emit(args, meta, lambda: print(f"created {meta.kind.value} restore point {meta.name} "
+                                       f"({human(meta.size)}); the writable layer is now empty"))
+    elif cmd == "restore":
+        confirm(args, "RESTORE", restore_explanation(eng, "Restore System"))
+        r = eng.restore()
+        emit(args, r, lambda: print(
+            f"restored: discarded {r.discarded.changed} changed files and "
+            f"{r.discarded.deleted} deletions ({human(r.discarded.bytes)}); "
+            f"kept {', '.join(r.preserved) or 'no config changes'}"))
+    elif cmd == "rollback":
+        new = eng.stack_for(args.name)
+        confirm(args, "ROLLBACK", f"The stack becomes: {' '.join(new)}.\n"
+                + restore_explanation(eng, "Roll back"))
+        stack = eng.rollback(args.name)
+        emit(args, {"stack": stack}, lambda: print(f"stack is now: {' '.join(stack)}"))
+    elif cmd == "delete":
+        confirm(args, "DELETE", f"Image {args.name} will be deleted for good.")
+        eng.delete(args.name)
+        emit(args, {"deleted": args.name}, lambda: print(f"deleted {args.name}"))
+    elif cmd == "verify":
+        rep_ = eng.verify(all_images=args.all, progress=rep)
+        emit(args, rep_, lambda: [print(f"{'ok ' if i.ok else 'BAD'}  {i.name}"
+                                        + (f": {i.problem}" if i.problem else ""))
+                                  for i in rep_.items])
+        return 0 if rep_.ok else 3
+    elif cmd == "recover":
+        done = eng.recover()
+        emit(args, {"done": done}, lambda: print("\n".join(done) or "nothing to recover"))
+    elif cmd == "purge":
+        freed = eng.purge()
+        emit(args, {"freed": freed}, lambda: print(f"freed {human(freed)}"))
+    elif cmd == "menu":
+        from importlib import import_module  # the engine itself never imports urwid
+
+        menu = import_module("screens.app")
+        return int(menu.main(["--data", args.data, "--run-dir", args.run_dir,
+                              *args.menu_args]))
+    elif cmd == "demo":
+        from .demo import run_demo
+
+        return run_demo(eng, args, rep)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="ibi: %(levelname)s: %(message)s")
+    try:
+        return run_command(args)
+    except IbiError as e:
+        print(f"ibi: error: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"ibi: hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ibi: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if args.debug:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"ibi: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,643 @@
+"""The engine: every maintenance action, on a real store and real mounts.
+
+Crash safety rests on three rules, checked by :meth:`Engine.recover` at the start of every
+action that changes the store or mounts it:
+
+1. New files are written under ``.tmp-`` names, fsynced, checked, then renamed; a stray
+   ``.tmp-`` file is an unfinished write and is removed (its source still exists).
+2. roottab is replaced atomically (temp + fsync + rename + fsync of the directory); the
+   old version is kept as roottab.prev.
+3. Each image made from the writable layer records the layer's id (``source_layer``) and
+   the stack it was made on. The layer is cleared only after the image and roottab are
+   durable. So if the current layer's id is named by an image, the action that made the
+   image was interrupted: if roottab already ends the way the action wanted, the layer
+   clear is finished; if roottab still equals the stack the image was made on, the
+   action is rolled forward (the image is complete and checked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+from . import layer as layerfs
+from . import mounts, squash
+from .errors import (
+    IbiError,
+    InUse,
+    MountError,
+    NoSpace,
+    NotFound,
+    StoreError,
+    UsageError,
+)
+from .model import (
+    Change,
+    DiskUsage,
+    ImageMeta,
+    Kind,
+    LayerStats,
+    Level,
+    MountResult,
+    Notice,
+    Progress,
+    ProgressFn,
+    RamUsage,
+    RestoreResult,
+    StackEntry,
+    Status,
+    TmpfsUse,
+    VerifyItem,
+    VerifyReport,
+)
+from .store import (
+    DEFAULT_PRESERVE,
+    IMAGE_EXT,
+    Store,
+    atomic_write,
+    check_name,
+    durable_rename,
+    fsync_dir,
+    fsync_file,
+    remove_tree,
+    render_preserve,
+    tree_bytes,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA = "/run/ibi/data"
+DEFAULT_RUN = "/run/ibi"
+LOW_SPACE_FRACTION = 0.10
+LOW_SPACE_BYTES = 512 << 20
+SPACE_MARGIN = 16 << 20  # squashfs metadata, roottab, yaml
+
+
+class Engine:
+    """The one entry point for the CLI and the menu."""
+
+    def __init__(self, data_dir: str | os.PathLike[str] = DEFAULT_DATA,
+                 run_dir: str | os.PathLike[str] = DEFAULT_RUN) -> None:
+        self.store = Store(data_dir)
+        self.run_dir = Path(run_dir).absolute()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.store.data
+
+    # ------------------------------------------------------------------ read-only
+    def roottab(self) -> list[str]:
+        self.store.require()
+        return self.store.read_roottab()
+
+    def images(self) -> list[ImageMeta]:
+        """Every image in the store with readable metadata, oldest first."""
+        self.store.require()
+        metas = [m for n in self.store.image_names()
+                 if self.store.has_image(n) and (m := self.store.try_meta(n))]
+        return sorted(metas, key=lambda m: (m.created, m.name))
+
+    def changes(self, limit: int | None = None) -> list[Change]:
+        self.store.require()
+        return layerfs.changes(self.store.upper, limit)
+
+    def restore_plan(self) -> tuple[LayerStats, tuple[str, ...]]:
+        """What Restore System would discard, and which preserved config paths it keeps."""
+        self.store.require()
+        keep = tuple(p for p in self.store.read_preserve()
+                     if os.path.lexists(self.store.upper / p.lstrip("/")))
+        return layerfs.stats(self.store.upper), keep
+
+    def stack_for(self, name: str) -> tuple[str, ...]:
+        """The stack (bottom first) that ends at image ``name``."""
+        self.store.require()
+        check_name(name)
+        with contextlib.suppress(StoreError):
+            tab = self.store.read_roottab()
+            if name in tab:
+                return tuple(tab[: tab.index(name) + 1])
+        if not self.store.has_image(name):
+            raise NotFound(f"no image named {name!r} in the store")
+        meta = self.store.read_meta(name)
+        below = meta.stack if meta.kind is Kind.INCREMENTAL else ()
+        for n in below:
+            if not self.store.has_image(n):
+                raise NotFound(f"{name!r} needs image {n!r}, which is missing")
+        return (*below, name)
+
+    review_stack = stack_for
+
+    def status(self) -> Status:
+        """The stack, the writable layer, disk and RAM use, and anything wrong."""
+        self.store.require()
+        st = self.store
+        notices: list[Notice] = []
+        try:
+            tab = st.read_roottab()
+        except StoreError as e:
+            tab = []
+            notices.append(Notice(Level.ERROR, str(e)))
+            with contextlib.suppress(StoreError):
+                prev = st.read_roottab(prev=True)
+                notices.append(Notice(Level.INFO, f"roottab.prev names: {' '.join(prev)}"))
+        stack = tuple(self._entry(n, tab[:i]) for i, n in enumerate(tab))
+        others = tuple(self._entry(n, None) for n in st.image_names() if n not in tab)
+        for e in (*stack, *others):
+            if e.problem:
+                lvl = Level.ERROR if e in stack else Level.WARNING
+                notices.append(Notice(lvl, f"{e.name}: {e.problem}"))
+
+        layer = layerfs.stats(st.upper) if st.upper.is_dir() else None
+        if layer is None:
+            notices.append(Notice(Level.WARNING, "the writable layer is missing "
+                                  "(it is recreated empty on the next mount)"))
+        store_bytes = sum((st.image_path(n).stat().st_size for n in st.image_names()
+                           if st.has_image(n)), 0)
+        trash = sum((tree_bytes(p) for p in st.trash_entries()), 0)
+        du = psutil.disk_usage(str(st.data))
+        disk = DiskUsage(du.total, du.used, du.free, store_bytes,
+                         layer.bytes if layer else 0, trash)
+        if du.free < max(LOW_SPACE_BYTES, du.total * LOW_SPACE_FRACTION):
+            notices.append(Notice(Level.WARNING, f"low space on the data partition: "
+                                  f"{human(du.free)} free of {human(du.total)}"))
+        if trash:
+            notices.append(Notice(Level.INFO, f"{human(trash)} of set-aside layers await "
+                                  "deletion (ibi purge)"))
+        for what in self._pending(dry_run=True):
+            notices.append(Notice(Level.WARNING, f"interrupted action: {what} "
+                                  "(done by the next action, or: ibi recover)"))
+        return Status(str(st.data), stack, others, layer, disk, self._ram(), tuple(notices))
+
+    def _entry(self, name: str, below: list[str] | None) -> StackEntry:
+        st = self.store
+        present = st.has_image(name)
+        try:
+            meta: ImageMeta | None = st.read_meta(name)
+            meta_problem = None
+        except (NotFound, StoreError) as e:
+            meta, meta_problem = None, str(e)
+        problem = None if present else "image file is missing"
+        chain_ok = True
+        if meta and below is not None:
+            want = meta.stack if meta.kind is Kind.INCREMENTAL else ()
+            if tuple(below) != tuple(want):
+                chain_ok = False
+                problem = problem or (
+                    f"made on [{' '.join(want)}] but stacked on [{' '.join(below)}]")
+        if meta and meta.kind is Kind.INCREMENTAL:
+            for n in meta.stack:
+                if not st.has_image(n):
+                    chain_ok = False
+                    problem = problem or f"parent image {n!r} is missing"
+        problem = problem or meta_problem
+        return StackEntry(name, meta.kind if meta else None, meta.created if meta else None,
+                          st.image_path(name).stat().st_size if present else 0,
+                          meta.description if meta else "", meta.parent if meta else None,
+                          present, chain_ok and meta is not None, problem)
+
+    def _ram(self) -> RamUsage:
+        vm = psutil.virtual_memory()
+        tmpfs = []
+        stacks = self.run_dir / "stacks"
+        for m in mounts.mountinfo():
+            if m.fstype == "tmpfs" and (m.mountpoint.startswith(str(stacks) + "/")
+                                        or m.mountpoint == str(self.data_dir)):
+                with contextlib.suppress(OSError):
+                    u = psutil.disk_usage(m.mountpoint)
+                    tmpfs.append(TmpfsUse(m.mountpoint, u.total, u.used))
+        return RamUsage(vm.total, vm.available, tuple(tmpfs))
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self) -> list[str]:
+        """Finish or undo an interrupted action; return what was done (empty if nothing)."""
+        self.store.require()
+        return self._pending(dry_run=False)
+
+    def _pending(self, dry_run: bool) -> list[str]:
+        st = self.store
+        done: list[str] = []
+        for p in st.stray_tmp():
+            done.append(f"remove unfinished {p.name}")
+            if not dry_run:
+                remove_tree(p)
+        # metadata written but the image never renamed into place: an unfinished create
+        for n in st.image_names():
+            if not st.has_image(n) and st.meta_path(n).exists():
+                meta = st.try_meta(n)
+                if meta is not None and meta.source_layer is not None:
+                    done.append(f"remove metadata of unfinished image {n}")
+                    if not dry_run:
+                        st.meta_path(n).unlink()
+                        fsync_dir(st.root)
+        if not st.layer.is_dir():
+            if st.layer_new.is_dir():
+                done.append("put the prepared fresh writable layer in place")
+                if not dry_run:
+                    durable_rename(st.layer_new, st.layer)
+            else:
+                done.append("create an empty writable layer")
+                if not dry_run:
+                    st.make_layer(st.layer)
+        elif st.layer_new.exists():
+            done.append("remove an unfinished fresh layer")
+            if not dry_run:
+                remove_tree(st.layer_new)
+        if not st.home.is_dir():
+            done.append("create home/")
+            if not dry_run:
+                st.home.mkdir(mode=0o755)
+        lid = st.layer_id()
+        if lid is None or not st.upper.is_dir():
+            return done
+        try:
+            tab = st.read_roottab()
+        except StoreError:
+            return done
+        for meta in self.images():
+            if meta.source_layer != lid:
+                continue
+            want = [meta.name] if meta.kind is Kind.FULL else [*meta.stack, meta.name]
+            if tab == want:
+                done.append(f"clear the writable layer already squashed into {meta.name}")
+                if not dry_run:
+                    self._fresh_layer(carry=False)
+            elif tab == list(meta.stack):
+                done.append(f"finish creating {meta.name}: put it in roottab, clear the layer")
+                if not dry_run:
+                    st.write_roottab(want)
+                    self._fresh_layer(carry=False)
+            break
+        return done
+
+    # ------------------------------------------------------------------ store actions
+    def init(self, *, source_dir: str | os.PathLike[str] | None = None,
+             image: str | os.PathLike[str] | None = None, name: str = "base",
+             description: str = "", compressor: str = squash.DEFAULT_COMPRESSOR,
+             level: int | None = None, progress: ProgressFn | None = None) -> ImageMeta:
+        """Create a store whose stack is one base image, squashed from a directory tree or
+        copied from an existing squashfs file."""
+        st = self.store
+        check_name(name)
+        if (source_dir is None) == (image is None):
+            raise UsageError("give exactly one of a source directory or an image file")
+        if not st.data.is_dir():
+            raise StoreError(f"data directory {st.data} does not exist")
+        if st.exists() and st.roottab_path.exists():
+            raise StoreError(f"{st.data} already holds an ibi store")
+        st.root.mkdir(exist_ok=True)
+        src = Path(source_dir if source_dir is not None else image)  # type: ignore[arg-type]
+        tmp = st.tmp_path(name, IMAGE_EXT)
+        try:
+            if source_dir is not None:
+                if not src.is_dir():
+                    raise NotFound(f"source directory {src} does not exist")
+                need = tree_bytes(src) + SPACE_MARGIN
+                self._check_space(need, "squash the base image")
+                squash.mksquashfs(src, tmp, compressor=compressor, level=level,
+                                  excludes=("home/*",), progress=progress)
+            else:
+                if not src.is_file():
+                    raise NotFound(f"image file {src} does not exist")
+                self._check_space(src.stat().st_size + SPACE_MARGIN, "copy the base image")
+                squash.check_image(src)
+                self._copy(src, tmp, progress)
+            meta = self._commit_image(tmp, name, Kind.BASE, description, (), None,
+                                      compressor, progress)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        preserve = st.preserve_path
+        if not preserve.exists():
+            atomic_write(preserve, render_preserve(DEFAULT_PRESERVE))
+        st.home.mkdir(mode=0o755, exist_ok=True)
+        if not st.layer.exists():
+            st.make_layer(st.layer)
+        st.write_roottab([name])
+        return meta
+
+    def create(self, kind: Kind, *, name: str | None = None, description: str = "",
+               compressor: str = squash.DEFAULT_COMPRESSOR, level: int | None = None,
+               progress: ProgressFn | None = None) -> ImageMeta:
+        """Make a restore point. INCREMENTAL squashes the writable layer alone and stacks it
+        on top; FULL squashes the whole union into one image that becomes the stack. Then
+        the writable layer is cleared (after the image and roottab are durable)."""
+        if kind not in (Kind.FULL, Kind.INCREMENTAL):
+            raise UsageError("a restore point is full or incremental")
+        self.recover()
+        st = self.store
+        squash.compression_args(compressor, level)  # validate before any work
+        tab = st.read_roottab()
+        for n in tab:
+            if not st.has_image(n):
+                raise NotFound(f"image {n!r} in roottab is missing")
+        name = check_name(name or self._default_name(kind))
+        if st.has_image(name) or st.meta_path(name).exists():
+            raise UsageError(f"an image named {name!r} already exists")
+        self._refuse_if_live()
+        lid = st.layer_id()
+        layer = layerfs.stats(st.upper)
+        if kind is Kind.INCREMENTAL and layer.files == 0 and layer.deleted == 0:
+            raise UsageError("the writable layer is empty: nothing to put in an incremental "
+                             "restore point")
+        tmp = st.tmp_path(name, IMAGE_EXT)
+        try:
+            if kind is Kind.INCREMENTAL:
+                self._check_space(layer.bytes + layer.bytes // 100 + SPACE_MARGIN,
+                                  "squash the writable layer")
+                squash.mksquashfs(st.upper, tmp, compressor=compressor, level=level,
+                                  excludes=("home/*",), progress=progress)
+            else:
+                images = sum(st.image_path(n).stat().st_size for n in tab)
+                self._check_space(images + layer.bytes + SPACE_MARGIN, "squash the whole system")
+                with self._view(tab) as view:
+                    squash.mksquashfs(view, tmp, compressor=compressor, level=level,
+                                      excludes=("home/*",), progress=progress)
+            parent = tab[-1] if kind is Kind.INCREMENTAL else None
+            meta = self._commit_image(tmp, name, kind, description, tuple(tab), parent,
+                                      compressor, progress, source_layer=lid)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        # the commit point: roottab names the new image
+        st.write_roottab([*tab, name] if kind is Kind.INCREMENTAL else [name])
+        slot, _ = self._fresh_layer(carry=False)
+        remove_tree(slot)  # its content is in the new image: nothing is lost
+        return meta
+
+    def restore(self) -> RestoreResult:
+        """Restore System: set the writable layer aside (a rename, whatever its size) and
+        put a fresh one in place, carrying over the preserved config paths."""
+        self.recover()
+        self._refuse_if_live()
+        discarded = layerfs.stats(self.store.upper)
+        trash, kept = self._fresh_layer(carry=True)
+        return RestoreResult(discarded, str(trash), tuple(kept))
+
+    def rollback(self, name: str) -> tuple[str, ...]:
+        """Make the stack end at ``name`` (newer images are kept, to roll forward again),
+        and set the writable layer aside, as its changes were made on another stack."""
+        self.recover()
+        new = self.stack_for(name)
+        for n in new:
+            if not self.store.has_image(n):
+                raise NotFound(f"image {n!r} is missing")
+        self._refuse_if_live()
+        self.store.write_roottab(new)
+        self._fresh_layer(carry=True)
+        return new
+
+    def delete(self, name: str) -> None:
+        """Delete an image that is neither in the stack nor depended upon."""
+        self.recover()
+        st = self.store
+        check_name(name)
+        if not st.has_image(name) and not st.meta_path(name).exists():
+            raise NotFound(f"no image named {name!r} in the store")
+        tab = st.read_roottab()
+        if name in tab:
+            raise InUse(f"{name!r} is in the active stack; roll back past it first")
+        with contextlib.suppress(StoreError):
+            if name in st.read_roottab(prev=True):
+                raise InUse(f"{name!r} is in roottab.prev (the boot fallback); "
+                            "make another change to the stack first")
+        users = [m.name for m in self.images() if name in m.stack and m.name != name]
+        if users:
+            raise InUse(f"{name!r} is needed by {', '.join(users)}")
+        if self._mounted_images() & {str(st.image_path(name))}:
+            raise InUse(f"{name!r} is mounted (a live review?); unmount it first")
+        for p in (st.image_path(name), st.meta_path(name)):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        fsync_dir(st.root)
+
+    def verify(self, *, all_images: bool = False,
+               progress: ProgressFn | None = None) -> VerifyReport:
+        """Checksum every image of the stack (or the store) against its metadata."""
+        st = self.store
+        st.require()
+        try:
+            names = st.read_roottab()
+        except StoreError as e:
+            return VerifyReport((VerifyItem("roottab", False, str(e)),))
+        if all_images:
+            names = [*names, *(n for n in st.image_names() if n not in names)]
+        items = []
+        for n in names:
+            items.append(self._verify_one(n, progress))
+        return VerifyReport(tuple(items))
+
+    def _verify_one(self, name: str, progress: ProgressFn | None) -> VerifyItem:
+        st = self.store
+        if not st.has_image(name):
+            return VerifyItem(name, False, "image file is missing")
+        try:
+            meta = st.read_meta(name)
+        except (NotFound, StoreError) as e:
+            return VerifyItem(name, False, str(e))
+        size = st.image_path(name).stat().st_size
+        if size != meta.size:
+            return VerifyItem(name, False, f"size {size} differs from metadata {meta.size}")
+        if meta.kind is Kind.INCREMENTAL:
+            missing = [n for n in meta.stack if not st.has_image(n)]
+            if missing:
+                return VerifyItem(name, False, f"parent image(s) missing: {' '.join(missing)}")
+        digest = squash.sha256(st.image_path(name), progress)
+        if digest != meta.sha256:
+            return VerifyItem(name, False, "checksum mismatch: the image is corrupted")
+        return VerifyItem(name, True)
+
+    def purge(self) -> int:
+        """Delete the layers set aside by Restore System and Roll back."""
+        self.store.require()
+        freed = 0
+        for p in self.store.trash_entries():
+            freed += tree_bytes(p)
+            remove_tree(p)
+        return freed
+
+    # ------------------------------------------------------------------ mounts
+    def mount(self, target: str | os.PathLike[str], *, fallback: bool = False,
+              readonly: bool = False) -> MountResult:
+        """Assemble the root on ``target``: each image loop-mounted read-only, overlayfs
+        with the writable layer as upper, the store's home/ bound on /home. With
+        ``fallback``, a roottab that cannot be mounted gives way to roottab.prev."""
+        self.recover()
+        st = self.store
+        used = "roottab"
+        try:
+            tab = self._usable_stack(prev=False)
+        except IbiError:
+            if not fallback:
+                raise
+            log.warning("roottab unusable; falling back to roottab.prev")
+            tab, used = self._usable_stack(prev=True), "roottab.prev"
+        upper = None if readonly else st.upper
+        return self._assemble(Path(target), tab, upper, used, review=False)
+
+    def review(self, name: str, target: str | os.PathLike[str], *,
+               tmpfs_size: str | None = None) -> MountResult:
+        """Live Review: the stack up to ``name`` under a fresh tmpfs upper, /home on top.
+        Nothing written there persists."""
+        self.store.require()
+        tab = list(self.stack_for(name))
+        return self._assemble(Path(target), tab, None, "review", review=True,
+                              tmpfs_size=tmpfs_size)
+
+    def umount(self, target: str | os.PathLike[str]) -> int:
+        """Take down everything :meth:`mount` or :meth:`review` put up for ``target``."""
+        stage = mounts.stage_dir(self.run_dir, target)
+        if not mounts.is_mountpoint(target) and not stage.exists():
+            raise MountError(f"nothing of ibi is mounted on {target}")
+        n = mounts.umount_all([target, stage])
+        if stage.exists():
+            shutil.rmtree(stage)
+        return n
+
+    def _usable_stack(self, prev: bool) -> list[str]:
+        tab = self.store.read_roottab(prev=prev)
+        for n in tab:
+            if not self.store.has_image(n):
+                which = "roottab.prev" if prev else "roottab"
+                raise NotFound(f"{which} names image {n!r}, which is missing")
+        return tab
+
+    def _assemble(self, target: Path, tab: list[str], upper: Path | None, used: str,
+                  review: bool, tmpfs_size: str | None = None) -> MountResult:
+        st = self.store
+        if not target.is_dir():
+            raise NotFound(f"mount point {target} does not exist")
+        if mounts.is_mountpoint(target):
+            raise InUse(f"{target} is already a mount point")
+        stage = mounts.stage_dir(self.run_dir, target)
+        if stage.exists() and mounts.mounts_under(stage):
+            raise InUse(f"a stack for {target} is already staged in {stage}; ibi umount it")
+        with mounts.mounting() as m:
+            lowers = [m.image(st.image_path(n), stage / "lower" / f"{i}-{n}")
+                      for i, n in enumerate(tab)]
+            if review:
+                m.tmpfs(stage / "tmpfs", tmpfs_size)
+                (stage / "tmpfs" / "upper").mkdir()
+                (stage / "tmpfs" / "work").mkdir()
+                m.overlay(target, lowers[::-1], stage / "tmpfs" / "upper",
+                          stage / "tmpfs" / "work")
+            elif upper is not None:
+                m.overlay(target, lowers[::-1], upper, st.work)
+            else:
+                m.overlay(target, lowers[::-1], readonly=True)
+            home = target / "home"
+            if home.is_dir():
+                m.bind(st.home, home)
+            else:
+                log.warning("%s has no /home directory; home not bound", target)
+        return MountResult(str(target), tuple(tab), used,
+                           "tmpfs" if review else str(upper or "read-only"), review)
+
+    @contextlib.contextmanager
+    def _view(self, tab: list[str]) -> Iterator[Path]:
+        """A read-only overlay of the writable layer over the stack: the whole system as
+        it would boot, minus /home."""
+        stage = self.run_dir / "stacks" / f"view-{os.getpid()}"
+        with mounts.temporary_mounts() as m:
+            lowers = [m.image(self.store.image_path(n), stage / "lower" / f"{i}-{n}")
+                      for i, n in enumerate(tab)]
+            view = stage / "view"
+            view.mkdir(parents=True, exist_ok=True)
+            m.overlay(view, [self.store.upper, *lowers[::-1]], readonly=True)
+            yield view
+        shutil.rmtree(stage, ignore_errors=True)
+
+    def _mounted_images(self) -> set[str]:
+        out = set()
+        with contextlib.suppress(OSError):
+            for dev in Path("/sys/block").glob("loop*/loop/backing_file"):
+                out.add(dev.read_text().strip())
+        return out
+
+    def _refuse_if_live(self) -> None:
+        """Refuse to change the layer while an overlay uses it as its upper."""
+        upper = str(self.store.upper)
+        for m in mounts.mountinfo():
+            if m.fstype == "overlay" and f"upperdir={upper}," in m.options + ",":
+                raise InUse(f"the writable layer is in use by the overlay on {m.mountpoint}",
+                            hint="run this from Maintenance Mode, or ibi umount first")
+
+    # ------------------------------------------------------------------ helpers
+    def _default_name(self, kind: Kind) -> str:
+        stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+        return f"{stamp}-{'full' if kind is Kind.FULL else 'inc'}"
+
+    def _check_space(self, need: int, what: str) -> None:
+        free = psutil.disk_usage(str(self.store.data)).free
+        if need > free:
+            raise NoSpace(f"not enough space to {what}: needs up to {human(need)}, "
+                          f"{human(free)} free on {self.store.data}",
+                          hint="free space (ibi purge, ibi delete) and try again")
+
+    def _copy(self, src: Path, dest: Path, progress: ProgressFn | None) -> None:
+        total = src.stat().st_size
+        done = 0
+        with open(src, "rb") as fi, open(dest, "wb") as fo:
+            while chunk := fi.read(1 << 20):
+                fo.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(Progress("copying", done, total, src.name))
+
+    def _commit_image(self, tmp: Path, name: str, kind: Kind, description: str,
+                      stack: tuple[str, ...], parent: str | None, compressor: str,
+                      progress: ProgressFn | None, source_layer: str | None = None) -> ImageMeta:
+        """fsync and check the squashed temp file, write its metadata, rename it in."""
+        st = self.store
+        fsync_file(tmp)
+        squash.check_image(tmp)
+        digest = squash.sha256(tmp, progress)
+        meta = ImageMeta(name=name, kind=kind, created=utcnow(), sha256=digest,
+                         size=tmp.stat().st_size, description=description, parent=parent,
+                         stack=stack if kind is Kind.INCREMENTAL else (),
+                         source_layer=source_layer, compressor=compressor)
+        st.write_meta(meta)
+        durable_rename(tmp, st.image_path(name))
+        return meta
+
+    def _fresh_layer(self, carry: bool) -> tuple[Path, list[str]]:
+        """Swap in an empty writable layer; the old one goes to trash/. With ``carry``, the
+        preserved config paths are copied into the fresh layer first."""
+        st = self.store
+        if st.layer_new.exists():
+            remove_tree(st.layer_new)
+        st.make_layer(st.layer_new)
+        kept: list[str] = []
+        if carry and st.upper.is_dir():
+            kept = layerfs.carry(st.upper, st.layer_new / "upper", st.read_preserve())
+            fsync_tree(st.layer_new / "upper")
+        slot = st.new_trash_slot(st.layer_id())
+        if st.layer.exists():
+            durable_rename(st.layer, slot)
+        durable_rename(st.layer_new, st.layer)
+        return slot, kept
+
+
+def fsync_tree(path: Path) -> None:
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                fsync_file(Path(p))
+        fsync_dir(Path(root))
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

@@ -1,0 +1,130 @@
+"""Reading an overlay upper directory: what it adds, changes and deletes, and carrying
+chosen config paths from one layer into a fresh one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from .model import Change, LayerStats
+from .store import walk
+
+OPAQUE_XATTR = "trusted.overlay.opaque"
+WHITEOUT_XATTR = "trusted.overlay.whiteout"
+
+
+def is_whiteout(st: os.stat_result, path: str) -> bool:
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        return True
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        with contextlib.suppress(OSError):
+            os.getxattr(path, WHITEOUT_XATTR, follow_symlinks=False)
+            return True
+    return False
+
+
+def is_opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) in (b"y", b"x")
+    except OSError:
+        return False
+
+
+def stats(upper: Path) -> LayerStats:
+    nbytes = files = changed = deleted = opaque = 0
+    for entry in walk(upper):
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        nbytes += st.st_blocks * 512
+        if is_whiteout(st, entry.path):
+            deleted += 1
+            continue
+        files += 1
+        if stat.S_ISDIR(st.st_mode):
+            if is_opaque(entry.path):
+                opaque += 1
+        else:
+            changed += 1
+    return LayerStats(str(upper), nbytes, files, changed, deleted, opaque)
+
+
+def changes(upper: Path, limit: int | None = None) -> list[Change]:
+    """What the layer holds, as paths of the booted system, sorted; at most ``limit``."""
+    out: list[Change] = []
+    for entry in walk(upper):
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        rel = "/" + os.path.relpath(entry.path, upper)
+        if is_whiteout(st, entry.path):
+            out.append(Change(rel, "deleted", 0))
+        elif stat.S_ISDIR(st.st_mode):
+            if is_opaque(entry.path):
+                out.append(Change(rel, "opaque", 0))
+        else:
+            out.append(Change(rel, "changed", st.st_size))
+    out.sort(key=lambda c: c.path)
+    return out[:limit] if limit is not None else out
+
+
+def _copy_xattrs(src: str, dst: str) -> None:
+    with contextlib.suppress(OSError):
+        for name in os.listxattr(src, follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
+                            follow_symlinks=False)
+
+
+def _copy_meta(src: str, dst: str, st: os.stat_result, xattrs: bool = True) -> None:
+    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+    if xattrs:
+        _copy_xattrs(src, dst)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _copy_entry(src: str, dst: str) -> None:
+    st = os.lstat(src)
+    if stat.S_ISDIR(st.st_mode):
+        os.mkdir(dst)
+        for name in sorted(os.listdir(src)):
+            _copy_entry(os.path.join(src, name), os.path.join(dst, name))
+    elif stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), dst)
+    elif stat.S_ISREG(st.st_mode):
+        shutil.copyfile(src, dst)
+    else:  # whiteouts, device nodes, fifos, sockets
+        os.mknod(dst, st.st_mode, st.st_rdev)
+    _copy_meta(src, dst, st)
+
+
+def carry(old_upper: Path, new_upper: Path, paths: list[str]) -> list[str]:
+    """Copy each of ``paths`` that the old layer changed (or deleted) into the new upper,
+    creating parent directories with their owner and mode but not their opaque flag.
+    Returns the paths carried."""
+    carried = []
+    for p in paths:
+        rel = p.lstrip("/")
+        src = old_upper / rel
+        if not os.path.lexists(src):
+            continue
+        parts = Path(rel).parts
+        for i in range(1, len(parts)):
+            d_src = old_upper.joinpath(*parts[:i])
+            d_dst = new_upper.joinpath(*parts[:i])
+            if not d_dst.exists():
+                os.mkdir(d_dst)
+                _copy_meta(str(d_src), str(d_dst), os.lstat(d_src), xattrs=False)
+        dst = new_upper / rel
+        if os.path.lexists(dst):
+            continue
+        _copy_entry(str(src), str(dst))
+        carried.append(p)
+    return carried

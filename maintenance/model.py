@@ -1,0 +1,186 @@
+"""Frozen dataclasses and enums that the engine returns. Plain data: no I/O here."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+
+class Kind(enum.StrEnum):
+    BASE = "base"
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
+class Level(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageMeta:
+    """The metadata stored beside each image (``<name>.yaml``)."""
+
+    name: str
+    kind: Kind
+    created: datetime
+    sha256: str
+    size: int
+    description: str = ""
+    parent: str | None = None  # the image directly below, for incrementals
+    stack: tuple[str, ...] = ()  # the stack (bottom first) this image was made on
+    source_layer: str | None = None  # id of the writable layer it was squashed from
+    compressor: str = "zstd"
+
+
+@dataclasses.dataclass(frozen=True)
+class StackEntry:
+    """One image as the status sees it: in the active stack or merely in the store."""
+
+    name: str
+    kind: Kind | None  # None when the metadata is missing
+    created: datetime | None
+    size: int
+    description: str
+    parent: str | None
+    present: bool  # the .sqfs exists
+    chain_ok: bool  # sits on exactly the stack it was made on
+    problem: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerStats:
+    """What the writable layer holds: what a Restore System would discard."""
+
+    path: str
+    bytes: int  # allocated bytes (st_blocks * 512) of everything in the upper
+    files: int  # entries in the upper that are not whiteouts (files, dirs, links, nodes)
+    changed: int  # non-directory entries: new or modified files
+    deleted: int  # whiteouts: paths deleted from the images below
+    opaque: int  # directories that hide their lower contents
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One path that the writable layer adds, changes or deletes."""
+
+    path: str  # absolute, as seen in the booted system
+    what: str  # "changed", "deleted", "opaque"
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskUsage:
+    total: int
+    used: int
+    free: int
+    store: int  # bytes of images in the store
+    layer: int  # bytes of the writable layer
+    trash: int  # bytes of set-aside layers awaiting deletion
+
+
+@dataclasses.dataclass(frozen=True)
+class TmpfsUse:
+    mountpoint: str
+    total: int
+    used: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RamUsage:
+    total: int
+    available: int
+    tmpfs: tuple[TmpfsUse, ...] = ()  # tmpfs uppers of live reviews
+
+
+@dataclasses.dataclass(frozen=True)
+class Notice:
+    level: Level
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    data_dir: str
+    stack: tuple[StackEntry, ...]  # bottom first
+    other_images: tuple[StackEntry, ...]  # in the store, not in the stack (roll-forward targets)
+    layer: LayerStats | None
+    disk: DiskUsage
+    ram: RamUsage
+    notices: tuple[Notice, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(n.level is Level.ERROR for n in self.notices)
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """A progress report from a long action. ``total`` is 0 when unknown."""
+
+    phase: str  # e.g. "squashing", "verifying"
+    done: int
+    total: int
+    message: str = ""
+
+    @property
+    def fraction(self) -> float | None:
+        return min(1.0, self.done / self.total) if self.total else None
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreResult:
+    discarded: LayerStats
+    trash: str  # where the old layer was set aside (deleted later by purge)
+    preserved: tuple[str, ...]  # config paths carried into the fresh layer
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyItem:
+    name: str
+    ok: bool
+    problem: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyReport:
+    items: tuple[VerifyItem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(i.ok for i in self.items)
+
+
+@dataclasses.dataclass(frozen=True)
+class MountResult:
+    target: str
+    stack: tuple[str, ...]  # bottom first
+    roottab: str  # which roottab was used: "roottab" or "roottab.prev"
+    upper: str  # the upper directory ("tmpfs" for a review)
+    review: bool = False
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, enums, datetimes and tuples to JSON-ready values (for ``--json``)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        for name in ("ok",):
+            if hasattr(type(obj), name) and isinstance(getattr(type(obj), name), property):
+                out[name] = getattr(obj, name)
+        return out
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    return obj

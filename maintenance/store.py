@@ -1,0 +1,383 @@
+"""The store's on-disk format: the one module that knows file names and layouts.
+
+See docs/FORMAT.md. Under the data directory ``D``::
+
+    D/.root_images/roottab        active stack, bottom first (text; vi-editable)
+    D/.root_images/roottab.prev   the version before the last change (fallback)
+    D/.root_images/preserve       config paths carried across Restore System (text)
+    D/.root_images/<name>.sqfs    read-only images
+    D/.root_images/<name>.yaml    their metadata
+    D/.root_images/.tmp-*         work in progress (removed by recovery)
+    D/layer/{upper,work,id}       the writable layer (overlay upperdir, workdir, layer id)
+    D/layer.new/                  a fresh layer being prepared (renamed into place)
+    D/trash/<stamp>-<id>/         layers set aside by Restore/Rollback, deleted by purge
+    D/home/                       bound on /home; never part of any image
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import yaml
+
+from .errors import BadName, NotFound, StoreError
+from .model import ImageMeta, Kind
+
+STORE = ".root_images"
+ROOTTAB = "roottab"
+ROOTTAB_PREV = "roottab.prev"
+PRESERVE = "preserve"
+LAYER = "layer"
+LAYER_NEW = "layer.new"
+TRASH = "trash"
+HOME = "home"
+TMP_PREFIX = ".tmp-"
+IMAGE_EXT = ".sqfs"
+META_EXT = ".yaml"
+FORMAT_VERSION = 1
+
+DEFAULT_PRESERVE = (
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/timezone",
+    "/etc/localtime",
+    "/etc/adjtime",
+    "/etc/machine-id",
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a safe image name, else raise BadName."""
+    if not _NAME.fullmatch(name) or name.endswith((".tmp", IMAGE_EXT, META_EXT)):
+        raise BadName(
+            f"bad image name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "not starting with '.' or '-'"
+        )
+    return name
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+# --- durable file operations ---------------------------------------------------------
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync of the directory."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def durable_rename(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+    fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        fsync_dir(src.parent)
+
+
+# --- text formats --------------------------------------------------------------------
+
+def parse_roottab(text: str) -> list[str]:
+    """Image names, bottom first. ``#`` starts a comment; blank lines are ignored."""
+    names: list[str] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            check_name(line)
+        except BadName as e:
+            raise StoreError(f"roottab line {n}: {e}") from None
+        if line in names:
+            raise StoreError(f"roottab line {n}: image {line!r} listed twice")
+        names.append(line)
+    if not names:
+        raise StoreError("roottab names no image")
+    return names
+
+
+def render_roottab(names: Iterable[str]) -> str:
+    return (
+        "# ibi roottab: the active image stack, bottom first, one image name per line.\n"
+        "# The previous version is kept in roottab.prev. Lines after '#' are comments.\n"
+        + "".join(f"{n}\n" for n in names)
+    )
+
+
+def parse_preserve(text: str) -> list[str]:
+    paths = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            if not line.startswith("/") or ".." in line.split("/"):
+                raise StoreError(f"preserve: {line!r} is not an absolute path")
+            paths.append(os.path.normpath(line))
+    return paths
+
+
+def render_preserve(paths: Iterable[str]) -> str:
+    return (
+        "# ibi preserve: paths whose changes Restore System and Roll back carry into the\n"
+        "# fresh writable layer (one absolute path per line; files or directories).\n"
+        + "".join(f"{p}\n" for p in paths)
+    )
+
+
+def meta_to_yaml(meta: ImageMeta) -> str:
+    doc = {
+        "format": FORMAT_VERSION,
+        "name": meta.name,
+        "kind": meta.kind.value,
+        "created": meta.created.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "sha256": meta.sha256,
+        "size": meta.size,
+        "description": meta.description,
+        "parent": meta.parent,
+        "stack": list(meta.stack),
+        "source_layer": meta.source_layer,
+        "compressor": meta.compressor,
+    }
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def meta_from_yaml(text: str, where: str) -> ImageMeta:
+    try:
+        doc = yaml.safe_load(text)
+        if not isinstance(doc, dict):
+            raise ValueError("not a mapping")
+        created = doc["created"]
+        if isinstance(created, str):
+            created = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=dt.UTC)
+        return ImageMeta(
+            name=str(doc["name"]),
+            kind=Kind(doc["kind"]),
+            created=created,
+            sha256=str(doc["sha256"]),
+            size=int(doc["size"]),
+            description=str(doc.get("description") or ""),
+            parent=doc.get("parent"),
+            stack=tuple(doc.get("stack") or ()),
+            source_layer=doc.get("source_layer"),
+            compressor=str(doc.get("compressor") or "zstd"),
+        )
+    except (yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise StoreError(f"{where}: unreadable metadata ({e})") from None
+
+
+# --- the store -----------------------------------------------------------------------
+
+class Store:
+    """Paths and primitive reads/writes of one data directory's store."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data = Path(data_dir).absolute()
+        self.root = self.data / STORE
+        self.roottab_path = self.root / ROOTTAB
+        self.roottab_prev_path = self.root / ROOTTAB_PREV
+        self.preserve_path = self.root / PRESERVE
+        self.layer = self.data / LAYER
+        self.layer_new = self.data / LAYER_NEW
+        self.trash = self.data / TRASH
+        self.home = self.data / HOME
+
+    # existence
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def require(self) -> None:
+        if not self.data.is_dir():
+            raise StoreError(f"data directory {self.data} does not exist")
+        if not self.exists():
+            raise StoreError(
+                f"no ibi store in {self.data} (no {STORE}/)", hint="create one with: ibi init"
+            )
+
+    # images
+    def image_path(self, name: str) -> Path:
+        return self.root / f"{check_name(name)}{IMAGE_EXT}"
+
+    def meta_path(self, name: str) -> Path:
+        return self.root / f"{check_name(name)}{META_EXT}"
+
+    def tmp_path(self, name: str, ext: str) -> Path:
+        return self.root / f"{TMP_PREFIX}{name}{ext}"
+
+    def image_names(self) -> list[str]:
+        """Names that have an image file or a metadata file."""
+        names = set()
+        for p in self.root.iterdir():
+            if p.name.startswith(".") or p.suffix not in (IMAGE_EXT, META_EXT):
+                continue
+            with contextlib.suppress(BadName):
+                names.add(check_name(p.stem))
+        return sorted(names)
+
+    def has_image(self, name: str) -> bool:
+        return self.image_path(name).is_file()
+
+    def read_meta(self, name: str) -> ImageMeta:
+        path = self.meta_path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise NotFound(f"no metadata for image {name!r} ({path.name} missing)") from None
+        meta = meta_from_yaml(text, path.name)
+        if meta.name != name:
+            raise StoreError(f"{path.name}: names image {meta.name!r}, expected {name!r}")
+        return meta
+
+    def try_meta(self, name: str) -> ImageMeta | None:
+        try:
+            return self.read_meta(name)
+        except (NotFound, StoreError):
+            return None
+
+    def write_meta(self, meta: ImageMeta) -> None:
+        atomic_write(self.meta_path(meta.name), meta_to_yaml(meta))
+
+    # roottab
+    def read_roottab(self, prev: bool = False) -> list[str]:
+        path = self.roottab_prev_path if prev else self.roottab_path
+        try:
+            return parse_roottab(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StoreError(f"{path} is missing") from None
+        except UnicodeDecodeError:
+            raise StoreError(f"{path.name} is not text") from None
+        except StoreError as e:
+            raise StoreError(f"{path.name}: {e}") from None
+
+    def write_roottab(self, names: Iterable[str]) -> None:
+        """Keep the current roottab as roottab.prev, then replace roottab atomically."""
+        names = [check_name(n) for n in names]
+        if self.roottab_path.exists():
+            atomic_write(self.roottab_prev_path, self.roottab_path.read_text(encoding="utf-8"))
+        atomic_write(self.roottab_path, render_roottab(names))
+
+    # preserve
+    def read_preserve(self) -> list[str]:
+        try:
+            return parse_preserve(self.preserve_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+
+    # the writable layer
+    @property
+    def upper(self) -> Path:
+        return self.layer / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.layer / "work"
+
+    def layer_id(self, layer: Path | None = None) -> str | None:
+        try:
+            return ((layer or self.layer) / "id").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def make_layer(self, path: Path) -> str:
+        """Create an empty layer directory (upper, work, id) at ``path``; return its id."""
+        path.mkdir(mode=0o755)
+        (path / "upper").mkdir(mode=0o755)
+        (path / "work").mkdir(mode=0o700)
+        layer_id = secrets.token_hex(8)
+        with open(path / "id", "w") as f:
+            f.write(layer_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for d in (path / "upper", path / "work", path):
+            fsync_dir(d)
+        return layer_id
+
+    def trash_entries(self) -> list[Path]:
+        if not self.trash.is_dir():
+            return []
+        return sorted(p for p in self.trash.iterdir())
+
+    def stray_tmp(self) -> list[Path]:
+        return sorted(p for p in self.root.iterdir() if p.name.startswith(TMP_PREFIX))
+
+    def new_trash_slot(self, layer_id: str | None) -> Path:
+        self.trash.mkdir(exist_ok=True)
+        stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+        return self.trash / f"{stamp}-{layer_id or secrets.token_hex(4)}"
+
+
+def tree_bytes(path: Path) -> int:
+    """Allocated bytes under ``path`` (like du), not following symlinks or mounts."""
+    total = 0
+    for entry in walk(path):
+        with contextlib.suppress(OSError):
+            total += entry.stat(follow_symlinks=False).st_blocks * 512
+    return total
+
+
+def walk(path: Path) -> Iterator[os.DirEntry[str]]:
+    """Every entry below ``path`` (depth first), staying on one filesystem."""
+    try:
+        dev = path.stat().st_dev
+        stack = [os.scandir(path)]
+    except OSError:
+        return
+    while stack:
+        it = stack[-1]
+        entry = next(it, None)
+        if entry is None:
+            it.close()
+            stack.pop()
+            continue
+        yield entry
+        try:
+            if entry.is_dir(follow_symlinks=False) and entry.stat(
+                follow_symlinks=False
+            ).st_dev == dev:
+                stack.append(os.scandir(entry.path))
+        except OSError:
+            continue
+
+
+def remove_tree(path: Path) -> None:
+    """Delete ``path`` entirely (a set-aside layer, a stray temp)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
