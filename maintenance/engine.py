@@ -223,6 +223,13 @@ class Engine:
     def _pending(self, dry_run: bool) -> list[str]:
         st = self.store
         done: list[str] = []
+        for stage in sorted((self.run_dir / "stacks").glob("view-*")):
+            pid = stage.name.removeprefix("view-")
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                done.append(f"take down the view left by an interrupted full create ({pid})")
+                if not dry_run:
+                    mounts.umount_all([stage])
+                    shutil.rmtree(stage, ignore_errors=True)
         for p in st.stray_tmp():
             done.append(f"remove unfinished {p.name}")
             if not dry_run:
@@ -409,7 +416,8 @@ class Engine:
             if name in st.read_roottab(prev=True):
                 raise InUse(f"{name!r} is in roottab.prev (the boot fallback); "
                             "make another change to the stack first")
-        users = [m.name for m in self.images() if name in m.stack and m.name != name]
+        users = [m.name for m in self.images()
+                 if m.kind is Kind.INCREMENTAL and name in m.stack and m.name != name]
         if users:
             raise InUse(f"{name!r} is needed by {', '.join(users)}")
         if self._mounted_images() & {str(st.image_path(name))}:
@@ -602,7 +610,7 @@ class Engine:
         digest = squash.sha256(tmp, progress)
         meta = ImageMeta(name=name, kind=kind, created=utcnow(), sha256=digest,
                          size=tmp.stat().st_size, description=description, parent=parent,
-                         stack=stack if kind is Kind.INCREMENTAL else (),
+                         stack=stack,
                          source_layer=source_layer, compressor=compressor)
         st.write_meta(meta)
         durable_rename(tmp, st.image_path(name))

@@ -32,7 +32,8 @@ class ImageMeta:
     size: int
     description: str = ""
     parent: str | None = None  # the image directly below, for incrementals
-    stack: tuple[str, ...] = ()  # the stack (bottom first) this image was made on
+    stack: tuple[str, ...] = ()  # the stack (bottom first) it was made from; an
+    # incremental must sit on exactly this stack, a full image stands alone
     source_layer: str | None = None  # id of the writable layer it was squashed from
     compressor: str = "zstd"
 

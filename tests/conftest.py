@@ -1,0 +1,86 @@
+"""Shared fixtures. Tests that mount run as root inside a private mount namespace that the
+test process enters once (so nothing leaks into the host's mount table); they skip with a
+printed reason elsewhere, and under IBI_REQUIRE_ALL=1 (set by .ci/run) a missing
+capability fails instead of skipping."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CLONE_NEWNS = 0x00020000
+_ns_ready: bool | None = None
+_ns_reason = ""
+
+
+def _enter_private_namespace() -> bool:
+    global _ns_ready, _ns_reason
+    if _ns_ready is not None:
+        return _ns_ready
+    _ns_ready = False
+    if os.geteuid() != 0:
+        _ns_reason = "needs root (loop devices, overlayfs, squashfs)"
+        return False
+    missing = [t for t in ("mksquashfs", "unsquashfs", "losetup") if not shutil.which(t)]
+    if missing:
+        _ns_reason = f"missing tools: {', '.join(missing)} (apt-get install squashfs-tools)"
+        return False
+    fs = Path("/proc/filesystems").read_text()
+    for need in ("overlay", "squashfs"):
+        if need not in fs:
+            subprocess.run(["modprobe", need], capture_output=True)
+    fs = Path("/proc/filesystems").read_text()
+    if "overlay" not in fs or "squashfs" not in fs:
+        _ns_reason = "the kernel lacks overlay or squashfs"
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        _ns_reason = f"unshare(CLONE_NEWNS) failed: {os.strerror(ctypes.get_errno())}"
+        return False
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    _ns_ready = True
+    return True
+
+
+def require_root() -> None:
+    if not _enter_private_namespace():
+        if os.environ.get("IBI_REQUIRE_ALL") == "1":
+            pytest.fail(f"required capability missing: {_ns_reason}")
+        pytest.skip(_ns_reason)
+
+
+def loop_devices() -> set[str]:
+    out = subprocess.run(["losetup", "-a", "-n", "-O", "NAME,BACK-FILE"], capture_output=True,
+                         text=True).stdout
+    return {ln.strip() for ln in out.splitlines() if ln.strip()}
+
+
+@pytest.fixture
+def root_ns(tmp_path: Path) -> Iterator[Path]:
+    """Root in a private mount namespace; checks afterwards that the test left no mount
+    under tmp_path and no loop device behind."""
+    require_root()
+    loops = loop_devices()
+    yield tmp_path
+    leaked = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+              if ln.split()[4].startswith(str(tmp_path))]
+    for mp in reversed(leaked):
+        subprocess.run(["umount", "-l", mp], capture_output=True)
+    new_loops = loop_devices() - loops
+    assert not leaked, f"mounts leaked: {leaked}"
+    assert not new_loops, f"loop devices leaked: {new_loops}"
+
+
+@pytest.fixture
+def engine(root_ns: Path):  # type: ignore[no-untyped-def]
+    from maintenance.engine import Engine
+
+    data = root_ns / "data"
+    data.mkdir()
+    return Engine(data, root_ns / "run")

@@ -1,0 +1,148 @@
+"""Interrupted actions: a child process runs the action and dies (os._exit, no cleanup,
+like a power cut after the last completed syscall) at each step; then a fresh engine must
+find the old state or the new one, never anything between, and the system must look the
+same when mounted."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from maintenance import engine as engine_mod
+from maintenance import squash, store
+from maintenance.engine import Engine
+from maintenance.model import Kind
+from tests.fstree import apply_changes, build_base, snapshot
+
+CRASH = 99
+
+
+def _die() -> None:
+    os._exit(CRASH)
+
+
+def crash_in_child(action: Callable[[], object], arm: Callable[[pytest.MonkeyPatch], None]) -> int:
+    pid = os.fork()
+    if pid == 0:  # the child: arm the crash point, run, never return into pytest
+        try:
+            mp = pytest.MonkeyPatch()
+            arm(mp)
+            action()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def after_nth(mp: pytest.MonkeyPatch, owner: object, name: str, n: int, before: bool) -> None:
+    """Die on the n-th call of owner.name: before it runs, or just after it returns."""
+    real = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapper(*a, **kw):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == n and before:
+            _die()
+        r = real(*a, **kw)
+        if calls["n"] == n:
+            _die()
+        return r
+
+    mp.setattr(owner, name, wrapper)
+
+
+def half_written_squash(mp: pytest.MonkeyPatch) -> None:
+    def partial(src, dest, **kw):  # type: ignore[no-untyped-def]
+        dest.write_bytes(b"hsqs" + os.urandom(1000))
+        _die()
+
+    mp.setattr(squash, "mksquashfs", partial)
+
+
+CREATE_POINTS = {
+    "mid-squash": half_written_squash,
+    "squashed, unchecked": lambda mp: after_nth(mp, squash, "check_image", 1, before=True),
+    "metadata written": lambda mp: after_nth(mp, store.Store, "write_meta", 1, before=False),
+    "image renamed in": lambda mp: after_nth(mp, engine_mod, "durable_rename", 1, before=False),
+    "roottab.prev written": lambda mp: after_nth(mp, store, "atomic_write", 2, before=False),
+    "roottab written": lambda mp: after_nth(mp, store.Store, "write_roottab", 1, before=False),
+    "fresh layer made": lambda mp: after_nth(mp, store.Store, "make_layer", 1, before=False),
+    "old layer set aside": lambda mp: after_nth(mp, engine_mod, "durable_rename", 2,
+                                                before=False),
+    "fresh layer in place": lambda mp: after_nth(mp, engine_mod, "durable_rename", 3,
+                                                 before=False),
+}
+
+
+@pytest.fixture
+def changed_store(engine: Engine, root_ns: Path) -> tuple[Engine, dict]:  # type: ignore[type-arg]
+    tree = root_ns / "tree"
+    build_base(tree)
+    engine.init(source_dir=tree)
+    mnt = root_ns / "mnt"
+    mnt.mkdir()
+    engine.mount(mnt)
+    try:
+        apply_changes(mnt)
+        view = snapshot(mnt)
+    finally:
+        engine.umount(mnt)
+    return engine, view
+
+
+def view_of(eng: Engine, root: Path) -> dict:  # type: ignore[type-arg]
+    mnt = root / "mnt"
+    eng.mount(mnt)
+    try:
+        return snapshot(mnt)
+    finally:
+        eng.umount(mnt)
+
+
+@pytest.mark.parametrize("kind", [Kind.INCREMENTAL, Kind.FULL])
+@pytest.mark.parametrize("point", list(CREATE_POINTS))
+def test_interrupted_create(changed_store, root_ns: Path, point: str, kind: Kind) -> None:  # type: ignore[no-untyped-def]
+    eng, before = changed_store
+    code = crash_in_child(lambda: eng.create(kind, name="rp"), CREATE_POINTS[point])
+    assert code == CRASH, f"the crash point {point!r} was never reached (exit {code})"
+    fresh = Engine(eng.data_dir, eng.run_dir)
+    fresh.recover()
+    tab = fresh.roottab()
+    new = ["base", "rp"] if kind is Kind.INCREMENTAL else ["rp"]
+    if tab == ["base"]:  # the old state: layer intact, no trace of the new image
+        assert fresh.changes(), "old state must keep the writable layer's changes"
+        assert not fresh.store.has_image("rp") and not fresh.store.meta_path("rp").exists()
+    else:  # the new state: image in the stack, layer empty
+        assert tab == new and fresh.changes() == []
+    assert fresh.store.stray_tmp() == [] and not fresh.store.layer_new.exists()
+    assert fresh.recover() == []
+    assert fresh.verify(all_images=True).ok
+    assert view_of(fresh, root_ns) == before
+    st = fresh.status()
+    assert st.ok and not [n for n in st.notices if "interrupted" in n.message]
+
+
+RESTORE_POINTS = {
+    "fresh layer made": lambda mp: after_nth(mp, store.Store, "make_layer", 1, before=False),
+    "old layer set aside": lambda mp: after_nth(mp, engine_mod, "durable_rename", 1,
+                                                before=False),
+}
+
+
+@pytest.mark.parametrize("point", list(RESTORE_POINTS))
+def test_interrupted_restore(changed_store, root_ns: Path, point: str) -> None:  # type: ignore[no-untyped-def]
+    eng, before = changed_store
+    assert crash_in_child(eng.restore, RESTORE_POINTS[point]) == CRASH
+    fresh = Engine(eng.data_dir, eng.run_dir)
+    fresh.recover()
+    view = view_of(fresh, root_ns)
+    if fresh.changes() and len(fresh.changes()) > 1:
+        assert view == before  # old state
+    else:
+        assert view["etc/hostname"] == before["etc/hostname"]  # new state keeps preserved
+        assert "etc/new.conf" not in view
+    assert not fresh.store.layer_new.exists()

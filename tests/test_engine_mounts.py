@@ -1,0 +1,240 @@
+"""The engine on real mounts: loop-mounted squashfs, kernel overlayfs, tmpfs, binds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from maintenance.engine import Engine
+from maintenance.errors import InUse, NoSpace, NotFound, UsageError
+from maintenance.model import Kind
+from tests.fstree import apply_changes, build_base, snapshot
+
+
+@pytest.fixture
+def store(engine: Engine, root_ns: Path) -> Engine:
+    tree = root_ns / "tree"
+    build_base(tree)
+    engine.init(source_dir=tree, description="test base")
+    return engine
+
+
+def mounted_view(eng: Engine, where: Path, edit=None) -> dict:  # type: ignore[no-untyped-def]
+    where.mkdir(exist_ok=True)
+    eng.mount(where)
+    try:
+        if edit:
+            edit(where)
+        return snapshot(where)
+    finally:
+        eng.umount(where)
+
+
+def test_base_view_matches_source_tree(store: Engine, root_ns: Path) -> None:
+    view = mounted_view(store, root_ns / "mnt")
+    src = snapshot(root_ns / "tree")
+    src.pop("home")
+    view.pop("home")  # the bind of the store's home/ stands there
+    assert view == src
+
+
+@pytest.mark.parametrize("kind", [Kind.INCREMENTAL, Kind.FULL])
+def test_create_keeps_every_change_across_remount(store: Engine, root_ns: Path,
+                                                  kind: Kind) -> None:
+    before = mounted_view(store, root_ns / "mnt", apply_changes)
+    assert store.changes(), "the change set must land in the writable layer"
+    meta = store.create(kind, description="after changes")
+    assert store.changes() == []
+    assert store.status().layer.files == 0  # type: ignore[union-attr]
+    after = mounted_view(store, root_ns / "mnt")
+    assert after == before
+    tab = store.roottab()
+    assert tab == (["base", meta.name] if kind is Kind.INCREMENTAL else [meta.name])
+    assert (store.store.root / "roottab.prev").read_text().count("base") == 1
+    # spot-check the hard cases by name, not just by equality
+    assert "opt/old" not in after and after["opt/renamed/deep/file"]["size"] == 9
+    assert "srv/data/sub/file" not in after and "srv/data/sub/only-new" in after
+    assert "etc/app/extra.conf" not in after
+    assert after["srv/data/owned"]["xattrs"] == {"user.tag": b"changed"}
+    assert after["var/lib/newfile-link"]["link_group"] == "var/lib/newfile"
+    assert after["dev/zero"]["rdev"] == (1, 5)
+    assert after["usr/bin/tool"]["mode"] & 0o777 == 0o700
+    assert (after["usr/lib/mod/b.so"]["uid"], after["usr/lib/mod/b.so"]["gid"]) == (42, 43)
+    assert store.verify(all_images=True).ok
+
+
+def test_incremental_whiteouts_stay_deleted_under_a_second_incremental(
+        store: Engine, root_ns: Path) -> None:
+    mounted_view(store, root_ns / "mnt", apply_changes)
+    store.create(Kind.INCREMENTAL, name="one")
+    view2 = mounted_view(store, root_ns / "mnt",
+                         lambda r: (r / "etc/second").write_text("2\n"))
+    store.create(Kind.INCREMENTAL, name="two")
+    assert store.roottab() == ["base", "one", "two"]
+    assert mounted_view(store, root_ns / "mnt") == view2
+    st = store.status()
+    assert [e.name for e in st.stack] == ["base", "one", "two"]
+    assert all(e.chain_ok for e in st.stack) and st.ok
+
+
+def test_restore_discards_layer_keeps_home_and_preserved_config(store: Engine,
+                                                                root_ns: Path) -> None:
+    base = mounted_view(store, root_ns / "mnt")
+
+    def damage(r: Path) -> None:
+        apply_changes(r)
+        (r / "home/user-file").write_text("mine\n")
+
+    mounted_view(store, root_ns / "mnt", damage)
+    stats, kept = store.restore_plan()
+    assert stats.changed > 5 and stats.deleted >= 2 and kept == ("/etc/hostname",)
+    res = store.restore()
+    assert res.preserved == ("/etc/hostname",)
+    assert res.discarded.changed == stats.changed
+    assert Path(res.trash).is_dir()
+    after = mounted_view(store, root_ns / "mnt")
+    expected = dict(base)
+    expected["etc/hostname"] = after["etc/hostname"]
+    assert after == expected
+    mnt = root_ns / "mnt"
+    store.mount(mnt)
+    try:
+        assert (mnt / "etc/hostname").read_text() == "changed-host\n"
+        assert (mnt / "home/user-file").read_text() == "mine\n"
+    finally:
+        store.umount(mnt)
+    assert store.purge() > 0 and not Path(res.trash).exists()
+
+
+def test_review_shows_older_point_on_tmpfs_and_changes_nothing(store: Engine,
+                                                               root_ns: Path) -> None:
+    mounted_view(store, root_ns / "mnt", apply_changes)
+    store.create(Kind.INCREMENTAL, name="inc")
+    mounted_view(store, root_ns / "mnt", lambda r: (r / "etc/pending").write_text("x"))
+    (store.store.home / "notes").write_text("home survives\n")
+    layer_before = store.changes()
+    tab_before = store.roottab()
+    rv = root_ns / "review"
+    rv.mkdir()
+    res = store.review("base", rv)
+    try:
+        assert res.stack == ("base",) and res.review
+        assert (rv / "etc/hostname").read_text() == "base-host\n"
+        assert not (rv / "etc/new.conf").exists() and not (rv / "etc/pending").exists()
+        assert (rv / "home/notes").read_text() == "home survives\n"
+        (rv / "etc/written-in-review").write_text("gone later\n")
+        assert any(t.used > 0 for t in store.status().ram.tmpfs)
+    finally:
+        store.umount(rv)
+    assert store.changes() == layer_before and store.roottab() == tab_before
+    res = store.review("base", rv)
+    try:
+        assert not (rv / "etc/written-in-review").exists()
+    finally:
+        store.umount(rv)
+
+
+def test_rollback_and_roll_forward(store: Engine, root_ns: Path) -> None:
+    mounted_view(store, root_ns / "mnt", lambda r: (r / "etc/one").write_text("1"))
+    store.create(Kind.INCREMENTAL, name="one")
+    mounted_view(store, root_ns / "mnt", lambda r: (r / "etc/two").write_text("2"))
+    store.create(Kind.INCREMENTAL, name="two")
+    mounted_view(store, root_ns / "mnt", lambda r: (r / "etc/junk").write_text("j"))
+    assert store.rollback("one") == ("base", "one")
+    view = mounted_view(store, root_ns / "mnt")
+    assert "etc/one" in view and "etc/two" not in view and "etc/junk" not in view
+    assert [e.name for e in store.status().other_images] == ["two"]
+    assert store.rollback("two") == ("base", "one", "two")
+    assert "etc/two" in mounted_view(store, root_ns / "mnt")
+
+
+def test_delete_refuses_what_is_needed(store: Engine, root_ns: Path) -> None:
+    mounted_view(store, root_ns / "mnt", lambda r: (r / "etc/one").write_text("1"))
+    store.create(Kind.INCREMENTAL, name="one")
+    with pytest.raises(InUse, match="active stack"):
+        store.delete("one")
+    mounted_view(store, root_ns / "mnt", lambda r: (r / "etc/x").write_text("x"))
+    store.create(Kind.FULL, name="full1")
+    with pytest.raises(InUse, match=r"roottab\.prev"):
+        store.delete("one")
+    store.rollback("full1")  # roottab.prev is now [full1] as well
+    with pytest.raises(InUse, match="needed by one"):
+        store.delete("base")
+    with pytest.raises(NotFound):
+        store.delete("nope")
+    store.delete("one")
+    store.delete("base")
+    assert store.store.image_names() == ["full1"]
+    assert store.verify(all_images=True).ok
+
+
+def test_verify_detects_a_corrupted_image(store: Engine) -> None:
+    assert store.verify().ok
+    img = store.store.image_path("base")
+    with open(img, "r+b") as f:
+        f.seek(img.stat().st_size // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0xFF]))
+    rep = store.verify()
+    assert not rep.ok and "checksum mismatch" in (rep.items[0].problem or "")
+
+
+def test_mount_falls_back_to_roottab_prev(store: Engine, root_ns: Path) -> None:
+    mounted_view(store, root_ns / "mnt", lambda r: (r / "etc/one").write_text("1"))
+    store.create(Kind.INCREMENTAL, name="one")
+    store.store.roottab_path.write_text("base\nmissing-image\n")
+    mnt = root_ns / "mnt"
+    with pytest.raises(NotFound, match="missing-image"):
+        store.mount(mnt)
+    res = store.mount(mnt, fallback=True)
+    try:
+        assert res.roottab == "roottab.prev" and res.stack == ("base",)
+    finally:
+        store.umount(mnt)
+    assert not store.status().ok
+
+
+def test_create_refuses_when_space_is_short(engine: Engine, root_ns: Path) -> None:
+    from maintenance.run import run
+
+    data = engine.data_dir
+    run(["mount", "-t", "tmpfs", "-o", "size=40m", "tiny", str(data)])
+    try:
+        tree = root_ns / "tree"
+        build_base(tree)
+        (tree / "var/lib/sparse").unlink()
+        engine.init(source_dir=tree)
+        (engine.store.upper / "big").write_bytes(os.urandom(25 << 20))
+        with pytest.raises(NoSpace, match=r"needs up to .* free"):
+            engine.create(Kind.INCREMENTAL)
+        assert engine.roottab() == ["base"] and engine.store.stray_tmp() == []
+        assert (engine.store.upper / "big").exists()
+    finally:
+        run(["umount", str(data)])
+
+
+def test_bad_input_is_refused(store: Engine) -> None:
+    with pytest.raises(UsageError):
+        store.create(Kind.INCREMENTAL, name="../evil")
+    with pytest.raises(UsageError, match="empty"):
+        store.create(Kind.INCREMENTAL)
+    with pytest.raises(UsageError):
+        store.create(Kind.FULL, compressor="rar")
+
+
+def test_writable_layer_is_self_contained(store: Engine, root_ns: Path) -> None:
+    """No redirect or metacopy xattrs in the upper: every file there carries its own data,
+    so a squashed layer reads the same whatever overlay options or base it later meets."""
+    view = mounted_view(store, root_ns / "mnt", apply_changes)
+    upper = store.store.upper
+    for dirpath, dirnames, filenames in os.walk(upper):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            names = os.listxattr(p, follow_symlinks=False)
+            assert not [n for n in names if n.endswith(("overlay.redirect", "overlay.metacopy"))], p
+            rel = os.path.relpath(p, upper)
+            if os.path.isfile(p) and not os.path.islink(p) and rel in view:
+                assert os.path.getsize(p) == view[rel]["size"], rel
