@@ -238,3 +238,73 @@ def test_writable_layer_is_self_contained(store: Engine, root_ns: Path) -> None:
             rel = os.path.relpath(p, upper)
             if os.path.isfile(p) and not os.path.islink(p) and rel in view:
                 assert os.path.getsize(p) == view[rel]["size"], rel
+
+
+def test_init_from_an_existing_image_and_refuse_junk(engine: Engine, root_ns: Path) -> None:
+    from maintenance.errors import CommandError, StoreError
+
+    tree = root_ns / "tree"
+    build_base(tree)
+    other = Engine(root_ns / "other", root_ns / "run")
+    other.data_dir.mkdir()
+    other.init(source_dir=tree)
+    junk = root_ns / "junk.sqfs"
+    junk.write_bytes(b"not a squashfs image" * 100)
+    with pytest.raises(CommandError, match="unsquashfs"):
+        engine.init(image=junk)
+    assert engine.store.stray_tmp() == []
+    meta = engine.init(image=other.store.image_path("base"), name="copied")
+    assert meta.sha256 == other.store.read_meta("base").sha256
+    assert engine.roottab() == ["copied"]
+    with pytest.raises(StoreError, match="already holds"):
+        engine.init(image=other.store.image_path("base"))
+    src = snapshot(tree)
+    view = mounted_view(engine, root_ns / "mnt")
+    src.pop("home")
+    view.pop("home")
+    assert view == src
+
+
+def test_status_of_a_broken_store_names_the_problems(store: Engine, root_ns: Path) -> None:
+    mounted_view(store, root_ns / "mnt", lambda r: (r / "etc/one").write_text("1"))
+    store.create(Kind.INCREMENTAL, name="one")
+    (store.store.root / "base.sqfs").rename(root_ns / "away.sqfs")
+    st = store.status()
+    assert not st.ok
+    msgs = " | ".join(n.message for n in st.notices)
+    assert "base: image file is missing" in msgs and "parent image 'base' is missing" in msgs
+    assert [e.chain_ok for e in st.stack] == [True, False]
+    store.store.roottab_path.write_text("# nothing\n")
+    st = store.status()
+    assert not st.ok and st.stack == () and "roottab names no image" in st.notices[0].message
+    assert "roottab.prev names: base" in " ".join(n.message for n in st.notices)
+
+
+def test_low_space_is_warned(engine: Engine, root_ns: Path) -> None:
+    from maintenance.run import run
+
+    run(["mount", "-t", "tmpfs", "-o", "size=30m", "tiny", str(engine.data_dir)])
+    try:
+        tree = root_ns / "tree"
+        build_base(tree)
+        (tree / "var/lib/sparse").unlink()
+        engine.init(source_dir=tree)
+        assert any("low space" in n.message for n in engine.status().notices)
+        assert engine.status().ram.tmpfs[0].mountpoint == str(engine.data_dir)
+    finally:
+        run(["umount", str(engine.data_dir)])
+
+
+def test_layer_in_use_by_a_live_overlay_is_not_squashed(store: Engine, root_ns: Path) -> None:
+    mnt = root_ns / "mnt"
+    mnt.mkdir()
+    store.mount(mnt)
+    try:
+        (mnt / "etc/live").write_text("x")
+        with pytest.raises(InUse, match="in use by the overlay"):
+            store.create(Kind.INCREMENTAL)
+        with pytest.raises(InUse):
+            store.restore()
+    finally:
+        store.umount(mnt)
+    assert store.changes()

@@ -1,0 +1,73 @@
+"""The guest root file system recipe: the only input of the cached rootfs tarball.
+
+The cache key is the hash of this whole file, so any change here (suite, mirror, package list,
+the mmdebstrap command line) rebuilds the tarball; nothing else does.  Per-run configuration
+(project files, units, autologin, initramfs) lives in guest.py and is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+SUITE = "trixie"
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = (
+    "linux-image-amd64",
+    "systemd",
+    "systemd-sysv",
+    "udev",
+    "dracut",
+    "kmod",
+    "util-linux",
+    "e2fsprogs",
+    "squashfs-tools",
+    "zstd",
+    "procps",
+    "python3",
+    "python3-urwid",
+    "python3-psutil",
+    "python3-yaml",
+    "python3-pyudev",
+)
+
+
+def recipe_key() -> str:
+    """Return a short hash of this file: the cache key of the rootfs tarball."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def build_rootfs(out_tar: Path, deb_cache: Path, log: Path) -> None:
+    """Build the guest rootfs as a tarball with mmdebstrap (needs root), reusing a .deb cache.
+
+    INITRD=No keeps the kernel's postinst from building a distro initramfs: the tests build
+    their own with dracut and the ibi module.
+    """
+    deb_cache.mkdir(parents=True, exist_ok=True)
+    tmp = out_tar.with_name(out_tar.name + ".part")
+    cmd = [
+        "mmdebstrap",
+        "--mode=root",
+        "--variant=minbase",
+        "--components=main",
+        "--include=" + ",".join(PACKAGES),
+        "--skip=download/empty",
+        "--skip=essential/unlink",
+        "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
+        f"--setup-hook=sync-in {deb_cache} /var/cache/apt/archives/",
+        f"--customize-hook=sync-out /var/cache/apt/archives {deb_cache}",
+        "--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb",
+        "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/*",
+        "--customize-hook=rm -f \"$1\"/boot/initrd.img-*",
+        SUITE,
+        str(tmp),
+        MIRROR,
+    ]
+    env = dict(os.environ, INITRD="No", DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8")
+    with log.open("wb") as fh:
+        subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                       env=env, check=True)
+    shutil.move(tmp, out_tar)
