@@ -263,7 +263,7 @@ def restore_explanation(engine: Engine, what: str) -> str:
 
 # ---------------------------------------------------------------------- commands
 
-def emit(args: argparse.Namespace, result: Any, text: Callable[[], None]) -> None:
+def emit(args: argparse.Namespace, result: Any, text: Callable[[], object]) -> None:
     if getattr(args, "json", False):
         print(json.dumps(to_jsonable(result), indent=2))
     else:
@@ -307,11 +307,11 @@ def run_command(args: argparse.Namespace) -> int:
                                        f"({human(meta.size)}); the writable layer is now empty"))
     elif cmd == "restore":
         confirm(args, "RESTORE", restore_explanation(eng, "Restore System"))
-        r = eng.restore()
-        emit(args, r, lambda: print(
-            f"restored: discarded {r.discarded.changed} changed files and "
-            f"{r.discarded.deleted} deletions ({human(r.discarded.bytes)}); "
-            f"kept {', '.join(r.preserved) or 'no config changes'}"))
+        res = eng.restore()
+        emit(args, res, lambda: print(
+            f"restored: discarded {res.discarded.changed} changed files and "
+            f"{res.discarded.deleted} deletions ({human(res.discarded.bytes)}); "
+            f"kept {', '.join(res.preserved) or 'no config changes'}"))
     elif cmd == "rollback":
         new = eng.stack_for(args.name)
         confirm(args, "ROLLBACK", f"The stack becomes: {' '.join(new)}.\n"

@@ -149,10 +149,10 @@ class Engine:
                 notices.append(Notice(Level.INFO, f"roottab.prev names: {' '.join(prev)}"))
         stack = tuple(self._entry(n, tab[:i]) for i, n in enumerate(tab))
         others = tuple(self._entry(n, None) for n in st.image_names() if n not in tab)
-        for e in (*stack, *others):
-            if e.problem:
-                lvl = Level.ERROR if e in stack else Level.WARNING
-                notices.append(Notice(lvl, f"{e.name}: {e.problem}"))
+        for entry in (*stack, *others):
+            if entry.problem:
+                lvl = Level.ERROR if entry in stack else Level.WARNING
+                notices.append(Notice(lvl, f"{entry.name}: {entry.problem}"))
 
         layer = layerfs.stats(st.upper) if st.upper.is_dir() else None
         if layer is None:
@@ -505,7 +505,7 @@ class Engine:
         stage = mounts.stage_dir(self.run_dir, target)
         if not mounts.is_mountpoint(target) and not stage.exists():
             raise MountError(f"nothing of ibi is mounted on {target}")
-        n = mounts.umount_all([target, stage])
+        n = mounts.umount_all([Path(target), stage])
         if stage.exists():
             shutil.rmtree(stage)
         return n

@@ -70,7 +70,7 @@ def run_with_progress(argv: Sequence[str], on_progress: Callable[[int, int], Non
     last = (-1, -1)
     tail: list[bytes] = []
     while True:
-        chunk = proc.stdout.read1(65536)
+        chunk = os.read(proc.stdout.fileno(), 65536)
         if not chunk:
             break
         buf += chunk

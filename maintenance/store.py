@@ -172,7 +172,7 @@ def meta_to_yaml(meta: ImageMeta) -> str:
         "source_layer": meta.source_layer,
         "compressor": meta.compressor,
     }
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    return str(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
 def meta_from_yaml(text: str, where: str) -> ImageMeta:
