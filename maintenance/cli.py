@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--full", action="store_const", dest="kind", const=Kind.FULL)
     p.add_argument("--name", default=None, help="image name (default: a UTC timestamp)")
     p.add_argument("-m", "--description", default="", help="a description to keep with it")
+    p.add_argument("--next-boot", action="store_true",
+                   help="queue it for the next boot (for a running system)")
     _compress_opts(p)
 
     p = add("restore", "Restore System: discard the writable layer", """\
@@ -140,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         image, and the config paths listed in .root_images/preserve. The old layer waits
         in DATA/trash until ibi purge. Asks for confirmation unless --yes.""", True)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    p.add_argument("--next-boot", action="store_true",
+                   help="queue it for the next boot (for a running system)")
 
     p = add("rollback", "make the stack end at an older restore point", """\
         Make roottab end at image NAME (permanent until the next change; newer images are
@@ -164,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
         Every action runs this first. It removes unfinished temporary files, puts a
         prepared fresh layer in place, and finishes a restore point whose image was
         written but whose layer was not yet cleared.""", True)
+
+    p = add("pending", "show, run or cancel the action queued for the next boot", """\
+        A running system cannot discard or squash the writable layer it is using, so
+        restore and create --incremental/--full with --next-boot queue the action in
+        .root_images/pending; the boot path runs it (--run) before it assembles the
+        root.""", True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--run", action="store_true", help="carry out the queued action now")
+    g.add_argument("--cancel", action="store_true", help="forget the queued action")
 
     add("purge", "delete set-aside writable layers", """\
         Delete the layers that Restore System and Roll back set aside in DATA/trash.""",
@@ -300,6 +313,9 @@ def run_command(args: argparse.Namespace) -> int:
         r = eng.review(args.name, args.target, tmpfs_size=args.size)
         emit(args, r, lambda: print(f"live review of [{' '.join(r.stack)}] on {r.target}; "
                                     "nothing written there is kept"))
+    elif cmd == "create" and args.next_boot:
+        eng.queue(args.kind.value, name=args.name, description=args.description)
+        print(f"a {args.kind.value} restore point will be made at the next boot")
     elif cmd == "create":
         meta = eng.create(args.kind, name=args.name, description=args.description,
                           compressor=args.compressor, level=args.level, progress=rep)
@@ -307,6 +323,10 @@ def run_command(args: argparse.Namespace) -> int:
                                        f"({human(meta.size)}); the writable layer is now empty"))
     elif cmd == "restore":
         confirm(args, "RESTORE", restore_explanation(eng, "Restore System"))
+        if args.next_boot:
+            eng.queue("restore")
+            print("Restore System will run at the next boot")
+            return 0
         res = eng.restore()
         emit(args, res, lambda: print(
             f"restored: discarded {res.discarded.changed} changed files and "
@@ -331,6 +351,17 @@ def run_command(args: argparse.Namespace) -> int:
     elif cmd == "recover":
         done = eng.recover()
         emit(args, {"done": done}, lambda: print("\n".join(done) or "nothing to recover"))
+    elif cmd == "pending":
+        if args.run:
+            ran = eng.run_pending(progress=rep)
+            emit(args, {"done": ran}, lambda: print(ran or "nothing queued"))
+        elif args.cancel:
+            had = eng.cancel_pending()
+            emit(args, {"cancelled": had}, lambda: print("cancelled" if had else "nothing queued"))
+        else:
+            doc = eng.pending()
+            emit(args, doc, lambda: print(" ".join(f"{k}={v}" for k, v in doc.items())
+                                          if doc else "nothing queued"))
     elif cmd == "purge":
         freed = eng.purge()
         emit(args, {"freed": freed}, lambda: print(f"freed {human(freed)}"))

@@ -170,7 +170,12 @@ class Engine:
         if trash:
             notices.append(Notice(Level.INFO, f"{human(trash)} of set-aside layers await "
                                   "deletion (ibi purge)"))
-        for what in self._pending(dry_run=True):
+        with contextlib.suppress(StoreError):
+            queued = st.read_pending()
+            if queued:
+                notices.append(Notice(Level.INFO, f"queued for the next boot: {queued['action']}"
+                                      + (f" ({queued['name']})" if "name" in queued else "")))
+        for what in self._recovery(dry_run=True):
             notices.append(Notice(Level.WARNING, f"interrupted action: {what} "
                                   "(done by the next action, or: ibi recover)"))
         return Status(str(st.data), stack, others, layer, disk, self._ram(), tuple(notices))
@@ -218,9 +223,9 @@ class Engine:
     def recover(self) -> list[str]:
         """Finish or undo an interrupted action; return what was done (empty if nothing)."""
         self.store.require()
-        return self._pending(dry_run=False)
+        return self._recovery(dry_run=False)
 
-    def _pending(self, dry_run: bool) -> list[str]:
+    def _recovery(self, dry_run: bool) -> list[str]:
         st = self.store
         done: list[str] = []
         for stage in sorted((self.run_dir / "stacks").glob("view-*")):
@@ -462,6 +467,52 @@ class Engine:
         if digest != meta.sha256:
             return VerifyItem(name, False, "checksum mismatch: the image is corrupted")
         return VerifyItem(name, True)
+
+    # ------------------------------------------------------------------ next boot
+    def queue(self, action: str, *, name: str | None = None, description: str = "") -> None:
+        """Queue Restore System ("restore") or a restore point ("incremental", "full") for
+        the next boot, for a running system whose writable layer is in use. The boot path
+        runs it (``run_pending``) before it assembles the root. Replaces any queued one."""
+        self.store.require()
+        if action not in ("restore", "incremental", "full"):
+            raise UsageError(f"cannot queue {action!r}")
+        if name is not None:
+            check_name(name)
+        doc = {"action": action, "queued": utcnow().isoformat()}
+        if name:
+            doc["name"] = name
+        if description:
+            doc["description"] = description
+        self.store.write_pending(doc)
+
+    def pending(self) -> dict[str, str] | None:
+        self.store.require()
+        return self.store.read_pending()
+
+    def cancel_pending(self) -> bool:
+        had = self.pending() is not None
+        self.store.clear_pending()
+        return had
+
+    def run_pending(self, progress: ProgressFn | None = None) -> str | None:
+        """Carry out the queued action, if any, and clear it; return what was done."""
+        doc = self.pending()
+        if doc is None:
+            return None
+        action = doc["action"]
+        if action == "restore":
+            res = self.restore()
+            done = f"restored: discarded {res.discarded.changed} changed files"
+        else:
+            kind = Kind.FULL if action == "full" else Kind.INCREMENTAL
+            try:
+                meta = self.create(kind, name=doc.get("name"),
+                                   description=doc.get("description", ""), progress=progress)
+                done = f"created {kind.value} restore point {meta.name}"
+            except UsageError as e:  # e.g. the layer was already empty
+                done = f"nothing done: {e}"
+        self.store.clear_pending()
+        return done
 
     def purge(self) -> int:
         """Delete the layers set aside by Restore System and Roll back."""

@@ -5,6 +5,7 @@ See docs/FORMAT.md. Under the data directory ``D``::
     D/.root_images/roottab        active stack, bottom first (text; vi-editable)
     D/.root_images/roottab.prev   the version before the last change (fallback)
     D/.root_images/preserve       config paths carried across Restore System (text)
+    D/.root_images/pending        an action queued for the next boot (yaml)
     D/.root_images/<name>.sqfs    read-only images
     D/.root_images/<name>.yaml    their metadata
     D/.root_images/.tmp-*         work in progress (removed by recovery)
@@ -34,6 +35,7 @@ STORE = ".root_images"
 ROOTTAB = "roottab"
 ROOTTAB_PREV = "roottab.prev"
 PRESERVE = "preserve"
+PENDING = "pending"
 LAYER = "layer"
 LAYER_NEW = "layer.new"
 TRASH = "trash"
@@ -51,6 +53,8 @@ DEFAULT_PRESERVE = (
     "/etc/adjtime",
     "/etc/machine-id",
 )
+
+PENDING_ACTIONS = ("restore", "incremental", "full")
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 
@@ -290,6 +294,30 @@ class Store:
         if self.roottab_path.exists():
             atomic_write(self.roottab_prev_path, self.roottab_path.read_text(encoding="utf-8"))
         atomic_write(self.roottab_path, render_roottab(names))
+
+    # pending: one action queued from a live system for the next boot
+    @property
+    def pending_path(self) -> Path:
+        return self.root / PENDING
+
+    def read_pending(self) -> dict[str, str] | None:
+        try:
+            doc = yaml.safe_load(self.pending_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except yaml.YAMLError as e:
+            raise StoreError(f"{PENDING}: unreadable ({e})") from None
+        if not isinstance(doc, dict) or doc.get("action") not in PENDING_ACTIONS:
+            raise StoreError(f"{PENDING}: not a known action")
+        return {str(k): str(v) for k, v in doc.items() if v is not None}
+
+    def write_pending(self, doc: dict[str, str]) -> None:
+        atomic_write(self.pending_path, yaml.safe_dump(doc, sort_keys=False))
+
+    def clear_pending(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.pending_path.unlink()
+            fsync_dir(self.root)
 
     # preserve
     def read_preserve(self) -> list[str]:

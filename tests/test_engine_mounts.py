@@ -308,3 +308,27 @@ def test_layer_in_use_by_a_live_overlay_is_not_squashed(store: Engine, root_ns: 
     finally:
         store.umount(mnt)
     assert store.changes()
+
+
+def test_actions_queued_for_the_next_boot(store: Engine, root_ns: Path) -> None:
+    mnt = root_ns / "mnt"
+    mnt.mkdir()
+    store.mount(mnt)  # the running system: its layer is in use
+    try:
+        (mnt / "etc/live").write_text("x")
+        store.queue("incremental", name="at-boot", description="queued")
+        assert store.pending() == {"action": "incremental", "queued": store.pending()["queued"],  # type: ignore[index]
+                                   "name": "at-boot", "description": "queued"}
+        assert any("queued for the next boot" in n.message for n in store.status().notices)
+    finally:
+        store.umount(mnt)
+    assert store.run_pending() == "created incremental restore point at-boot"
+    assert store.pending() is None and store.roottab() == ["base", "at-boot"]
+    assert store.changes() == []
+    store.queue("restore")
+    assert store.run_pending() is not None and store.run_pending() is None
+    store.queue("incremental")
+    assert store.run_pending() == ("nothing done: the writable layer is empty: nothing to put "
+                                   "in an incremental restore point")
+    with pytest.raises(UsageError):
+        store.queue("format-disk")
