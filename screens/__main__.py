@@ -1,0 +1,7 @@
+"""``python -m screens``: the maintenance menu."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

@@ -1,0 +1,450 @@
+"""The one controller: the only code in ``screens`` that touches the Engine.
+
+It turns a menu choice into engine calls and hands plain data to views. Every engine call
+runs through ``host.run_background`` (a worker thread, off the UI loop) so the screen stays
+responsive; errors come back as a one-line dialog and the menu carries on.
+
+The host (``screens.app.App``, or a synchronous double in the tests) owns urwid: it shows
+views, stacks them for Esc, runs work in the background, runs the shell and ends the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import urwid
+
+from maintenance.engine import Engine
+from maintenance.errors import IbiError
+from maintenance.model import Change, ImageMeta, Kind, LayerStats, Progress, ProgressFn, Status
+
+from . import decision
+from .views import (
+    ALL_ACTIONS,
+    RESCUE_ACTIONS,
+    ConfirmView,
+    CreateView,
+    DetailsView,
+    Dialog,
+    HelpView,
+    Line,
+    MainView,
+    Page,
+    PickerView,
+    ProgressView,
+    result_page,
+)
+from .widgets import ButtonRow, date, human
+
+log = logging.getLogger(__name__)
+
+CHANGES_SHOWN = 200  # paths listed on a confirmation page
+DETAILS_SHOWN = 1000
+
+Work = Callable[[ProgressFn], Any]
+Done = Callable[[Any, BaseException | None], None]
+OnProgress = Callable[[Progress | None, float], None]
+
+
+class Host(Protocol):
+    def show(self, view: urwid.Widget) -> None: ...  # push a view (Esc pops it)
+    def home(self, view: urwid.Widget) -> None: ...  # drop every view, show this one
+    def back(self) -> None: ...  # pop the top view (never the last)
+    def dialog(self, widget: urwid.Widget) -> None: ...  # over the current view
+    def close_dialog(self) -> None: ...
+    def run_background(self, work: Work, on_progress: OnProgress, on_done: Done) -> None: ...
+    def run_shell(self) -> str: ...  # returns a line saying how the shell ended
+    def exit(self, code: int) -> None: ...
+
+
+class Controller:
+    def __init__(self, host: Host, engine: Engine | None = None, *,
+                 data_dir: str = "/run/ibi/data", run_dir: str = "/run/ibi",
+                 decision_path: str = "/run/ibi/decision") -> None:
+        self.host = host
+        self.engine = engine if engine is not None else Engine(data_dir, run_dir)
+        self.decision_path = decision_path
+        self.status: Status | None = None
+        self.problem: str | None = None
+        self.busy = False
+        self.help_open = False
+
+    # ------------------------------------------------------------------ plumbing
+    def start(self) -> None:
+        """Read the store once (before the screen is up) and show the main view."""
+        self._show_main(self._load(lambda _p: None))
+
+    def _load(self, _report: ProgressFn) -> tuple[Status | None, str | None]:
+        try:
+            return self.engine.status(), None
+        except IbiError as e:
+            log.warning("status: %s", e)
+            return None, str(e)
+
+    def _show_main(self, loaded: tuple[Status | None, str | None]) -> None:
+        self.status, self.problem = loaded
+        actions = ALL_ACTIONS if self.status is not None else RESCUE_ACTIONS
+        self.host.home(MainView(self, self.status, problem=self.problem, actions=actions))
+
+    def reload(self, then: Callable[[], None] | None = None) -> None:
+        """Read the store again (in the background) and go back to a fresh main view."""
+        def done(loaded: tuple[Status | None, str | None]) -> None:
+            self._show_main(loaded)
+            if then is not None:
+                then()
+        self._work("Reading the store", "", self._load, done)
+
+    def _work(self, title: str, note: str, work: Work, on_done: Callable[[Any], None],
+              *, mutating: bool = False) -> None:
+        """Run ``work`` off the UI loop behind a progress view; hand its result to
+        ``on_done`` or show its error. After a failed ``mutating`` action the store is read
+        again before the error is shown (the action may have got part of the way)."""
+        if self.busy:
+            return
+        view = ProgressView(title, note)
+        self.busy = True
+        self.host.show(view)
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            self.busy = False
+            self.host.back()
+            if exc is None:
+                on_done(result)
+            elif mutating:
+                self.reload(then=lambda: self.error(exc))
+            else:
+                self.error(exc)
+
+        self.host.run_background(work, view.update, done)
+
+    def error(self, exc: BaseException) -> None:
+        """Show an error as a one-line dialog; the menu carries on."""
+        if isinstance(exc, IbiError):
+            lines: list[Line | str] = [str(exc)]
+            if exc.hint:
+                lines.append(("dim", exc.hint))
+            log.warning("action failed: %s", exc)
+        elif isinstance(exc, OSError):
+            lines = [str(exc)]
+            log.warning("action failed: %s", exc, exc_info=exc)
+        else:
+            lines = [f"internal error: {type(exc).__name__}: {exc}",
+                     ("dim", "the details are in the menu's log")]
+            log.error("internal error", exc_info=exc)
+        self.host.dialog(Dialog("the action failed", lines, self.host.close_dialog,
+                                error=True))
+
+    def back(self) -> None:
+        if not self.busy:
+            self.host.back()
+
+    def help(self) -> None:
+        if self.help_open:
+            return
+        self.help_open = True
+
+        def close() -> None:
+            self.help_open = False
+            self.host.close_dialog()
+        self.host.dialog(HelpView(close))
+
+    # ------------------------------------------------------------------ ending the menu
+    def continue_boot(self) -> None:
+        self._decide(decision.NORMAL, None, decision.EXIT_NORMAL)
+
+    def _decide(self, what: str, name: str | None, code: int) -> None:
+        try:
+            line = decision.write_decision(self.decision_path, what, name)
+        except OSError as e:
+            self.error(OSError(f"cannot write the decision file {self.decision_path}: "
+                               f"{e.strerror or e}"))
+            return
+        log.info("decision: %s (exit %d)", line, code)
+        self.host.exit(code)
+
+    # ------------------------------------------------------------------ Restore System
+    def restore(self) -> None:
+        def work(_r: ProgressFn) -> tuple[LayerStats, tuple[str, ...], list[Change],
+                                         list[str] | None]:
+            stats, keep = self.engine.restore_plan()
+            return stats, keep, self.engine.changes(limit=CHANGES_SHOWN), self._stack_or_none()
+        self._work("Reading the writable layer", "", work, self._confirm_restore)
+
+    def _stack_or_none(self) -> list[str] | None:
+        try:
+            return self.engine.roottab()
+        except IbiError:
+            return None
+
+    def _confirm_restore(self, plan: tuple[LayerStats, tuple[str, ...], list[Change],
+                                           list[str] | None]) -> None:
+        stats, keep, changes, tab = plan
+        lines: list[Line | str] = [
+            "Restore System throws away every change made to the system since the last",
+            "restore point, and starts again from a fresh, empty writable layer.", ""]
+        lines += discard_lines(stats, changes, keep)
+        lines += ["", ("title", "Kept:"),
+                  "  /home: every user's files (they live outside the images)",
+                  "  the image stack: " + (" -> ".join(tab) if tab else "(roottab unreadable)"),
+                  "  every image in the store"]
+        lines += preserved_lines(keep)
+        self.host.show(ConfirmView("Restore System", lines, "RESTORE", self._do_restore,
+                                   self.back))
+
+    def _do_restore(self) -> None:
+        self.host.back()  # the confirmation
+
+        def done(res: Any) -> None:
+            lines: list[Line | str] = [
+                f"Discarded: {res.discarded.changed} changed files, "
+                f"{res.discarded.deleted} deletions, {human(res.discarded.bytes)}.",
+                f"The old layer was set aside in {res.trash} (ibi purge deletes it).",
+                "Kept config: " + (", ".join(res.preserved) or "none"),
+                "", "The writable layer is now empty."]
+            self.host.show(result_page("System restored", lines, self.reload))
+        self._work("Restoring the system", "", lambda _r: self.engine.restore(), done,
+                   mutating=True)
+
+    # ------------------------------------------------------------------ restore points
+    def create_full(self) -> None:
+        self._ask_create(Kind.FULL)
+
+    def create_incremental(self) -> None:
+        self._ask_create(Kind.INCREMENTAL)
+
+    def _ask_create(self, kind: Kind) -> None:
+        lay = self.status.layer if self.status else None
+        layer = (f"{lay.changed} changed files, {lay.deleted} deletions, {human(lay.bytes)}"
+                 if lay else "unknown")
+        if kind is Kind.INCREMENTAL:
+            title = "Create Incremental Restore Point"
+            lines: list[Line | str] = [
+                "Squashes only the writable layer into a new image on top of the stack.",
+                f"The writable layer holds: {layer}.",
+                "Afterwards the new image is the top of the stack and the writable layer",
+                "is empty. Small and quick; it needs every image below it."]
+        else:
+            title = "Create Full Restore Point"
+            lines = ["Squashes the whole system (every image of the stack plus the writable",
+                     "layer) into one new image that becomes the whole stack. It stands on",
+                     "its own; older images stay in the store. Slower and larger.",
+                     f"The writable layer holds: {layer}."]
+        lines += ["/home is never part of an image.", ""]
+        self.host.show(CreateView(title, lines,
+                                  lambda name, desc: self._do_create(kind, name, desc),
+                                  self.back))
+
+    def _do_create(self, kind: Kind, name: str, description: str) -> None:
+        self.host.back()  # the form
+
+        def work(report: ProgressFn) -> ImageMeta:
+            return self.engine.create(kind, name=name or None, description=description,
+                                      progress=report)
+
+        def done(meta: ImageMeta) -> None:
+            lines: list[Line | str] = [
+                f"Created {meta.kind.value} restore point {meta.name} "
+                f"({human(meta.size)}, {date(meta.created)}).",
+                "It is now the top of the stack; the writable layer is empty."]
+            if meta.stack and kind is Kind.INCREMENTAL:
+                lines.append("Stack: " + " -> ".join((*meta.stack, meta.name)))
+            self.host.show(result_page("Restore point created", lines, self.reload))
+        what = "full" if kind is Kind.FULL else "incremental"
+        self._work(f"Creating a {what} restore point",
+                   "Squashing with mksquashfs, then checking the image.", work, done,
+                   mutating=True)
+
+    def verify(self) -> None:
+        def done(report: Any) -> None:
+            bad = [i for i in report.items if not i.ok]
+            lines: list[Line | str] = [
+                ("ok", f"  ok      {i.name}") if i.ok
+                else ("error", f"  FAILED  {i.name}: {i.problem}") for i in report.items]
+            title = ("All images are intact" if not bad
+                     else f"{len(bad)} of {len(report.items)} images have problems")
+            self.host.show(result_page(title, lines, self.back, danger=bool(bad)))
+        self._work("Verifying images", "Reading every image and checking its SHA-256.",
+                   lambda report: self.engine.verify(all_images=True, progress=report), done)
+
+    # ------------------------------------------------------------------ pick an image
+    def _choices(self, exclude: Callable[[ImageMeta, list[str]], bool]
+                 ) -> Callable[[ProgressFn], tuple[list[tuple[str, str]], list[str] | None]]:
+        def work(_r: ProgressFn) -> tuple[list[tuple[str, str]], list[str] | None]:
+            metas = self.engine.images()
+            tab = self._stack_or_none() or []
+            users = {m.name: [u.name for u in metas if m.name in u.stack] for m in metas}
+            out = []
+            for m in reversed(metas):  # newest first
+                if exclude(m, tab):
+                    continue
+                where = ("top of the stack" if tab and m.name == tab[-1] else
+                         "in the stack" if m.name in tab else "not in the stack")
+                extra = f"; needed by {', '.join(users[m.name])}" if users[m.name] else ""
+                label = (f"{m.name:<24} {m.kind.value:<11} {date(m.created)}  "
+                         f"{human(m.size):>9}\n  {where}{extra}: {m.description or '-'}")
+                out.append((m.name, label))
+            return out, tab
+        return work
+
+    def live_review(self) -> None:
+        def shown(res: tuple[list[tuple[str, str]], list[str] | None]) -> None:
+            choices, _tab = res
+            intro: list[Line | str] = [
+                "Boot an older restore point to look at it, without changing anything.",
+                "Choose the restore point (newest first):"]
+            self.host.show(PickerView("Live Review", intro, choices, self._review_page,
+                                      self.back))
+        self._work("Reading the store", "", self._choices(lambda m, t: False), shown)
+
+    def _review_page(self, name: str) -> None:
+        def shown(stack: tuple[str, ...]) -> None:
+            lines: list[Line | str] = [
+                f"Live Review boots {name} as it was:",
+                "  stack: " + " -> ".join(stack), "",
+                "- The system is read-only past state: the images up to this point.",
+                "- A fresh tmpfs (RAM) lies on top: you can change anything, and every",
+                "  change outside /home is lost at the next reboot. Nothing is kept.",
+                "- /home is your real /home: files you change there do change.",
+                "- Your current system, its writable layer and the store stay as they are.",
+                "  Reboot to come back to them.", ""]
+            page = Page(f"Live Review of {name}", lines,
+                        [ButtonRow([("Boot into Live Review",
+                                     lambda: self._decide(decision.REVIEW, name,
+                                                          decision.EXIT_REVIEW)),
+                                    ("Back", self.back)])], self.back)
+            self.host.show(page)
+        self._work("Reading the store", "", lambda _r: self.engine.review_stack(name), shown)
+
+    def rollback(self) -> None:
+        def shown(res: tuple[list[tuple[str, str]], list[str] | None]) -> None:
+            choices, tab = res
+            intro: list[Line | str] = [
+                "Make the stack end at an older restore point (or a newer one set aside",
+                "by an earlier roll back). The current stack is: "
+                + (" -> ".join(tab) if tab else "(roottab unreadable)"),
+                "Choose the restore point (newest first):"]
+            self.host.show(PickerView("Roll back to...", intro, choices,
+                                      self._confirm_rollback, self.back))
+        self._work("Reading the store", "",
+                   self._choices(lambda m, tab: bool(tab) and m.name == tab[-1]), shown)
+
+    def _confirm_rollback(self, name: str) -> None:
+        def work(_r: ProgressFn) -> Any:
+            new = self.engine.review_stack(name)
+            stats, keep = self.engine.restore_plan()
+            return (new, stats, keep, self.engine.changes(limit=CHANGES_SHOWN),
+                    self._stack_or_none())
+
+        def shown(res: Any) -> None:
+            new, stats, keep, changes, tab = res
+            above = [n for n in (tab or []) if n not in new]
+            lines: list[Line | str] = [
+                "The stack becomes: " + " -> ".join(new),
+                "  (now: " + (" -> ".join(tab) if tab else "roottab unreadable") + ")", ""]
+            lines += discard_lines(stats, changes, keep,
+                                   why="its changes were made on the current stack")
+            lines += ["", ("title", "Kept:"),
+                      "  /home: every user's files",
+                      "  every image in the store"
+                      + (f", including {', '.join(above)} (roll forward to it again later)"
+                         if above else "")]
+            lines += preserved_lines(keep)
+            self.host.show(ConfirmView(f"Roll back to {name}", lines, "ROLLBACK",
+                                       lambda: self._do_rollback(name), self.back))
+        self._work("Reading the store", "", work, shown)
+
+    def _do_rollback(self, name: str) -> None:
+        self.host.back()  # confirmation
+        self.host.back()  # picker
+
+        def done(new: tuple[str, ...]) -> None:
+            self.host.show(result_page("Rolled back", [
+                "The stack is now: " + " -> ".join(new),
+                "The old writable layer was set aside (ibi purge deletes it).",
+                "Continue booting to start the system from there."], self.reload))
+        self._work(f"Rolling back to {name}", "", lambda _r: self.engine.rollback(name),
+                   done, mutating=True)
+
+    def delete(self) -> None:
+        def shown(res: tuple[list[tuple[str, str]], list[str] | None]) -> None:
+            choices, _tab = res
+            if not choices:
+                self.host.dialog(Dialog("Delete restore point", [
+                    "Every restore point is in the active stack: none can be deleted.",
+                    "Roll back past one first."], self.host.close_dialog))
+                return
+            intro: list[Line | str] = [
+                "Images in the active stack cannot be deleted; these are not in it.",
+                "Choose the restore point to delete (newest first):"]
+            self.host.show(PickerView("Delete restore point", intro, choices,
+                                      self._confirm_delete, self.back))
+        self._work("Reading the store", "",
+                   self._choices(lambda m, tab: m.name in tab), shown)
+
+    def _confirm_delete(self, name: str) -> None:
+        def work(_r: ProgressFn) -> ImageMeta:
+            for m in self.engine.images():
+                if m.name == name:
+                    return m
+            raise IbiError(f"no image named {name!r} in the store")
+
+        def shown(m: ImageMeta) -> None:
+            lines: list[Line | str] = [
+                ("title", "Deleted for good:"),
+                f"  {m.name}: {m.kind.value} image of {date(m.created)}, {human(m.size)}",
+                f"  {m.description}" if m.description else "  (no description)",
+                f"  This frees about {human(m.size)} on the data partition.", "",
+                ("title", "Kept:"),
+                "  the active stack and the writable layer, unchanged",
+                "  /home, and every other image in the store"]
+            self.host.show(ConfirmView(f"Delete restore point {name}", lines, "DELETE",
+                                       lambda: self._do_delete(name, m.size), self.back))
+        self._work("Reading the store", "", work, shown)
+
+    def _do_delete(self, name: str, size: int) -> None:
+        self.host.back()  # confirmation
+        self.host.back()  # picker
+        self._work(f"Deleting {name}", "", lambda _r: self.engine.delete(name),
+                   lambda _res: self.host.show(result_page(
+                       "Restore point deleted", [f"Deleted {name}; freed {human(size)}."],
+                       self.reload)), mutating=True)
+
+    # ------------------------------------------------------------------ the rest
+    def shell(self) -> None:
+        how = self.host.run_shell()
+        log.info("shell: %s", how)
+        self.reload()
+
+    def details(self) -> None:
+        notices = self.status.notices if self.status else ()
+        self._work("Reading the writable layer", "",
+                   lambda _r: self.engine.changes(limit=DETAILS_SHOWN),
+                   lambda ch: self.host.show(DetailsView(notices, ch, DETAILS_SHOWN,
+                                                         self.back)))
+
+
+def discard_lines(stats: LayerStats, changes: Sequence[Change], keep: Sequence[str],
+                  why: str = "set aside, deleted later by ibi purge") -> list[Line | str]:
+    """What Restore (or Roll back) discards: the writable layer, counted and listed."""
+    if stats.files == 0 and stats.deleted == 0:
+        return [("title", "Discarded:"), "  nothing: the writable layer is empty."]
+    out: list[Line | str] = [
+        ("title", f"Discarded: the writable layer ({why}):"),
+        ("warning", f"  {stats.changed} new or changed files, {stats.deleted} deleted paths, "
+                    f"{stats.opaque} replaced directories, {human(stats.bytes)}")]
+    kept = set(keep)
+    for c in changes:
+        tag = "  (preserved: carried over)" if c.path in kept else ""
+        out.append(f"    {c.what:8} {c.path}{tag}")
+    if len(changes) >= CHANGES_SHOWN:
+        out.append(("dim", f"    ... only the first {CHANGES_SHOWN} paths are listed"))
+    return out
+
+
+def preserved_lines(keep: Sequence[str]) -> list[Line | str]:
+    if not keep:
+        return ["  preserved config: none of the preserved paths is changed"]
+    return ["  preserved config, carried into the fresh layer: " + ", ".join(keep)]
+

@@ -1,0 +1,437 @@
+"""The menu's screens. Views hold no logic: they draw what the controller hands them and call
+the controller (or the callbacks it passed) when a key is pressed. None touches the engine.
+
+Every view has a ``footer`` (the help line the frame shows under it) and handles Esc itself
+by calling its way back, so ``Esc goes back`` holds everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import urwid
+
+from maintenance.model import Change, Level, Notice, Progress, StackEntry, Status
+
+from .widgets import ButtonRow, MenuItem, bar, date, frame, human
+
+Line = tuple[str | None, str]  # (attribute, text)
+
+
+class MainActions(Protocol):
+    """What the main view calls: one method per menu entry (the controller implements it)."""
+
+    def continue_boot(self) -> None: ...
+    def restore(self) -> None: ...
+    def create_full(self) -> None: ...
+    def create_incremental(self) -> None: ...
+    def live_review(self) -> None: ...
+    def rollback(self) -> None: ...
+    def delete(self) -> None: ...
+    def verify(self) -> None: ...
+    def shell(self) -> None: ...
+    def details(self) -> None: ...
+    def help(self) -> None: ...
+
+
+# (controller method, label, hotkey); the order is the menu's order, Continue first
+ACTIONS: tuple[tuple[str, str, str], ...] = (
+    ("continue_boot", "Continue booting", "c"),
+    ("restore", "Restore System", "r"),
+    ("create_full", "Create Full Restore Point", "f"),
+    ("create_incremental", "Create Incremental Restore Point", "i"),
+    ("live_review", "Live Review...", "l"),
+    ("rollback", "Roll back to...", "b"),
+    ("delete", "Delete restore point...", "d"),
+    ("verify", "Verify images", "v"),
+    ("shell", "Shell", "s"),
+)
+ALL_ACTIONS = tuple(a[0] for a in ACTIONS)
+# what a broken or missing store still offers
+RESCUE_ACTIONS = ("continue_boot", "restore", "rollback", "shell")
+
+MAIN_FOOTER = " Up/Down Enter: choose  letter: shortcut  w: what changed  ?: help"
+DIALOG_FOOTER = " Enter: OK  Esc: back  ?: help"
+EDIT_FOOTER = " Type, then Enter  Tab/Down: buttons  PgUp/PgDn: scroll  Esc: back"
+PICK_FOOTER = " Up/Down: move  Enter: choose  Esc: back  ?: help"
+BUSY_FOOTER = " Working - please wait (the menu stays responsive; ?: help)"
+
+
+def _text(lines: Sequence[Line | str]) -> list[urwid.Widget]:
+    out: list[urwid.Widget] = []
+    for ln in lines:
+        out.append(urwid.Text(ln if isinstance(ln, str) else ln if ln[0] else ln[1]))
+    return out
+
+
+class Bar(urwid.Widget):
+    """A one-line ASCII bar as wide as it is given: ``[####......]``."""
+
+    _sizing = frozenset(["flow"])
+    ignore_focus = True
+
+    def __init__(self, fraction: float | None, attr: str = "bar") -> None:
+        super().__init__()
+        self.fraction = fraction
+        self.attr = attr
+
+    def set_fraction(self, fraction: float | None) -> None:
+        self.fraction = fraction
+        self._invalidate()
+
+    def rows(self, size: tuple[int], focus: bool = False) -> int:
+        return 1
+
+    def render(self, size: tuple[int], focus: bool = False) -> urwid.Canvas:
+        (maxcol,) = size
+        raw = bar(self.fraction, maxcol).encode("ascii")
+        return urwid.TextCanvas([raw], attr=[[(self.attr, len(raw))]], maxcol=maxcol)
+
+
+# ---------------------------------------------------------------------------- main view
+
+def _cells(num: str, name: str, kind: str, created: str, size: str, desc: str,
+           attr: str | None = None) -> urwid.Widget:
+    def t(s: str) -> urwid.Text:
+        return urwid.Text((attr, s) if attr else s, wrap="clip")
+    return urwid.Columns([(2, t(num)), (20, t(name)), (11, t(kind)), (17, t(created)),
+                          (9, t(size)), t(desc)], dividechars=1)
+
+
+def stack_rows(status: Status) -> list[urwid.Widget]:
+    """The stack bottom first, the writable layer on top of it, problems flagged in place."""
+    rows: list[urwid.Widget] = []
+    for i, e in enumerate(status.stack, 1):
+        rows.extend(_entry_rows(str(i), e))
+    lay = status.layer
+    if lay is None:
+        rows.append(_cells("+", "writable layer", "(rw)", "", "", "missing", "warning"))
+    else:
+        what = f"{lay.changed} changed files, {lay.deleted} deleted"
+        rows.append(_cells("+", "writable layer", "(rw)", "", human(lay.bytes), what, "info"))
+    if status.other_images:
+        names = ", ".join(e.name + ("!" if e.problem else "") for e in status.other_images)
+        rows.append(urwid.Text(("dim", f"   not in the stack: {names}"), wrap="clip"))
+    return rows
+
+
+def _entry_rows(num: str, e: StackEntry) -> list[urwid.Widget]:
+    attr = "error" if e.problem else None
+    kind = e.kind.value if e.kind else "?"
+    rows = [_cells(num, ("! " if e.problem else "") + e.name, kind, date(e.created),
+                   human(e.size) if e.present else "missing", e.description, attr)]
+    if e.problem:
+        rows.append(urwid.Text(("error", f"   ! {e.problem}")))
+    return rows
+
+
+def disk_rows(status: Status, low: bool) -> list[urwid.Widget]:
+    d = status.disk
+
+    def row(label: str, frac: float | None, fig: str, attr: str = "bar") -> urwid.Widget:
+        return urwid.Columns([(7, urwid.Text(label)), ("weight", 1, Bar(frac, attr)),
+                              (20, urwid.Text(" " + fig, wrap="clip"))])
+
+    tot = d.total or 1
+    rows = [urwid.Text(("title", "Data partition")),
+            row("used", d.used / tot, f"{human(d.used)}/{human(d.total)}",
+                "barlow" if low else "bar"),
+            row("free", d.free / tot, human(d.free), "barlow" if low else "bar"),
+            row("layer", d.layer / tot, human(d.layer)),
+            row("images", d.store / tot, human(d.store))]
+    if d.trash:
+        rows.append(row("trash", d.trash / tot, human(d.trash)))
+    ram = status.ram
+    if ram.tmpfs:
+        rtot = ram.total or 1
+        rows.append(row("RAM", (ram.total - ram.available) / rtot,
+                        f"{human(ram.total - ram.available)}/{human(ram.total)}"))
+        for t in ram.tmpfs:
+            rows.append(row("tmpfs", t.used / (t.total or 1), f"{human(t.used)}/{human(t.total)}"))
+    return rows
+
+
+def notice_rows(notices: Sequence[Notice], limit: int) -> list[urwid.Widget]:
+    mark = {Level.ERROR: ("error", "!! "), Level.WARNING: ("warning", " ! "),
+            Level.INFO: ("info", " i ")}
+    order = sorted(notices, key=lambda n: (n.level is not Level.ERROR,
+                                           n.level is not Level.WARNING))
+    rows = [urwid.Text((mark[n.level][0], mark[n.level][1] + n.message)) for n in order[:limit]]
+    if len(order) > limit:
+        rows.append(urwid.Text(("dim", f"    ... {len(order) - limit} more: press w")))
+    return rows
+
+
+class MainView(urwid.WidgetWrap):
+    """The stack, the writable layer, notices, disk use and the actions (Continue first)."""
+
+    footer = MAIN_FOOTER
+
+    def __init__(self, controller: MainActions, status: Status | None, *,
+                 problem: str | None = None, actions: Sequence[str] = ALL_ACTIONS,
+                 notice_limit: int = 3) -> None:
+        self.controller = controller
+        self.items = [MenuItem(label, getattr(controller, method), key)
+                      for method, label, key in ACTIONS if method in actions]
+        self.hotkeys = {key: getattr(controller, method)
+                        for method, _label, key in ACTIONS if method in actions}
+        self.menu = urwid.Pile(self.items)
+        parts: list[Any] = []
+        if status is not None:
+            low = any("low space" in n.message for n in status.notices)
+            rows = stack_rows(status)
+            parts.append(("pack", urwid.Text(("title", "Image stack, bottom first"))))
+            parts.append(("pack", _cells("#", "Name", "Kind", "Created", "Size",
+                                         "Description", "colhead")))
+            self.stack = urwid.ListBox(urwid.SimpleListWalker(rows))
+            self.stack.set_focus(len(rows) - 1)  # keep the top of the stack in view
+            parts.append(("weight", 1, self.stack))
+            parts.append(("pack", urwid.Divider("-")))
+            parts.extend(("pack", w) for w in notice_rows(status.notices, notice_limit))
+            right: list[urwid.Widget] = disk_rows(status, low)
+        else:
+            parts.append(("pack", urwid.Text(("error", "!! The image store cannot be used"))))
+            parts.append(("pack", urwid.Text(("error", f"   {problem}"))))
+            parts.append(("pack", urwid.Divider()))
+            parts.append(("pack", urwid.Text(
+                "What can still help: Shell (look and repair by hand), Restore System "
+                "(a fresh writable layer), Roll back to an older restore point, or "
+                "Continue booting (the boot falls back to roottab.prev when it can).")))
+            parts.append(("weight", 1, urwid.SolidFill(" ")))
+            parts.append(("pack", urwid.Divider("-")))
+            right = [urwid.Text(("dim", "no disk figures: the store cannot be read"))]
+        cols = urwid.Columns([(38, self.menu), urwid.Pile(right)], dividechars=2)
+        parts.append(("pack", cols))
+        self.pile = urwid.Pile(parts, focus_item=len(parts) - 1)
+        super().__init__(self.pile)
+
+    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+        key = super().keypress(size, key)
+        if key is None:
+            return None
+        if key in self.hotkeys:
+            self.hotkeys[key]()
+            return None
+        if key == "w":
+            self.controller.details()
+            return None
+        if key in ("page up", "page down") and hasattr(self, "stack"):
+            return self.stack.keypress((80, 8), key)
+        return key
+
+
+# ---------------------------------------------------------------------------- dialogs
+
+class Dialog(urwid.WidgetWrap):
+    """A message with one button (OK): errors and notes. Enter or Esc closes it."""
+
+    footer = DIALOG_FOOTER
+
+    def __init__(self, title: str, lines: Sequence[Line | str], on_close: Callable[[], Any],
+                 *, error: bool = False) -> None:
+        self.on_close = on_close
+        body = [*_text(lines), urwid.Divider(), ButtonRow([("OK", on_close)])]
+        box = frame(urwid.Pile(body), title=("Error: " if error else "") + title)
+        super().__init__(urwid.AttrMap(box, "danger" if error else "dialog"))
+        self.width = max(40, min(76, max(len(str(x if isinstance(x, str) else x[1]))
+                                         for x in [*lines, title]) + 6))
+
+    def keypress(self, size: tuple[int, ...], key: str) -> str | None:
+        if key == "esc":
+            self.on_close()
+            return None
+        return super().keypress(size, key)
+
+
+HELP_LINES: list[Line | str] = [
+    ("title", "Keys"),
+    "Up/Down, Tab: move     Enter or Space: choose     Esc: go back",
+    "the letter before an action runs it      w: what the writable layer changed",
+    "?: this help     Ctrl-L: redraw     PgUp/PgDn: scroll long lists",
+    "",
+    ("title", "Actions"),
+    "Continue booting: boot the system as it is (the default).",
+    "Restore System: throw the writable layer away; /home, the images and the",
+    "  preserved config files stay. Asks you to type RESTORE.",
+    "Create Full / Incremental Restore Point: squash the whole system (full) or",
+    "  just the writable layer (incremental) into a new image on the stack.",
+    "Live Review: boot an older restore point read-only with a RAM layer on top;",
+    "  nothing changes on disk (only /home is the real one).",
+    "Roll back to: make the stack end at an older restore point. Types ROLLBACK.",
+    "Delete restore point: remove an image no stack needs. Types DELETE.",
+    "Verify images: check every image against its checksum.",
+    "Shell: a root shell on this terminal; type exit to come back.",
+]
+
+
+class HelpView(Dialog):
+    def __init__(self, on_close: Callable[[], Any]) -> None:
+        super().__init__("Help", HELP_LINES, on_close)
+        self.width = 78
+
+
+# ---------------------------------------------------------------------------- pages
+
+class Page(urwid.WidgetWrap):
+    """A titled page: a scrolling body of text and a fixed bottom part with the controls."""
+
+    footer = DIALOG_FOOTER
+
+    def __init__(self, title: str, lines: Sequence[Line | str | urwid.Widget],
+                 bottom: Sequence[urwid.Widget], on_back: Callable[[], Any] | None,
+                 *, danger: bool = False) -> None:
+        self.on_back = on_back
+        widgets = [w if isinstance(w, urwid.Widget) else _text([w])[0] for w in lines]
+        self.body = urwid.ListBox(urwid.SimpleListWalker(widgets or [urwid.Text("")]))
+        head = urwid.Text(("danger" if danger else "title", f" {title} "))
+        self.controls = urwid.Pile([urwid.Divider("-"), *bottom]) if bottom else None
+        self.frame = urwid.Frame(self.body, header=urwid.Pile([head, urwid.Divider()]),
+                                 footer=self.controls,
+                                 focus_part="footer" if self.controls else "body")
+        super().__init__(self.frame)
+
+    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+        if key in ("page up", "page down") and self.frame.focus_position == "footer":
+            maxcol, maxrow = size
+            return self.body.keypress((maxcol, max(1, maxrow - 6)), key)
+        key = super().keypress(size, key)
+        if key == "esc" and self.on_back is not None:
+            self.on_back()
+            return None
+        return key
+
+
+class ConfirmView(Page):
+    """A destructive action: what is discarded and what is kept, then the word to type."""
+
+    footer = EDIT_FOOTER
+
+    def __init__(self, title: str, lines: Sequence[Line | str], word: str,
+                 on_confirm: Callable[[], Any], on_cancel: Callable[[], Any]) -> None:
+        self.word = word
+        self.on_confirm = on_confirm
+        self.edit = urwid.Edit(f"Type {word} and press Enter to go ahead: ")
+        self.message = urwid.Text("")
+        self.buttons = ButtonRow([("Cancel", on_cancel)])
+        self.controls_pile = urwid.Pile([urwid.AttrMap(self.edit, "edit"), self.message,
+                                         self.buttons])
+        super().__init__(title, lines, [self.controls_pile], on_cancel, danger=True)
+
+    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+        if key == "enter" and self.controls_pile.focus is not self.buttons:
+            if self.edit.edit_text.strip() == self.word:
+                self.on_confirm()
+            else:
+                self.message.set_text(("warning", f"Type {self.word} exactly (capital "
+                                       "letters), or press Esc to cancel."))
+            return None
+        if key == "tab":
+            self.controls_pile.focus_position = 2 if self.controls_pile.focus_position == 0 else 0
+            return None
+        return super().keypress(size, key)
+
+
+class CreateView(Page):
+    """Name and description of a new restore point, with what it will do."""
+
+    footer = EDIT_FOOTER
+
+    def __init__(self, title: str, lines: Sequence[Line | str],
+                 on_create: Callable[[str, str], Any], on_cancel: Callable[[], Any]) -> None:
+        self.on_create = on_create
+        self.name = urwid.Edit("Name (empty: automatic): ")
+        self.description = urwid.Edit("Description:              ")
+        self.buttons = ButtonRow([("Create", self._create), ("Cancel", on_cancel)])
+        self.form = urwid.Pile([urwid.AttrMap(self.description, "edit"),
+                                urwid.AttrMap(self.name, "edit"), urwid.Divider(),
+                                self.buttons])
+        super().__init__(title, lines, [self.form], on_cancel)
+
+    def _create(self) -> None:
+        self.on_create(self.name.edit_text.strip(), self.description.edit_text.strip())
+
+    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+        if key == "enter" and self.form.focus is not self.buttons:
+            self._create()
+            return None
+        if key == "tab":
+            pos = self.form.focus_position
+            self.form.focus_position = {0: 1, 1: 3}.get(pos, 0)
+            return None
+        return super().keypress(size, key)
+
+
+class PickerView(Page):
+    """Choose one restore point from a list."""
+
+    footer = PICK_FOOTER
+
+    def __init__(self, title: str, intro: Sequence[Line | str],
+                 choices: Sequence[tuple[str, str]], on_pick: Callable[[str], Any],
+                 on_cancel: Callable[[], Any]) -> None:
+        self.items = [MenuItem(label, (lambda n=name: on_pick(n))) for name, label in choices]
+        super().__init__(title, [*intro, urwid.Divider(), *self.items], [], on_cancel)
+        if self.items:
+            self.body.set_focus(len(intro) + 1)
+
+
+class ProgressView(urwid.WidgetWrap):
+    """A long action at work: a bar fed by the engine's progress reports, the phase, and a
+    clock that keeps moving (the work runs in a thread, off the UI loop)."""
+
+    footer = BUSY_FOOTER
+    SPIN = "|/-\\"
+
+    def __init__(self, title: str, note: str = "") -> None:
+        self.bar = Bar(None)
+        self.phase = urwid.Text("starting...")
+        self.figures = urwid.Text("")
+        self.clock = urwid.Text("")
+        body = urwid.Pile([urwid.Text(("title", title)), urwid.Divider(),
+                           urwid.Text(note) if note else urwid.Divider(), urwid.Divider(),
+                           self.bar, self.phase, self.figures, urwid.Divider(), self.clock])
+        super().__init__(urwid.Filler(urwid.Padding(body, left=2, right=2), valign="top",
+                                      top=1))
+
+    def update(self, progress: Progress | None, elapsed: float) -> None:
+        if progress is not None:
+            frac = progress.fraction
+            self.bar.set_fraction(frac)
+            pct = f"{frac * 100:3.0f} %  " if frac is not None else ""
+            self.phase.set_text(f"{pct}{progress.phase} {progress.message}".rstrip())
+            if progress.total:
+                self.figures.set_text(("dim", f"{progress.done} of {progress.total}"))
+        spin = self.SPIN[int(elapsed * 4) % 4]
+        self.clock.set_text(("dim", f"{spin} {elapsed:.0f} s elapsed"))
+
+    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+        return None if key != "?" else key  # nothing to press while it works, but help
+
+
+class DetailsView(Page):
+    """Every notice and what the writable layer changes (what Restore System discards)."""
+
+    footer = " PgUp/PgDn, Up/Down: scroll  Esc: back"
+
+    def __init__(self, notices: Sequence[Notice], changes: Sequence[Change], limit: int,
+                 on_back: Callable[[], Any]) -> None:
+        lines: list[Line | str] = [("title", "Notices")]
+        lines += [f"  {n.level.value}: {n.message}" for n in notices] or ["  none"]
+        lines += ["", ("title", "The writable layer (what Restore System discards)")]
+        lines += [f"  {c.what:8} {human(c.size):>10}  {c.path}" for c in changes] or ["  empty"]
+        if len(changes) >= limit:
+            lines.append(("dim", f"  (only the first {limit} are listed)"))
+        super().__init__("Details", lines, [ButtonRow([("Back", on_back)])], on_back)
+
+    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+        if key in ("up", "down"):
+            maxcol, maxrow = size
+            self.body.keypress((maxcol, max(1, maxrow - 5)), key)
+            return None
+        return super().keypress(size, key)
+
+
+def result_page(title: str, lines: Sequence[Line | str], on_ok: Callable[[], Any],
+                *, danger: bool = False) -> Page:
+    """The end of a long or destructive action: what happened, and OK back to the menu."""
+    return Page(title, lines, [ButtonRow([("OK", on_ok)])], on_ok, danger=danger)

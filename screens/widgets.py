@@ -1,0 +1,109 @@
+"""Small building blocks shared by the views: the palette, a focusable menu item that shows
+its focus without colour, ASCII bars and frames, size formatting.
+
+Everything drawn here is plain ASCII: a serial console with TERM=vt100 and LANG=C shows it
+exactly as a UTF-8 terminal does (urwid's box-drawing characters would need DEC line
+drawing, which some serial terminals and capture tools get wrong).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import urwid
+
+# (name, foreground, background, mono): the mono attribute is what a terminal without colour
+# (--no-colour, TERM=vt100) shows, so focus and danger stay visible there too.
+PALETTE: list[tuple[str, str, str, str]] = [
+    ("header", "white,bold", "dark blue", "standout"),
+    ("footer", "black", "light gray", "standout"),
+    ("title", "white,bold", "", "bold"),
+    ("colhead", "light gray,underline", "", "underline"),
+    ("focus", "black", "light cyan", "standout"),
+    ("error", "light red,bold", "", "bold"),
+    ("warning", "yellow,bold", "", "bold"),
+    ("info", "light cyan", "", ""),
+    ("dim", "dark gray", "", ""),
+    ("ok", "light green", "", ""),
+    ("bar", "light green", "", ""),
+    ("barlow", "light red,bold", "", "bold"),
+    ("dialog", "white", "dark blue", ""),
+    ("danger", "white,bold", "dark red", "standout"),
+    ("edit", "white", "dark gray", "underline"),
+]
+
+FRAME_CHARS = {"tlcorner": "+", "tline": "-", "lline": "|", "trcorner": "+",
+               "blcorner": "+", "rline": "|", "bline": "-", "brcorner": "+"}
+
+
+def human(n: float) -> str:
+    """Bytes as a short figure with a binary unit: ``4.0 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def date(d: datetime | None) -> str:
+    return d.strftime("%Y-%m-%d %H:%M") if d else "?"
+
+
+def bar(fraction: float | None, width: int) -> str:
+    """``[#####.....]`` of total ``width`` characters; ``[ ? ]`` when the fraction is unknown."""
+    inner = max(1, width - 2)
+    if fraction is None:
+        return "[" + "?".center(inner, ".") + "]"
+    fill = round(max(0.0, min(1.0, fraction)) * inner)
+    return "[" + "#" * fill + "." * (inner - fill) + "]"
+
+
+def frame(body: urwid.Widget, title: str = "") -> urwid.Widget:
+    """An ASCII line box."""
+    return urwid.LineBox(body, title=title, **FRAME_CHARS)
+
+
+class MenuItem(urwid.WidgetWrap):
+    """A selectable line that calls ``on_press`` on Enter or Space and shows its focus with a
+    ``>`` marker (visible without colour) as well as the ``focus`` attribute."""
+
+    def __init__(self, label: str, on_press: Callable[[], Any], hotkey: str = "") -> None:
+        self.label = label
+        self.hotkey = hotkey
+        self._on_press = on_press
+        self._marker = urwid.Text(" ")
+        key = urwid.Text(f"{hotkey} " if hotkey else "")
+        self._text = urwid.Text(label, wrap="clip")
+        cols = urwid.Columns([(2, self._marker), (len(key.text), key), self._text])
+        super().__init__(urwid.AttrMap(cols, None, focus_map="focus"))
+
+    def selectable(self) -> bool:
+        return True
+
+    def render(self, size: tuple[int], focus: bool = False) -> urwid.Canvas:
+        # the marker is a function of focus only; urwid caches canvases per focus state
+        self._marker.set_text(">" if focus else " ")
+        return super().render(size, focus)
+
+    def keypress(self, size: tuple[int], key: str) -> str | None:
+        if key in ("enter", " "):
+            self._on_press()
+            return None
+        return key
+
+
+class ButtonRow(urwid.WidgetWrap):
+    """A row of MenuItems side by side (``[ OK ]  [ Cancel ]``), left/right moves focus."""
+
+    def __init__(self, items: list[tuple[str, Callable[[], Any]]]) -> None:
+        self.items = [MenuItem(f"[ {label} ]", fn) for label, fn in items]
+        cols = urwid.Columns([(len(i.label) + 3, i) for i in self.items], dividechars=2)
+        super().__init__(cols)
+
+
+def label_value(label: str, value: str, width: int = 16, attr: str | None = None
+                ) -> urwid.Widget:
+    return urwid.Columns([(width, urwid.Text(label)),
+                          urwid.Text((attr, value) if attr else value)])
