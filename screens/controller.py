@@ -274,7 +274,9 @@ class Controller:
         def work(_r: ProgressFn) -> tuple[list[tuple[str, str]], list[str] | None]:
             metas = self.engine.images()
             tab = self._stack_or_none() or []
-            users = {m.name: [u.name for u in metas if m.name in u.stack] for m in metas}
+            users = {m.name: [u.name for u in metas
+                              if u.kind is Kind.INCREMENTAL and m.name in u.stack]
+                     for m in metas}
             out = []
             for m in reversed(metas):  # newest first
                 if exclude(m, tab):

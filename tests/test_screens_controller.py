@@ -1,0 +1,213 @@
+"""The controller over an in-memory engine and a synchronous host: whole flows driven by
+keys, asserted on the rendered screen, the engine calls made and the decision file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maintenance.errors import NoSpace
+from screens import decision
+from screens.controller import Controller
+from tests.menu_fakes import FakeEngine, SyncHost
+
+
+def start(tmp_path: Path, engine: FakeEngine | None = None) -> tuple[Controller, SyncHost,
+                                                                       FakeEngine]:
+    host = SyncHost()
+    eng = engine or FakeEngine()
+    ctl = Controller(host, eng, decision_path=str(tmp_path / "decision"))  # type: ignore[arg-type]
+    ctl.start()
+    return ctl, host, eng
+
+
+def typed(host: SyncHost, word: str) -> None:
+    host.press(*word, "enter")
+
+
+def test_continue_booting_writes_normal(tmp_path: Path) -> None:
+    _ctl, host, _eng = start(tmp_path)
+    assert "> c Continue booting" in host.text()
+    host.press("enter")
+    assert host.exit_code == decision.EXIT_NORMAL == 0
+    assert (tmp_path / "decision").read_text() == "normal\n"
+
+
+def test_restore_explains_then_needs_restore_typed(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    host.press("r")
+    text = host.text()
+    assert "Restore System" in text
+    assert "3 new or changed files" in text
+    assert "changed  /etc/file0  (preserved: carried over)" in text
+    assert "changed  /etc/file2" in text
+    assert "/home: every user's files" in text
+    assert "the image stack: base -> apps" in text
+    assert "preserved config, carried into the fresh layer: /etc/file0" in text
+    typed(host, "yes")
+    assert "restore" not in eng.calls
+    host.press(*["backspace"] * 3)
+    typed(host, "RESTORE")
+    assert "restore" in eng.calls
+    assert "System restored" in host.text()
+    assert "The writable layer is now empty." in host.text()
+    host.press("enter")
+    assert len(host.views) == 1 and "Continue booting" in host.text()
+    assert host.exit_code is None
+
+
+def test_cancelled_restore_changes_nothing(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    host.press("r", "R", "E", "esc")
+    assert len(host.views) == 1 and "Continue booting" in host.text()
+    assert "restore" not in eng.calls and len(eng.layer) == 3
+
+
+def test_create_incremental_with_progress_and_result(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    host.press("i")
+    assert "Create Incremental Restore Point" in host.text()
+    assert "The writable layer holds: 37 changed files" in host.text()
+    host.press(*"before upgrade", "enter")
+    assert [p.done for p in host.progress] == [0, 25, 50, 75, 100]
+    text = host.text()
+    assert "Restore point created" in text and "incremental restore point point2" in text
+    assert "Stack: base -> apps -> point2" in text
+    host.press("enter")
+    assert "point2" in host.text()
+    assert eng.metas["point2"].description == "before upgrade"
+
+
+def test_create_error_is_a_dialog_and_the_menu_carries_on(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path, FakeEngine(changes=0))
+    host.press("i", "enter")
+    text = host.text()
+    assert "Error: the action failed" in text
+    assert "the writable layer is empty: nothing to put in an incremental" in text
+    assert "Traceback" not in text
+    host.press("enter")
+    assert host.dialog_widget is None and "Continue booting" in host.text()
+    eng.fail["create"] = NoSpace("not enough space to squash the whole system: needs 3 GiB",
+                                 hint="free space (ibi purge, ibi delete) and try again")
+    host.press("f", "enter")
+    assert "not enough space to squash the whole system" in host.text()
+    assert "free space (ibi purge" in host.text()
+
+
+def test_internal_error_shows_one_line(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    eng.fail["verify"] = RuntimeError("boom")
+    host.press("v")
+    text = host.text()
+    assert "internal error: RuntimeError: boom" in text and "Traceback" not in text
+
+
+def test_live_review_writes_review_decision(tmp_path: Path) -> None:
+    _ctl, host, _eng = start(tmp_path, FakeEngine(("base", "apps", "tuned")))
+    host.press("l")
+    text = host.text()
+    assert "Live Review" in text and "top of the stack" in text
+    assert text.index("tuned") < text.index("apps") < text.index("base  ")  # newest first
+    host.press("down", "down", "enter")
+    text = host.text()
+    assert "Live Review of base" in text
+    assert "tmpfs" in text and "/home is your real /home" in text and "Nothing is kept" in text
+    host.press("esc")
+    assert "Choose the restore point" in host.text()
+    host.press("up", "enter", "enter")
+    assert host.exit_code == decision.EXIT_REVIEW == 10
+    assert decision.read_decision(tmp_path / "decision") == ("review", "apps")
+
+
+def test_rollback_confirm_and_cancel(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path, FakeEngine(("base", "apps", "tuned")))
+    host.press("b")
+    text = host.text()
+    assert "Roll back to..." in text and "The current stack is: base -> apps -> tuned" in text
+    assert "tuned " not in text.split("newest first):")[1]  # the top is not a target
+    host.press("enter")  # apps
+    text = host.text()
+    assert "The stack becomes: base -> apps" in text
+    assert "including tuned (roll forward" in text
+    assert "3 new or changed files" in text
+    host.press("esc")
+    assert "rollback" not in eng.calls and eng.tab == ["base", "apps", "tuned"]
+    host.press("enter")
+    typed(host, "ROLLBACK")
+    assert eng.tab == ["base", "apps"]
+    assert "The stack is now: base -> apps" in host.text()
+    host.press("enter")
+    assert len(host.views) == 1
+
+
+def test_delete_only_offers_images_outside_the_stack(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    host.press("d")
+    assert "none can be deleted" in host.text()
+    host.press("enter")
+    eng.tab = ["base"]
+    host.press("d")
+    text = host.text()
+    assert "apps " in text and "base " not in text.split("newest first):")[1]
+    host.press("enter")
+    assert "Deleted for good:" in host.text() and "apps: incremental image" in host.text()
+    typed(host, "DELETE")
+    assert "apps" not in eng.metas
+    assert "Deleted apps; freed 4.0 MiB." in host.text()
+
+
+def test_verify_reports_each_image(tmp_path: Path) -> None:
+    eng = FakeEngine(("base", "bad"))
+    _ctl, host, _ = start(tmp_path, eng)
+    host.press("v")
+    text = host.text()
+    assert "1 of 2 images have problems" in text
+    assert "ok      base" in text and "FAILED  bad: checksum mismatch" in text
+
+
+def test_broken_store_opens_with_rescue_actions(tmp_path: Path) -> None:
+    eng = FakeEngine(broken=True)
+    _ctl, host, _ = start(tmp_path, eng)
+    text = host.text()
+    assert "The image store cannot be used" in text
+    assert "/d holds no ibi store (.root_images/roottab is missing)" in text
+    assert "Create Full" not in text
+    host.press("r")
+    assert "Error: the action failed" in host.text()
+    host.press("esc", "s")
+    assert host.shells == 1
+    host.press("enter")
+    assert host.exit_code == 0
+
+
+def test_decision_write_failure_is_shown_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    host = SyncHost()
+    ctl = Controller(host, FakeEngine(), decision_path=str(tmp_path / "file" / "decision"))  # type: ignore[arg-type]
+    ctl.start()
+    host.press("enter")
+    assert host.exit_code is None
+    assert "cannot write the decision file" in host.text()
+
+
+def test_details_lists_the_layer(tmp_path: Path) -> None:
+    _ctl, host, _eng = start(tmp_path)
+    host.press("w")
+    text = host.text()
+    assert "The writable layer (what Restore System discards)" in text
+    assert "/etc/file1" in text
+    host.press("esc")
+    assert len(host.views) == 1
+
+
+def test_decision_file_is_atomic_and_strict(tmp_path: Path) -> None:
+    p = tmp_path / "d" / "decision"
+    assert decision.write_decision(p, "review", "base") == "review base"
+    assert p.read_text() == "review base\n"
+    decision.write_decision(p, "normal")
+    assert decision.read_decision(p) == ("normal", None)
+    assert sorted(x.name for x in p.parent.iterdir()) == ["decision"]  # no temp left
+    for bad in (("review", None), ("review", "a b"), ("reboot", None)):
+        with pytest.raises(ValueError):
+            decision.write_decision(p, *bad)

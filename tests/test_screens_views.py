@@ -1,0 +1,259 @@
+"""The menu's views rendered at 80x24 and 132x43 and asserted on their text; keys pressed
+against a recording controller (urwid's own widget-test style: render, keypress)."""
+
+from __future__ import annotations
+
+import pytest
+import urwid
+
+from maintenance.model import Level, Notice, Progress
+from screens.app import App
+from screens.views import (
+    RESCUE_ACTIONS,
+    ConfirmView,
+    CreateView,
+    Dialog,
+    HelpView,
+    MainView,
+    PickerView,
+    ProgressView,
+)
+from tests.menu_fakes import RecordingController, make_status, rows, screen_text
+
+SIZES = [(80, 24), (132, 43)]
+
+
+class NullScreen(urwid.BaseScreen):
+    """Lets an App be built without a terminal; these tests render its frame directly."""
+
+    def draw_screen(self, size: tuple[int, int], canvas: urwid.Canvas) -> None:
+        pass
+
+    def get_cols_rows(self) -> tuple[int, int]:
+        return 80, 24
+
+    def get_input_descriptors(self) -> list[int]:
+        return []
+
+
+def app_with(view: urwid.Widget) -> App:
+    app = App("/d", screen=NullScreen())
+    app.home(view)
+    return app
+
+
+def render_app(app: App, size: tuple[int, int]) -> list[str]:
+    return rows(app.frame, size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_main_view_shows_stack_layer_actions_disk(size: tuple[int, int]) -> None:
+    ctl = RecordingController()
+    screen = render_app(app_with(MainView(ctl, make_status())), size)
+    text = "\n".join(screen)
+    assert len(screen) == size[1] and all(len(r) == size[0] for r in screen)
+    assert screen[0].startswith(" ibi Maintenance Mode") and "data: /d" in screen[0]
+    assert "Image stack, bottom first" in text
+    names = [r.split()[1] for r in screen if r[:2].strip() in ("1", "2", "3")]
+    assert names == ["base", "apps", "tuned"]  # bottom first
+    layer = next(r for r in screen if "writable layer" in r)
+    assert "70.0 MiB" in layer and "37 changed files" in layer
+    assert "2026-11-21 09:30" in text and "incremental" in text
+    assert screen.index(layer) > max(i for i, r in enumerate(screen) if "tuned" in r)
+    for label in ("Continue booting", "Restore System", "Create Full Restore Point",
+                  "Create Incremental Restore Point", "Live Review...", "Roll back to...",
+                  "Delete restore point...", "Verify images", "Shell"):
+        assert label in text, label
+    assert "> c Continue booting" in text  # the default has the focus
+    assert "Data partition" in text and "used" in text and "20.0 GiB/100.0 GiB" in text
+    assert "images" in text and "12.0 MiB" in text
+    assert "RAM" not in text  # no tmpfs upper in play
+    assert "?: help" in screen[-1]
+
+
+def test_main_view_wide_shows_whole_description() -> None:
+    text = "\n".join(render_app(app_with(MainView(RecordingController(), make_status())),
+                                (132, 43)))
+    assert "tuned description" in text
+    assert "37 changed files, 5 deleted" in text
+
+
+def test_chain_problem_flagged_in_place() -> None:
+    st = make_status(problem={"apps": "made on [x] but stacked on [base]"})
+    screen = render_app(app_with(MainView(RecordingController(), st)), (80, 24))
+    i = next(i for i, r in enumerate(screen) if "! apps" in r)
+    assert "! made on [x] but stacked on [base]" in screen[i + 1]
+
+
+def test_low_space_warning_and_ram_bars() -> None:
+    st = make_status(free=1 << 28, tmpfs=True, notices=(
+        Notice(Level.WARNING, "low space on the data partition: 256.0 MiB free of 100.0 GiB"),
+        Notice(Level.INFO, "3.0 MiB of set-aside layers await deletion (ibi purge)")))
+    text = "\n".join(render_app(app_with(MainView(RecordingController(), st)), (80, 24)))
+    assert " ! low space on the data partition: 256.0 MiB free" in text
+    assert " i 3.0 MiB of set-aside layers" in text
+    assert "RAM" in text and "4.0 GiB/16.0 GiB" in text
+    assert "tmpfs" in text and "1.0 GiB/8.0 GiB" in text
+
+
+def test_many_notices_are_capped_and_errors_come_first() -> None:
+    notes = (*(Notice(Level.INFO, f"note {i}") for i in range(5)),
+             Notice(Level.ERROR, "roottab is unreadable"))
+    text = "\n".join(render_app(app_with(MainView(RecordingController(),
+                                                  make_status(notices=notes))), (80, 24)))
+    assert "!! roottab is unreadable" in text
+    assert "... 3 more: press w" in text
+    assert "note 4" not in text
+
+
+def test_long_stack_keeps_its_top_in_view_at_80x24() -> None:
+    names = tuple(f"point{i:02}" for i in range(14))
+    screen = render_app(app_with(MainView(RecordingController(), make_status(names))),
+                        (80, 24))
+    text = "\n".join(screen)
+    assert "writable layer" in text and "point13" in text
+    assert "Shell" in text and "?: help" in screen[-1]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_broken_store_states_problem_and_rescue_actions(size: tuple[int, int]) -> None:
+    view = MainView(RecordingController(), None, problem="/d holds no ibi store",
+                    actions=RESCUE_ACTIONS)
+    text = "\n".join(render_app(app_with(view), size))
+    assert "The image store cannot be used" in text and "/d holds no ibi store" in text
+    for label in ("Continue booting", "Restore System", "Roll back to...", "Shell"):
+        assert label in text
+    for label in ("Create Full", "Verify images", "Live Review", "Delete restore"):
+        assert label not in text
+    assert "> c Continue booting" in text
+
+
+def test_keys_reach_the_controller() -> None:
+    ctl = RecordingController()
+    view = MainView(ctl, make_status())
+    size = (80, 22)
+    assert view.keypress(size, "enter") is None
+    assert ctl.calls == ["continue_boot"]
+    for _ in range(2):
+        view.keypress(size, "down")
+    assert "> f Create Full Restore Point" in screen_text(view, size)
+    view.keypress(size, "enter")
+    for key in ("r", "i", "l", "b", "d", "v", "s", "w"):
+        view.keypress(size, key)
+    assert ctl.calls == ["continue_boot", "create_full", "restore", "create_incremental",
+                         "live_review", "rollback", "delete", "verify", "shell", "details"]
+    assert view.keypress(size, "x") == "x"  # unknown keys go up unhandled
+    assert view.keypress(size, "esc") == "esc"
+
+
+def test_rescue_view_ignores_hotkeys_of_missing_actions() -> None:
+    ctl = RecordingController()
+    view = MainView(ctl, None, problem="broken", actions=RESCUE_ACTIONS)
+    view.keypress((80, 22), "f")
+    view.keypress((80, 22), "v")
+    view.keypress((80, 22), "s")
+    assert ctl.calls == ["shell"]
+
+
+def test_confirm_needs_the_exact_word() -> None:
+    done: list[str] = []
+    view = ConfirmView("Restore System", ["Discarded: 3 files", "Kept: /home"], "RESTORE",
+                       lambda: done.append("yes"), lambda: done.append("cancel"))
+    size = (80, 22)
+    text = screen_text(view, size)
+    assert "Restore System" in text and "Kept: /home" in text
+    assert "Type RESTORE and press Enter to go ahead:" in text
+    for ch in "restore":
+        view.keypress(size, ch)
+    view.keypress(size, "enter")
+    assert done == []
+    assert "Type RESTORE exactly" in screen_text(view, size)
+    for _ in "restore":
+        view.keypress(size, "backspace")
+    for ch in "RESTORE":
+        view.keypress(size, ch)
+    view.keypress(size, "enter")
+    assert done == ["yes"]
+
+
+def test_confirm_cancel_by_esc_and_by_button() -> None:
+    done: list[str] = []
+    view = ConfirmView("Delete", ["x"], "DELETE", lambda: done.append("yes"),
+                       lambda: done.append("cancel"))
+    view.keypress((80, 22), "esc")
+    view.keypress((80, 22), "tab")
+    view.keypress((80, 22), "enter")
+    assert done == ["cancel", "cancel"]
+
+
+def test_confirm_long_list_scrolls_while_typing() -> None:
+    lines = [f"changed /etc/f{i:03}" for i in range(100)]
+    view = ConfirmView("Restore System", lines, "RESTORE", lambda: None, lambda: None)
+    size = (80, 22)
+    assert "/etc/f000" in screen_text(view, size)
+    view.keypress(size, "page down")
+    text = screen_text(view, size)
+    assert "/etc/f000" not in text and "Type RESTORE" in text
+
+
+def test_create_form_passes_name_and_description() -> None:
+    got: list[tuple[str, str]] = []
+    view = CreateView("Create Incremental Restore Point", ["Squashes the layer"],
+                      lambda n, d: got.append((n, d)), lambda: got.append(("", "cancel")))
+    size = (80, 22)
+    for ch in "new driver":
+        view.keypress(size, ch)
+    view.keypress(size, "tab")
+    for ch in "drv":
+        view.keypress(size, ch)
+    assert "Description:" in screen_text(view, size)
+    view.keypress(size, "enter")
+    assert got == [("drv", "new driver")]
+
+
+def test_picker_picks_the_focused_entry() -> None:
+    got: list[str] = []
+    view = PickerView("Roll back to...", ["Choose:"], [("b", "b  label"), ("a", "a  label")],
+                      got.append, lambda: got.append("cancel"))
+    size = (80, 22)
+    assert "> b  label" in screen_text(view, size)
+    view.keypress(size, "down")
+    view.keypress(size, "enter")
+    view.keypress(size, "esc")
+    assert got == ["a", "cancel"]
+
+
+def test_progress_view_draws_a_bar_and_swallows_keys() -> None:
+    view = ProgressView("Creating a restore point", "Squashing")
+    view.update(Progress("squashing", 50, 100, "x.sqfs"), 3.2)
+    text = screen_text(view, (80, 22))
+    assert "Creating a restore point" in text
+    assert "[" + "#" * 37 + "." * 37 + "]" in text  # 76 columns wide, half full
+    assert "50 %  squashing x.sqfs" in text and "3 s elapsed" in text
+    assert view.keypress((80, 22), "esc") is None
+    assert view.keypress((80, 22), "enter") is None
+    assert view.keypress((80, 22), "?") == "?"
+    view.update(Progress("reading", 3, 0), 4.0)  # unknown total
+    assert "[" + "?".center(74, ".") + "]" in screen_text(view, (80, 22))
+
+
+def test_error_dialog_over_the_menu() -> None:
+    closed: list[int] = []
+    app = app_with(MainView(RecordingController(), make_status()))
+    app.dialog(Dialog("the action failed", ["not enough space to squash the writable layer"],
+                      lambda: closed.append(1), error=True))
+    text = "\n".join(render_app(app, (80, 24)))
+    assert "Error: the action failed" in text
+    assert "not enough space to squash the writable layer" in text
+    assert "Traceback" not in text
+    app.frame.keypress((80, 24), "enter")
+    assert closed == [1]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_fits(size: tuple[int, int]) -> None:
+    app = app_with(MainView(RecordingController(), make_status()))
+    app.dialog(HelpView(lambda: None))
+    text = "\n".join(render_app(app, size))
+    assert "Restore System: throw the writable layer away" in text
+    assert "Shell: a root shell" in text and "[ OK ]" in text
