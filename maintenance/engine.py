@@ -7,12 +7,18 @@ action that changes the store or mounts it:
    ``.tmp-`` file is an unfinished write and is removed (its source still exists).
 2. roottab is replaced atomically (temp + fsync + rename + fsync of the directory); the
    old version is kept as roottab.prev.
-3. Each image made from the writable layer records the layer's id (``source_layer``) and
-   the stack it was made on. The layer is cleared only after the image and roottab are
-   durable. So if the current layer's id is named by an image, the action that made the
-   image was interrupted: if roottab already ends the way the action wanted, the layer
-   clear is finished; if roottab still equals the stack the image was made on, the
-   action is rolled forward (the image is complete and checked).
+3. Each image made from the writable layer records the layer's id (``source_layer``),
+   its newest ctime (``source_stamp``) and the stack it was made on. The layer is cleared
+   only after the image and roottab are durable. So if the current layer's id is named
+   by an image, the action that made the image was interrupted: if roottab already ends
+   the way the action wanted, the layer clear is finished; if roottab still equals the
+   stack the image was made on, the action is rolled forward (the image is complete and
+   checked). But if the layer changed since (a boot that skipped recovery wrote to it),
+   it is kept and given a new id: nothing written is ever cleared by recovery.
+4. A fresh layer is prepared in ``layer.new`` with the stack it is meant for. Restore
+   commits by renaming the old layer aside; Roll back by writing roottab. Recovery
+   finishes the swap when roottab equals the prepared layer's stack, else drops it.
+Recovery never touches a layer that a mounted overlay is using.
 """
 
 from __future__ import annotations
@@ -248,6 +254,16 @@ class Engine:
                     if not dry_run:
                         st.meta_path(n).unlink()
                         fsync_dir(st.root)
+        if not st.home.is_dir():
+            done.append("create home/")
+            if not dry_run:
+                st.home.mkdir(mode=0o755)
+        if self._live_overlay() is not None:
+            return done  # the running system's layer: left alone
+        try:
+            tab: list[str] | None = st.read_roottab()
+        except StoreError:
+            tab = None
         if not st.layer.is_dir():
             if st.layer_new.is_dir():
                 done.append("put the prepared fresh writable layer in place")
@@ -258,25 +274,27 @@ class Engine:
                 if not dry_run:
                     st.make_layer(st.layer)
         elif st.layer_new.exists():
-            done.append("remove an unfinished fresh layer")
-            if not dry_run:
-                remove_tree(st.layer_new)
-        if not st.home.is_dir():
-            done.append("create home/")
-            if not dry_run:
-                st.home.mkdir(mode=0o755)
+            if tab is not None and st.layer_stack(st.layer_new) == tab:
+                done.append("finish putting the fresh writable layer in place")
+                if not dry_run:
+                    self._swap_in_new_layer()
+            else:
+                done.append("remove an unfinished fresh layer")
+                if not dry_run:
+                    remove_tree(st.layer_new)
         lid = st.layer_id()
-        if lid is None or not st.upper.is_dir():
-            return done
-        try:
-            tab = st.read_roottab()
-        except StoreError:
+        if lid is None or tab is None or not st.upper.is_dir():
             return done
         for meta in self.images():
             if meta.source_layer != lid:
                 continue
             want = [meta.name] if meta.kind is Kind.FULL else [*meta.stack, meta.name]
-            if tab == want:
+            if meta.source_stamp != layerfs.stats(st.upper).newest:
+                done.append(f"keep the writable layer: it changed after {meta.name} was "
+                            "made from it")
+                if not dry_run:
+                    st.renew_layer_id()
+            elif tab == want:
                 done.append(f"clear the writable layer already squashed into {meta.name}")
                 if not dry_run:
                     self._fresh_layer(carry=False)
@@ -355,7 +373,7 @@ class Engine:
             raise UsageError(f"an image named {name!r} already exists")
         self._refuse_if_live()
         lid = st.layer_id()
-        layer = layerfs.stats(st.upper)
+        layer = layerfs.stats(st.upper)  # nothing writes to it from here: not live
         if kind is Kind.INCREMENTAL and layer.files == 0 and layer.deleted == 0:
             raise UsageError("the writable layer is empty: nothing to put in an incremental "
                              "restore point")
@@ -374,7 +392,8 @@ class Engine:
                                       excludes=("home/*",), progress=progress)
             parent = tab[-1] if kind is Kind.INCREMENTAL else None
             meta = self._commit_image(tmp, name, kind, description, tuple(tab), parent,
-                                      compressor, progress, source_layer=lid)
+                                      compressor, progress, source_layer=lid,
+                                      source_stamp=layer.newest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -403,8 +422,7 @@ class Engine:
             if not self.store.has_image(n):
                 raise NotFound(f"image {n!r} is missing")
         self._refuse_if_live()
-        self.store.write_roottab(new)
-        self._fresh_layer(carry=True)
+        self._fresh_layer(carry=True, new_stack=list(new))
         return new
 
     def delete(self, name: str) -> None:
@@ -621,13 +639,34 @@ class Engine:
                 out.add(dev.read_text().strip())
         return out
 
+    def _live_overlay(self) -> str | None:
+        """The mount point of an overlay using the writable layer as its upper, if any
+        (matched by path or, after a switch_root moved things, by inode)."""
+        upper = self.store.upper
+        try:
+            ident = (upper.stat().st_dev, upper.stat().st_ino)
+        except OSError:
+            return None
+        for m in mounts.mountinfo():
+            if m.fstype != "overlay":
+                continue
+            for opt in m.options.split(","):
+                if opt.startswith("upperdir="):
+                    path = opt.removeprefix("upperdir=")
+                    if path == str(upper):
+                        return m.mountpoint
+                    with contextlib.suppress(OSError):
+                        st = os.stat(path)
+                        if (st.st_dev, st.st_ino) == ident:
+                            return m.mountpoint
+        return None
+
     def _refuse_if_live(self) -> None:
         """Refuse to change the layer while an overlay uses it as its upper."""
-        upper = str(self.store.upper)
-        for m in mounts.mountinfo():
-            if m.fstype == "overlay" and f"upperdir={upper}," in m.options + ",":
-                raise InUse(f"the writable layer is in use by the overlay on {m.mountpoint}",
-                            hint="run this from Maintenance Mode, or ibi umount first")
+        live = self._live_overlay()
+        if live is not None:
+            raise InUse(f"the writable layer is in use by the overlay on {live}",
+                        hint="run this from Maintenance Mode, or queue it with --next-boot")
 
     # ------------------------------------------------------------------ helpers
     def _default_name(self, kind: Kind) -> str:
@@ -653,7 +692,8 @@ class Engine:
 
     def _commit_image(self, tmp: Path, name: str, kind: Kind, description: str,
                       stack: tuple[str, ...], parent: str | None, compressor: str,
-                      progress: ProgressFn | None, source_layer: str | None = None) -> ImageMeta:
+                      progress: ProgressFn | None, source_layer: str | None = None,
+                      source_stamp: int | None = None) -> ImageMeta:
         """fsync and check the squashed temp file, write its metadata, rename it in."""
         st = self.store
         fsync_file(tmp)
@@ -662,27 +702,55 @@ class Engine:
         meta = ImageMeta(name=name, kind=kind, created=utcnow(), sha256=digest,
                          size=tmp.stat().st_size, description=description, parent=parent,
                          stack=stack,
-                         source_layer=source_layer, compressor=compressor)
+                         source_layer=source_layer, source_stamp=source_stamp,
+                         compressor=compressor)
         st.write_meta(meta)
         durable_rename(tmp, st.image_path(name))
         return meta
 
-    def _fresh_layer(self, carry: bool) -> tuple[Path, list[str]]:
-        """Swap in an empty writable layer; the old one goes to trash/. With ``carry``, the
-        preserved config paths are copied into the fresh layer first."""
+    def _fresh_layer(self, carry: bool,
+                     new_stack: list[str] | None = None) -> tuple[Path, list[str]]:
+        """Swap in an empty writable layer (for ``new_stack``, written to roottab as the
+        commit point, or for the current stack); the old one goes to trash/. With
+        ``carry``, the preserved config paths are copied into the fresh layer first."""
         st = self.store
+        tab = st.read_roottab()
+        target = tab if new_stack is None else new_stack
         if st.layer_new.exists():
             remove_tree(st.layer_new)
         st.make_layer(st.layer_new)
         kept: list[str] = []
-        if carry and st.upper.is_dir():
-            kept = layerfs.carry(st.upper, st.layer_new / "upper", st.read_preserve())
+        if carry:
+            kept = self._carry_config(tab, changes_stack=target != tab)
             fsync_tree(st.layer_new / "upper")
+        st.mark_layer_ready(st.layer_new, target)
+        if target != tab:
+            st.write_roottab(target)
+        return self._swap_in_new_layer(), kept
+
+    def _carry_config(self, tab: list[str], changes_stack: bool) -> list[str]:
+        """Copy the preserved config paths into ``layer.new``. For a Restore the source is
+        the writable layer (what it changed); for a Roll back, the system as it runs now
+        (a read-only view of layer + stack), as the older stack may predate the config."""
+        st = self.store
+        paths = st.read_preserve()
+        if changes_stack and paths:
+            try:
+                with self._view(tab) as view:
+                    return layerfs.carry(view, st.layer_new / "upper", paths)
+            except IbiError as e:  # a broken stack: rolling back is how it gets mended
+                log.warning("cannot read the current system (%s); carrying from the layer", e)
+        if not st.upper.is_dir():
+            return []
+        return layerfs.carry(st.upper, st.layer_new / "upper", paths)
+
+    def _swap_in_new_layer(self) -> Path:
+        st = self.store
         slot = st.new_trash_slot(st.layer_id())
         if st.layer.exists():
             durable_rename(st.layer, slot)
         durable_rename(st.layer_new, st.layer)
-        return slot, kept
+        return slot
 
 
 def fsync_tree(path: Path) -> None:

@@ -35,11 +35,13 @@ def is_opaque(path: str) -> bool:
 
 def stats(upper: Path) -> LayerStats:
     nbytes = files = changed = deleted = opaque = 0
+    newest = upper.stat().st_ctime_ns
     for entry in walk(upper):
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
+        newest = max(newest, st.st_ctime_ns)
         nbytes += st.st_blocks * 512
         if is_whiteout(st, entry.path):
             deleted += 1
@@ -50,7 +52,7 @@ def stats(upper: Path) -> LayerStats:
                 opaque += 1
         else:
             changed += 1
-    return LayerStats(str(upper), nbytes, files, changed, deleted, opaque)
+    return LayerStats(str(upper), nbytes, files, changed, deleted, opaque, newest)
 
 
 def changes(upper: Path, limit: int | None = None) -> list[Change]:

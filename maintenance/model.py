@@ -35,6 +35,7 @@ class ImageMeta:
     stack: tuple[str, ...] = ()  # the stack (bottom first) it was made from; an
     # incremental must sit on exactly this stack, a full image stands alone
     source_layer: str | None = None  # id of the writable layer it was squashed from
+    source_stamp: int | None = None  # that layer's newest ctime (ns) when it was squashed
     compressor: str = "zstd"
 
 
@@ -63,6 +64,8 @@ class LayerStats:
     changed: int  # non-directory entries: new or modified files
     deleted: int  # whiteouts: paths deleted from the images below
     opaque: int  # directories that hide their lower contents
+    newest: int = 0  # the newest ctime (ns) in the upper, its root included: any change
+    # to the layer raises it, and no program can set a ctime back
 
 
 @dataclasses.dataclass(frozen=True)

@@ -174,6 +174,7 @@ def meta_to_yaml(meta: ImageMeta) -> str:
         "parent": meta.parent,
         "stack": list(meta.stack),
         "source_layer": meta.source_layer,
+        "source_stamp": meta.source_stamp,
         "compressor": meta.compressor,
     }
     return str(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
@@ -199,6 +200,7 @@ def meta_from_yaml(text: str, where: str) -> ImageMeta:
             parent=doc.get("parent"),
             stack=tuple(doc.get("stack") or ()),
             source_layer=doc.get("source_layer"),
+            source_stamp=doc.get("source_stamp"),
             compressor=str(doc.get("compressor") or "zstd"),
         )
     except (yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError) as e:
@@ -347,13 +349,26 @@ class Store:
         (path / "upper").mkdir(mode=0o755)
         (path / "work").mkdir(mode=0o700)
         layer_id = secrets.token_hex(8)
-        with open(path / "id", "w") as f:
-            f.write(layer_id + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        atomic_write(path / "id", layer_id + "\n")
         for d in (path / "upper", path / "work", path):
             fsync_dir(d)
         return layer_id
+
+    def mark_layer_ready(self, path: Path, for_stack: Iterable[str]) -> None:
+        """Record, last, the stack a prepared layer is for: recovery puts a ``layer.new``
+        in place only when this marker matches roottab."""
+        atomic_write(path / "stack", render_roottab(for_stack))
+
+    def renew_layer_id(self) -> str:
+        layer_id = secrets.token_hex(8)
+        atomic_write(self.layer / "id", layer_id + "\n")
+        return layer_id
+
+    def layer_stack(self, layer: Path) -> list[str] | None:
+        try:
+            return parse_roottab((layer / "stack").read_text(encoding="utf-8"))
+        except (FileNotFoundError, StoreError):
+            return None
 
     def trash_entries(self) -> list[Path]:
         if not self.trash.is_dir():

@@ -146,3 +146,54 @@ def test_interrupted_restore(changed_store, root_ns: Path, point: str) -> None: 
         assert view["etc/hostname"] == before["etc/hostname"]  # new state keeps preserved
         assert "etc/new.conf" not in view
     assert not fresh.store.layer_new.exists()
+
+
+ROLLBACK_POINTS = {
+    "fresh layer made": lambda mp: after_nth(mp, store.Store, "make_layer", 1, before=False),
+    "fresh layer marked": lambda mp: after_nth(mp, store.Store, "mark_layer_ready", 1,
+                                               before=False),
+    "roottab written": lambda mp: after_nth(mp, store.Store, "write_roottab", 1, before=False),
+    "old layer set aside": lambda mp: after_nth(mp, engine_mod, "durable_rename", 1,
+                                                before=False),
+}
+
+
+@pytest.mark.parametrize("point", list(ROLLBACK_POINTS))
+def test_interrupted_rollback(changed_store, root_ns: Path, point: str) -> None:  # type: ignore[no-untyped-def]
+    eng, before = changed_store
+    mnt = root_ns / "mnt"
+    eng.create(Kind.INCREMENTAL, name="inc")
+    eng.mount(mnt)
+    try:
+        (mnt / "etc/after-inc").write_text("layer change\n")
+        with_layer = snapshot(mnt)
+    finally:
+        eng.umount(mnt)
+    assert crash_in_child(lambda: eng.rollback("base"), ROLLBACK_POINTS[point]) == CRASH
+    fresh = Engine(eng.data_dir, eng.run_dir)
+    fresh.recover()
+    view = view_of(fresh, root_ns)
+    if fresh.roottab() == ["base", "inc"]:  # old state, all of it
+        assert view == with_layer
+    else:  # new state: the base, a fresh layer carrying the preserved hostname
+        assert fresh.roottab() == ["base"]
+        assert "etc/after-inc" not in view and "etc/new.conf" not in view
+        assert view["etc/hostname"] == before["etc/hostname"]
+    assert not fresh.store.layer_new.exists() and fresh.recover() == []
+
+
+def test_recovery_never_clears_a_layer_written_after_the_crash(changed_store,  # type: ignore[no-untyped-def]
+                                                               root_ns: Path) -> None:
+    eng, before = changed_store
+    arm = CREATE_POINTS["roottab written"]
+    assert crash_in_child(lambda: eng.create(Kind.INCREMENTAL, name="rp"), arm) == CRASH
+    # a boot that did not run recovery (say, an old initramfs) writes to the layer
+    (eng.store.upper / "etc/written-after-crash").write_text("keep me\n")
+    fresh = Engine(eng.data_dir, eng.run_dir)
+    done = fresh.recover()
+    assert done == ["keep the writable layer: it changed after rp was made from it"]
+    assert fresh.recover() == []
+    view = view_of(fresh, root_ns)
+    assert view["etc/written-after-crash"]["size"] == 8
+    view.pop("etc/written-after-crash")
+    assert view == before

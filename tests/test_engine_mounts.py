@@ -159,14 +159,15 @@ def test_delete_refuses_what_is_needed(store: Engine, root_ns: Path) -> None:
     store.create(Kind.FULL, name="full1")
     with pytest.raises(InUse, match=r"roottab\.prev"):
         store.delete("one")
-    store.rollback("full1")  # roottab.prev is now [full1] as well
+    mounted_view(store, root_ns / "mnt", lambda r: (r / "etc/y").write_text("y"))
+    store.create(Kind.INCREMENTAL, name="on-full")  # roottab.prev is now [full1]
     with pytest.raises(InUse, match="needed by one"):
         store.delete("base")
     with pytest.raises(NotFound):
         store.delete("nope")
     store.delete("one")
     store.delete("base")
-    assert store.store.image_names() == ["full1"]
+    assert store.store.image_names() == ["full1", "on-full"]
     assert store.verify(all_images=True).ok
 
 
