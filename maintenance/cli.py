@@ -185,7 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("menu", "open the maintenance menu", """\
         Open the text-mode maintenance menu (urwid) on this terminal. Extra options are
         passed to it; see python3 -m screens --help.""")
-    p.add_argument("menu_args", nargs=argparse.REMAINDER)
 
     p = add("demo", "build a demo store and show it", """\
         Build a small demo root tree, make a store from it in DATA (default ./demo),
@@ -380,7 +379,10 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.cmd != "menu":
+        parser.parse_args(argv)  # reports the unknown arguments and exits 2
+    args.menu_args = extra
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="ibi: %(levelname)s: %(message)s")
     try:

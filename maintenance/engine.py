@@ -331,7 +331,7 @@ class Engine:
                 need = tree_bytes(src) + SPACE_MARGIN
                 self._check_space(need, "squash the base image")
                 squash.mksquashfs(src, tmp, compressor=compressor, level=level,
-                                  excludes=("home/*",), progress=progress)
+                                  excludes=("home/*",), progress=progress, label=name)
             else:
                 if not src.is_file():
                     raise NotFound(f"image file {src} does not exist")
@@ -383,13 +383,13 @@ class Engine:
                 self._check_space(layer.bytes + layer.bytes // 100 + SPACE_MARGIN,
                                   "squash the writable layer")
                 squash.mksquashfs(st.upper, tmp, compressor=compressor, level=level,
-                                  excludes=("home/*",), progress=progress)
+                                  excludes=("home/*",), progress=progress, label=name)
             else:
                 images = sum(st.image_path(n).stat().st_size for n in tab)
                 self._check_space(images + layer.bytes + SPACE_MARGIN, "squash the whole system")
                 with self._view(tab) as view:
                     squash.mksquashfs(view, tmp, compressor=compressor, level=level,
-                                      excludes=("home/*",), progress=progress)
+                                      excludes=("home/*",), progress=progress, label=name)
             parent = tab[-1] if kind is Kind.INCREMENTAL else None
             meta = self._commit_image(tmp, name, kind, description, tuple(tab), parent,
                                       compressor, progress, source_layer=lid,
@@ -698,7 +698,7 @@ class Engine:
         st = self.store
         fsync_file(tmp)
         squash.check_image(tmp)
-        digest = squash.sha256(tmp, progress)
+        digest = squash.sha256(tmp, progress, label=name)
         meta = ImageMeta(name=name, kind=kind, created=utcnow(), sha256=digest,
                          size=tmp.stat().st_size, description=description, parent=parent,
                          stack=stack,

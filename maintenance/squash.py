@@ -39,7 +39,7 @@ def compression_args(compressor: str, level: int | None) -> list[str]:
 
 def mksquashfs(src: Path, dest: Path, *, compressor: str = DEFAULT_COMPRESSOR,
                level: int | None = None, excludes: Sequence[str] = (),
-               progress: ProgressFn | None = None) -> None:
+               progress: ProgressFn | None = None, label: str = "") -> None:
     """Squash the tree ``src`` into ``dest`` (overwritten), keeping owners, modes, xattrs,
     hard links, device nodes and sparse files; ``excludes`` are wildcard patterns relative
     to ``src``."""
@@ -50,7 +50,7 @@ def mksquashfs(src: Path, dest: Path, *, compressor: str = DEFAULT_COMPRESSOR,
 
     def report(done: int, total: int) -> None:
         if progress:
-            progress(Progress("squashing", done, total, dest.name))
+            progress(Progress("squashing", done, total, label or dest.name))
 
     run_with_progress(argv, report)
 
@@ -60,7 +60,8 @@ def check_image(path: Path) -> None:
     run([which("unsquashfs"), "-s", str(path)])
 
 
-def sha256(path: Path, progress: ProgressFn | None = None, phase: str = "verifying") -> str:
+def sha256(path: Path, progress: ProgressFn | None = None, phase: str = "verifying",
+           label: str = "") -> str:
     h = hashlib.sha256()
     total = os.path.getsize(path)
     done = 0
@@ -71,8 +72,8 @@ def sha256(path: Path, progress: ProgressFn | None = None, phase: str = "verifyi
             h.update(chunk)
             done += len(chunk)
             if progress and done >= next_report:
-                progress(Progress(phase, done, total, path.name))
+                progress(Progress(phase, done, total, label or path.name))
                 next_report = done + step
     if progress:
-        progress(Progress(phase, total, total, path.name))
+        progress(Progress(phase, total, total, label or path.name))
     return h.hexdigest()

@@ -125,3 +125,12 @@ def test_mount_review_umount_from_cli(cli_store: Path, root_ns: Path) -> None:
     assert ibi("umount", str(mnt), *run).returncode == 0
     p = ibi("umount", str(mnt), *run)
     assert p.returncode == 1 and "nothing of ibi" in one_line_error(p)
+
+
+def test_unknown_options_are_refused_except_for_the_menu(tmp_path: Path) -> None:
+    p = ibi("status", "--data", str(tmp_path), "--bogus")
+    assert p.returncode == 2 and "unrecognized arguments: --bogus" in p.stderr
+    from maintenance.cli import build_parser
+
+    args, extra = build_parser().parse_known_args(["menu", "--data", "D", "--decision", "F"])
+    assert args.cmd == "menu" and extra == ["--decision", "F"]
