@@ -81,7 +81,7 @@ class Controller:
             return self.engine.status(), None
         except IbiError as e:
             log.warning("status: %s", e)
-            return None, str(e)
+            return None, str(e) + (f" ({e.hint})" if e.hint else "")
 
     def _show_main(self, loaded: tuple[Status | None, str | None]) -> None:
         self.status, self.problem = loaded

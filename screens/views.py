@@ -104,11 +104,11 @@ def stack_rows(status: Status) -> list[urwid.Widget]:
     for i, e in enumerate(status.stack, 1):
         rows.extend(_entry_rows(str(i), e))
     lay = status.layer
-    if lay is None:
-        rows.append(_cells("+", "writable layer", "(rw)", "", "", "missing", "warning"))
-    else:
-        what = f"{lay.changed} changed files, {lay.deleted} deleted"
-        rows.append(_cells("+", "writable layer", "(rw)", "", human(lay.bytes), what, "info"))
+    what = (f"{human(lay.bytes)} in {lay.changed} changed files, {lay.deleted} deleted"
+            if lay is not None else "missing (recreated empty on the next mount)")
+    rows.append(urwid.Columns([(2, urwid.Text("+")), (20, urwid.Text("writable layer")),
+                               urwid.Text(("info" if lay else "warning", what), wrap="clip")],
+                              dividechars=1))
     if status.other_images:
         names = ", ".join(e.name + ("!" if e.problem else "") for e in status.other_images)
         rows.append(urwid.Text(("dim", f"   not in the stack: {names}"), wrap="clip"))
@@ -191,7 +191,8 @@ class MainView(urwid.WidgetWrap):
             right: list[urwid.Widget] = disk_rows(status, low)
         else:
             parts.append(("pack", urwid.Text(("error", "!! The image store cannot be used"))))
-            parts.append(("pack", urwid.Text(("error", f"   {problem}"))))
+            parts.append(("pack", urwid.Padding(urwid.Text(("error", problem or "")),
+                                                left=3)))
             parts.append(("pack", urwid.Divider()))
             parts.append(("pack", urwid.Text(
                 "What can still help: Shell (look and repair by hand), Restore System "

@@ -57,7 +57,7 @@ def test_main_view_shows_stack_layer_actions_disk(size: tuple[int, int]) -> None
     names = [r.split()[1] for r in screen if r[:2].strip() in ("1", "2", "3")]
     assert names == ["base", "apps", "tuned"]  # bottom first
     layer = next(r for r in screen if "writable layer" in r)
-    assert "70.0 MiB" in layer and "37 changed files" in layer
+    assert "70.0 MiB in 37 changed files, 5 deleted" in layer
     assert "2026-11-21 09:30" in text and "incremental" in text
     assert screen.index(layer) > max(i for i, r in enumerate(screen) if "tuned" in r)
     for label in ("Continue booting", "Restore System", "Create Full Restore Point",
