@@ -251,8 +251,8 @@ class Controller:
             if meta.stack and kind is Kind.INCREMENTAL:
                 lines.append("Stack: " + " -> ".join((*meta.stack, meta.name)))
             self.host.show(result_page("Restore point created", lines, self.reload))
-        what = "full" if kind is Kind.FULL else "incremental"
-        self._work(f"Creating a {what} restore point",
+        what = "a full" if kind is Kind.FULL else "an incremental"
+        self._work(f"Creating {what} restore point",
                    "Squashing with mksquashfs, then checking the image.", work, done,
                    mutating=True)
 
