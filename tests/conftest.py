@@ -43,7 +43,13 @@ def _enter_private_namespace() -> bool:
     if libc.unshare(CLONE_NEWNS) != 0:
         _ns_reason = f"unshare(CLONE_NEWNS) failed: {os.strerror(ctypes.get_errno())}"
         return False
-    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    # Keep this namespace's mounts from propagating back to the host. Where / is not a
+    # mount point (a chroot, some containers) make every visible mount private instead.
+    if subprocess.run(["mount", "--make-rprivate", "/"], capture_output=True).returncode:
+        mps = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()]
+        for mp in mps:
+            subprocess.run(["mount", "--make-private", mp], capture_output=True)
+        print("\nconftest: / is not a mount point here; made each visible mount private")
     _ns_ready = True
     return True
 
