@@ -36,7 +36,7 @@ from .views import (
     ProgressView,
     result_page,
 )
-from .widgets import ButtonRow, date, human
+from .widgets import ButtonRow, date, human, plural
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,9 @@ class Controller:
 
         def done(res: Any) -> None:
             lines: list[Line | str] = [
-                f"Discarded: {res.discarded.changed} changed files, "
-                f"{res.discarded.deleted} deletions, {human(res.discarded.bytes)}.",
+                f"Discarded: {plural(res.discarded.changed, 'changed file')}, "
+                f"{plural(res.discarded.deleted, 'deleted path')}, "
+                f"{human(res.discarded.bytes)}.",
                 f"The old layer was set aside in {res.trash} (ibi purge deletes it).",
                 "Kept config: " + (", ".join(res.preserved) or "none"),
                 "", "The writable layer is now empty."]
@@ -216,7 +217,8 @@ class Controller:
 
     def _ask_create(self, kind: Kind) -> None:
         lay = self.status.layer if self.status else None
-        layer = (f"{lay.changed} changed files, {lay.deleted} deletions, {human(lay.bytes)}"
+        layer = (f"{plural(lay.changed, 'changed file')}, "
+                 f"{plural(lay.deleted, 'deleted path')}, {human(lay.bytes)}"
                  if lay else "unknown")
         if kind is Kind.INCREMENTAL:
             title = "Create Incremental Restore Point"
@@ -247,7 +249,10 @@ class Controller:
             lines: list[Line | str] = [
                 f"Created {meta.kind.value} restore point {meta.name} "
                 f"({human(meta.size)}, {date(meta.created)}).",
-                "It is now the top of the stack; the writable layer is empty."]
+                "It is now the top of the stack; the writable layer is empty."
+                if kind is Kind.INCREMENTAL else
+                "It is now the whole stack (older images stay in the store); the writable "
+                "layer is empty."]
             if meta.stack and kind is Kind.INCREMENTAL:
                 lines.append("Stack: " + " -> ".join((*meta.stack, meta.name)))
             self.host.show(result_page("Restore point created", lines, self.reload))
@@ -285,7 +290,8 @@ class Controller:
                          "in the stack" if m.name in tab else "not in the stack")
                 extra = f"; needed by {', '.join(users[m.name])}" if users[m.name] else ""
                 label = (f"{m.name:<24} {m.kind.value:<11} {date(m.created)}  "
-                         f"{human(m.size):>9}\n  {where}{extra}: {m.description or '-'}")
+                         f"{human(m.size):>9}\n  {m.description or '(no description)'}  "
+                         f"[{where}{extra}]")
                 out.append((m.name, label))
             return out, tab
         return work
@@ -352,10 +358,20 @@ class Controller:
                       "  every image in the store"
                       + (f", including {', '.join(above)} (roll forward to it again later)"
                          if above else "")]
-            lines += preserved_lines(keep)
+            lines.append(self._carried_on_rollback())
             self.host.show(ConfirmView(f"Roll back to {name}", lines, "ROLLBACK",
                                        lambda: self._do_rollback(name), self.back))
         self._work("Reading the store", "", work, shown)
+
+    def _carried_on_rollback(self) -> str:
+        """A Roll back carries the preserved config paths from the system as it runs now
+        (not only from the writable layer), as the older stack may predate them."""
+        try:
+            paths = self.engine.store.read_preserve()
+        except Exception:  # a store too broken to say: the engine still carries what it can
+            paths = []
+        return ("  preserved config, carried over from the current system: "
+                + (", ".join(paths) if paths else "the paths listed in .root_images/preserve"))
 
     def _do_rollback(self, name: str) -> None:
         self.host.back()  # confirmation
@@ -434,8 +450,10 @@ def discard_lines(stats: LayerStats, changes: Sequence[Change], keep: Sequence[s
         return [("title", "Discarded:"), "  nothing: the writable layer is empty."]
     out: list[Line | str] = [
         ("title", f"Discarded: the writable layer ({why}):"),
-        ("warning", f"  {stats.changed} new or changed files, {stats.deleted} deleted paths, "
-                    f"{stats.opaque} replaced directories, {human(stats.bytes)}")]
+        ("warning", f"  {plural(stats.changed, 'new or changed file')}, "
+                    f"{plural(stats.deleted, 'deleted path')}, "
+                    f"{plural(stats.opaque, 'replaced directory', 'replaced directories')}, "
+                    f"{human(stats.bytes)}")]
     kept = set(keep)
     for c in changes:
         tag = "  (preserved: carried over)" if c.path in kept else ""

@@ -13,7 +13,7 @@ import urwid
 
 from maintenance.model import Change, Level, Notice, Progress, StackEntry, Status
 
-from .widgets import ButtonRow, MenuItem, bar, date, frame, human
+from .widgets import ButtonRow, MenuItem, bar, date, frame, human, plural
 
 Line = tuple[str | None, str]  # (attribute, text)
 
@@ -58,9 +58,14 @@ BUSY_FOOTER = " Working - please wait (the menu stays responsive; ?: help)"
 
 
 def _text(lines: Sequence[Line | str]) -> list[urwid.Widget]:
+    """Text lines; a line's leading spaces become an indent that its wrapped part keeps."""
     out: list[urwid.Widget] = []
     for ln in lines:
-        out.append(urwid.Text(ln if isinstance(ln, str) else ln if ln[0] else ln[1]))
+        attr, text = (None, ln) if isinstance(ln, str) else ln
+        body = text.lstrip(" ")
+        widget = urwid.Text((attr, body) if attr else body)
+        indent = len(text) - len(body)
+        out.append(urwid.Padding(widget, left=indent) if indent and body else widget)
     return out
 
 
@@ -104,7 +109,8 @@ def stack_rows(status: Status) -> list[urwid.Widget]:
     for i, e in enumerate(status.stack, 1):
         rows.extend(_entry_rows(str(i), e))
     lay = status.layer
-    what = (f"{human(lay.bytes)} in {lay.changed} changed files, {lay.deleted} deleted"
+    what = (f"{human(lay.bytes)} in {plural(lay.changed, 'changed file')}, "
+            f"{lay.deleted} deleted"
             if lay is not None else "missing (recreated empty on the next mount)")
     rows.append(urwid.Columns([(2, urwid.Text("+")), (20, urwid.Text("writable layer")),
                                urwid.Text(("info" if lay else "warning", what), wrap="clip")],

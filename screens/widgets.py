@@ -47,6 +47,11 @@ def human(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def date(d: datetime | None) -> str:
     return d.strftime("%Y-%m-%d %H:%M") if d else "?"
 
