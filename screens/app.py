@@ -66,8 +66,10 @@ class _Job:
 class App:
     """The urwid side: a frame (header, current view, help line) and a stack of views."""
 
-    def __init__(self, data_dir: str, *, colour: bool = True,
+    def __init__(self, data_dir: str, *, run_dir: str = DEFAULT_RUN, colour: bool = True,
                  screen: urwid.BaseScreen | None = None) -> None:
+        self.data_dir = data_dir
+        self.run_dir = run_dir
         self.views: list[urwid.Widget] = []
         self.dialog_widget: urwid.Widget | None = None
         self.exit_code = decision.EXIT_ERROR
@@ -165,7 +167,7 @@ class App:
         shell = os.environ.get("SHELL") or "/bin/sh"
         if not os.access(shell, os.X_OK):
             shell = "/bin/sh"
-        env = dict(os.environ, IBI_MENU="1")
+        env = dict(os.environ, IBI_MENU="1", IBI_DATA=self.data_dir, IBI_RUN=self.run_dir)
         self.screen.stop()
         try:
             with self._stderr_restored():
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("menu starting: data=%s run=%s decision=%s colour=%s TERM=%s", args.data,
              args.run_dir, args.decision, colour, os.environ.get("TERM"))
     try:
-        app = App(args.data, colour=colour)
+        app = App(args.data, run_dir=args.run_dir, colour=colour)
         controller = Controller(app, data_dir=args.data, run_dir=args.run_dir,
                                 decision_path=args.decision)
         controller.start()

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import urwid
 
 from maintenance.engine import Engine
-from maintenance.errors import IbiError
+from maintenance.errors import IbiError, InUse
 from maintenance.model import Change, ImageMeta, Kind, LayerStats, Progress, ProgressFn, Status
 
 from . import decision
@@ -97,7 +97,8 @@ class Controller:
         self._work("Reading the store", "", self._load, done)
 
     def _work(self, title: str, note: str, work: Work, on_done: Callable[[Any], None],
-              *, mutating: bool = False) -> None:
+              *, mutating: bool = False,
+              on_error: Callable[[BaseException], None] | None = None) -> None:
         """Run ``work`` off the UI loop behind a progress view; hand its result to
         ``on_done`` or show its error. After a failed ``mutating`` action the store is read
         again before the error is shown (the action may have got part of the way)."""
@@ -110,16 +111,18 @@ class Controller:
         def done(result: Any, exc: BaseException | None) -> None:
             self.busy = False
             self.host.back()
+            show = on_error or self.error
             if exc is None:
                 on_done(result)
             elif mutating:
-                self.reload(then=lambda: self.error(exc))
+                self.reload(then=lambda: show(exc))
             else:
-                self.error(exc)
+                show(exc)
 
         self.host.run_background(work, view.update, done)
 
-    def error(self, exc: BaseException) -> None:
+    def error(self, exc: BaseException,
+              more: Sequence[tuple[str, Callable[[], Any]]] = ()) -> None:
         """Show an error as a one-line dialog; the menu carries on."""
         if isinstance(exc, IbiError):
             lines: list[Line | str] = [str(exc)]
@@ -134,7 +137,29 @@ class Controller:
                      ("dim", "the details are in the menu's log")]
             log.error("internal error", exc_info=exc)
         self.host.dialog(Dialog("the action failed", lines, self.host.close_dialog,
-                                error=True))
+                                error=True, more=more))
+
+    def _or_queue(self, action: str, name: str | None = None, description: str = ""
+                  ) -> Callable[[BaseException], None]:
+        """An error handler for Restore and Create: when the writable layer is in use (the
+        menu runs in a booted system, not in Maintenance Mode), offer to queue the action
+        for the next boot instead (``.root_images/pending``, run before the root is built)."""
+        def handler(exc: BaseException) -> None:
+            if not isinstance(exc, InUse):
+                self.error(exc)
+                return
+
+            def queue() -> None:
+                self.host.close_dialog()
+                self._work("Queueing for the next boot", "",
+                           lambda _r: self.engine.queue(action, name=name or None,
+                                                        description=description),
+                           lambda _res: self.host.show(result_page(
+                               "Queued for the next boot",
+                               [f"The next boot runs {action} before it builds the root.",
+                                "Cancel it with: ibi pending --cancel"], self.reload)))
+            self.error(exc, more=[("Queue for the next boot", queue)])
+        return handler
 
     def back(self) -> None:
         if not self.busy:
@@ -206,7 +231,7 @@ class Controller:
                 "", "The writable layer is now empty."]
             self.host.show(result_page("System restored", lines, self.reload))
         self._work("Restoring the system", "", lambda _r: self.engine.restore(), done,
-                   mutating=True)
+                   mutating=True, on_error=self._or_queue("restore"))
 
     # ------------------------------------------------------------------ restore points
     def create_full(self) -> None:
@@ -259,7 +284,8 @@ class Controller:
         what = "a full" if kind is Kind.FULL else "an incremental"
         self._work(f"Creating {what} restore point",
                    "Squashing with mksquashfs, then checking the image.", work, done,
-                   mutating=True)
+                   mutating=True, on_error=self._or_queue(
+                       "full" if kind is Kind.FULL else "incremental", name, description))
 
     def verify(self) -> None:
         def done(report: Any) -> None:

@@ -230,14 +230,17 @@ class MainView(urwid.WidgetWrap):
 # ---------------------------------------------------------------------------- dialogs
 
 class Dialog(urwid.WidgetWrap):
-    """A message with one button (OK): errors and notes. Enter or Esc closes it."""
+    """A message with an OK button (and any further choices): errors and notes. Esc closes
+    it, as does OK."""
 
     footer = DIALOG_FOOTER
 
     def __init__(self, title: str, lines: Sequence[Line | str], on_close: Callable[[], Any],
-                 *, error: bool = False) -> None:
+                 *, error: bool = False,
+                 more: Sequence[tuple[str, Callable[[], Any]]] = ()) -> None:
         self.on_close = on_close
-        body = [*_text(lines), urwid.Divider(), ButtonRow([("OK", on_close)])]
+        self.buttons = ButtonRow([("OK", on_close), *more])
+        body = [*_text(lines), urwid.Divider(), self.buttons]
         box = frame(urwid.Pile(body), title=("Error: " if error else "") + title)
         super().__init__(urwid.AttrMap(box, "danger" if error else "dialog"))
         self.width = max(40, min(76, max(len(str(x if isinstance(x, str) else x[1]))

@@ -172,6 +172,10 @@ class FakeEngine:
             raise InUse(f"{name!r} is in the active stack; roll back past it first")
         del self.metas[name]
 
+    def queue(self, action: str, *, name: str | None = None, description: str = "") -> None:
+        self._check("queue")
+        self.queued = (action, name, description)
+
     def verify(self, *, all_images: bool = False, progress: Any = None) -> VerifyReport:
         self._check("verify")
         if progress:

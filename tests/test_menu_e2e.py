@@ -246,3 +246,32 @@ def test_root_is_available_or_reason_is_printed() -> None:
     """Keeps the reason the root tests skip visible in -ra output even when only this file
     runs (require_root skips with it, or fails under IBI_REQUIRE_ALL=1)."""
     require_root()
+
+
+@pytest.mark.root
+def test_restore_on_a_live_layer_can_be_queued(store: Engine, root_ns: Path,
+                                               tmp_path: Path) -> None:
+    """Run in a booted system (the layer is the upper of a mounted overlay), Restore is
+    refused by the engine and the menu offers to queue it for the next boot."""
+    target = root_ns / "root"
+    target.mkdir()
+    store.mount(target)
+    try:
+        (target / "srv" / "live-file").write_text("live\n")
+        with Tui(menu_args(store.data_dir, tmp_path)) as t:
+            t.wait_for("1 changed file")
+            t.press("r")
+            t.wait_for("Type RESTORE")
+            t.type("RESTORE")
+            t.press("enter")
+            t.wait_for("in use by the overlay", "[ Queue for the next boot ]")
+            t.press("right", "enter")
+            t.wait_for("Queued for the next boot")
+            t.press("enter")
+            t.wait_for("queued for the next boot: restore")
+            t.press("c")
+            assert t.wait_exit() == 0
+        assert store.pending() is not None and store.pending()["action"] == "restore"
+        assert (target / "srv" / "live-file").exists()  # nothing discarded now
+    finally:
+        store.umount(target)

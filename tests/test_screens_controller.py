@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from maintenance.errors import NoSpace
+from maintenance.errors import InUse, NoSpace
 from screens import decision
 from screens.controller import Controller
 from tests.menu_fakes import FakeEngine, SyncHost
@@ -211,3 +211,23 @@ def test_decision_file_is_atomic_and_strict(tmp_path: Path) -> None:
     for bad in (("review", None), ("review", "a b"), ("reboot", None)):
         with pytest.raises(ValueError):
             decision.write_decision(p, *bad)
+
+
+def test_live_layer_offers_to_queue_for_next_boot(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    live = InUse("the writable layer is in use by the overlay on /",
+                 hint="run this from Maintenance Mode, or queue it with --next-boot")
+    eng.fail["create"] = live
+    host.press("i", *"nightly", "tab", *"night", "enter")
+    text = host.text()
+    assert "the writable layer is in use by the overlay on /" in text
+    assert "[ Queue for the next boot ]" in text
+    host.press("right", "enter")
+    assert eng.queued == ("incremental", "night", "nightly")
+    assert "Queued for the next boot" in host.text()
+    host.press("enter")
+    eng.fail["restore"] = live
+    host.press("r", *"RESTORE", "enter")
+    assert "[ Queue for the next boot ]" in host.text()
+    host.press("enter")  # OK: nothing queued
+    assert host.dialog_widget is None and eng.queued[0] == "incremental"
