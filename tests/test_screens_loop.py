@@ -73,7 +73,7 @@ class Terminal:
         time.sleep(pause)
 
 
-def test_work_runs_off_the_loop_and_the_screen_stays_responsive(tmp_path: Path) -> None:
+def pty_app() -> tuple[App, Terminal, int, int]:
     import fcntl
     import struct
     import termios
@@ -82,9 +82,13 @@ def test_work_runs_off_the_loop_and_the_screen_stays_responsive(tmp_path: Path) 
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     tin = os.fdopen(os.dup(slave), "rb", buffering=0)
     tout = os.fdopen(os.dup(slave), "w")
-    term = Terminal(master)
+    return App("/d", screen=ConsoleScreen(input=tin, output=tout)), Terminal(master), \
+        master, slave
+
+
+def test_work_runs_off_the_loop_and_the_screen_stays_responsive(tmp_path: Path) -> None:
+    app, term, master, slave = pty_app()
     eng = SlowEngine()
-    app = App("/d", screen=ConsoleScreen(input=tin, output=tout))
     ctl = Controller(app, eng, decision_path=str(tmp_path / "decision"))  # type: ignore[arg-type]
     ctl.start()
     result: dict[str, int] = {}
@@ -128,3 +132,40 @@ def test_work_runs_off_the_loop_and_the_screen_stays_responsive(tmp_path: Path) 
     assert code == 0
     assert (tmp_path / "decision").read_text() == "normal\n"
     assert eng.metas["point2"].description == "slow one"
+
+
+class BuggyEngine(FakeEngine):
+    def verify(self, **_kw: Any) -> Any:
+        return None  # the controller's result page then fails on the UI loop
+
+
+def test_a_bug_in_a_callback_is_a_dialog_and_the_menu_carries_on(tmp_path: Path) -> None:
+    app, term, master, slave = pty_app()
+    ctl = Controller(app, BuggyEngine(), decision_path=str(tmp_path / "decision"))  # type: ignore[arg-type]
+    ctl.start()
+    log_fd = os.open(os.devnull, os.O_WRONLY)
+    seen: dict[str, str] = {}
+
+    def drive() -> None:
+        try:
+            term.wait_for("> c Continue booting")
+            term.send("v")
+            seen["screen"] = term.wait_for("internal error: AttributeError")
+            term.send("\r")
+            term.wait_for("> c Continue booting")
+            term.send("c")
+        except BaseException as e:
+            seen["error"] = str(e)
+            os.write(master, b"\r")
+            os.write(master, b"c")
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    code = app.run(ctl, log_fd)
+    driver.join(10)
+    os.close(log_fd)
+    for fd in (slave, master):
+        os.close(fd)
+    assert "error" not in seen, seen["error"]
+    assert "Traceback" not in seen["screen"]
+    assert code == 0
