@@ -598,7 +598,7 @@ class Engine:
         if stage.exists() and mounts.mounts_under(stage):
             raise InUse(f"a stack for {target} is already staged in {stage}; ibi umount it")
         with mounts.mounting() as m:
-            lowers = [m.image(st.image_path(n), stage / "lower" / f"{i}-{n}")
+            lowers = [m.image(st.image_path(n), stage / "lower" / str(i))
                       for i, n in enumerate(tab)]
             if review:
                 m.tmpfs(stage / "tmpfs", tmpfs_size)
@@ -624,11 +624,14 @@ class Engine:
         it would boot, minus /home."""
         stage = self.run_dir / "stacks" / f"view-{os.getpid()}"
         with mounts.temporary_mounts() as m:
-            lowers = [m.image(self.store.image_path(n), stage / "lower" / f"{i}-{n}")
+            lowers = [m.image(self.store.image_path(n), stage / "lower" / str(i))
                       for i, n in enumerate(tab)]
+            layer = stage / "lower" / "layer"  # the upper, bound beside the images
+            layer.mkdir()
+            m.bind(self.store.upper, layer, readonly=True)
             view = stage / "view"
             view.mkdir(parents=True, exist_ok=True)
-            m.overlay(view, [self.store.upper, *lowers[::-1]], readonly=True)
+            m.overlay(view, [layer, *lowers[::-1]], readonly=True)
             yield view
         shutil.rmtree(stage, ignore_errors=True)
 

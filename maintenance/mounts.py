@@ -13,6 +13,11 @@ squashed into an incremental image. So the overlay writes only self-contained ch
 Whiteouts (0/0 character devices) and opaque directories (``trusted.overlay.opaque``)
 are exactly what overlayfs honours in lower layers, so they survive squashing.
 The initramfs uses the same string (dracut-module/90ibi; a test checks they agree).
+
+Lower paths are passed *relative* to the directory the images are mounted in, named by
+their index (``lowerdir=2:1:0``, run from ``…/lower``): util-linux >= 2.39 (Debian 13)
+mounts through fsconfig(2), which caps each option's value at 256 bytes, so a list of
+absolute paths breaks after a few images.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from .run import run
 log = logging.getLogger(__name__)
 
 OVERLAY_OPTIONS = "redirect_dir=off,metacopy=off,index=off,xino=off"
+FSCONFIG_MAX = 255  # longest option value fsconfig(2) accepts (256 with the NUL)
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,12 @@ def stage_dir(run_dir: Path, target: str | os.PathLike[str]) -> Path:
     return run_dir / "stacks" / key
 
 
-def _mount(argv: Sequence[str], what: str) -> None:
+def _mount(argv: Sequence[str], what: str, cwd: Path | None = None) -> None:
     try:
-        run(["mount", *argv])
+        run(["mount", *argv], cwd=cwd)
     except CommandError as e:
-        lines = e.stderr.strip().splitlines()
+        lines = [ln.strip() for ln in e.stderr.splitlines()
+                 if ln.strip() and "dmesg(1) may have more" not in ln]
         raise MountError(f"cannot mount {what}: {lines[-1] if lines else e}") from None
 
 
@@ -99,16 +106,23 @@ class Mounter:
 
     def overlay(self, target: Path, lowers: Sequence[Path], upper: Path | None = None,
                 work: Path | None = None, readonly: bool = False) -> None:
-        """``lowers`` highest first (as overlayfs lists them)."""
-        opts = [f"lowerdir={':'.join(str(p) for p in lowers)}", OVERLAY_OPTIONS]
+        """``lowers`` highest first (as overlayfs lists them); when they share a parent
+        directory they are passed relative to it (see the module's docstring)."""
+        parent = lowers[0].parent
+        cwd = parent if all(p.parent == parent for p in lowers) else None
+        lowerdir = ":".join(p.name if cwd else str(p) for p in lowers)
+        values = [lowerdir, *(str(p) for p in (upper, work) if p is not None)]
+        if any(len(v) > FSCONFIG_MAX for v in values):
+            raise MountError(f"the stack is too deep or its paths too long for one overlay "
+                             f"({len(lowers)} images)",
+                             hint="make a full restore point to flatten the stack")
+        opts = [f"lowerdir={lowerdir}", OVERLAY_OPTIONS]
         if upper is not None and work is not None:
             opts.insert(1, f"upperdir={upper},workdir={work}")
         if readonly:
             opts.insert(0, "ro")
-        data = ",".join(opts)
-        if len(data) > 4000:
-            raise MountError(f"too many images for one overlay mount ({len(lowers)})")
-        _mount(["-t", "overlay", "-o", data, "ibi", str(target)], f"overlay on {target}")
+        _mount(["-t", "overlay", "-o", ",".join(opts), "ibi", str(target)],
+               f"overlay on {target}", cwd=cwd)
         self.done.append(target)
 
     def tmpfs(self, mountpoint: Path, size: str | None = None) -> None:

@@ -34,13 +34,15 @@ def which(tool: str) -> str:
     return path
 
 
-def run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(argv: Sequence[str], *, check: bool = True,
+        cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command to completion; return its output. Raise CommandError on failure."""
     argv = [str(a) for a in argv]
-    log.debug("run: %s", " ".join(argv))
+    log.debug("run: %s%s", " ".join(argv), f" (in {cwd})" if cwd else "")
     try:
         proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=_env()
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=_env(),
+            cwd=cwd,
         )
     except FileNotFoundError as e:
         raise IbiError(f"{argv[0]} not found") from e

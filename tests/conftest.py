@@ -78,7 +78,7 @@ def root_ns(tmp_path: Path) -> Iterator[Path]:
               if ln.split()[4].startswith(str(tmp_path))]
     for mp in reversed(leaked):
         subprocess.run(["umount", "-l", mp], capture_output=True)
-    new_loops = loop_devices() - loops
+    new_loops = {ln for ln in loop_devices() - loops if str(tmp_path) in ln}
     assert not leaked, f"mounts leaked: {leaked}"
     assert not new_loops, f"loop devices leaked: {new_loops}"
 

@@ -333,3 +333,22 @@ def test_actions_queued_for_the_next_boot(store: Engine, root_ns: Path) -> None:
                                    "in an incremental restore point")
     with pytest.raises(UsageError):
         store.queue("format-disk")
+
+
+def test_a_deep_stack_with_long_paths_mounts(engine: Engine, root_ns: Path) -> None:
+    """fsconfig(2) (util-linux >= 2.39) caps each option at 256 bytes: twelve images with
+    64-character names under a long path must still mount, and the full view too."""
+    tree = root_ns / "tree"
+    build_base(tree)
+    deep = root_ns / ("long-directory-name-" * 4) / "data"
+    deep.mkdir(parents=True)
+    eng = Engine(deep, root_ns / ("run-dir-with-a-long-name-" * 3))
+    eng.init(source_dir=tree, name="b" * 64)
+    for i in range(11):
+        mounted_view(eng, root_ns / "mnt", lambda r, i=i: (r / f"etc/f{i}").write_text(str(i)))
+        eng.create(Kind.INCREMENTAL, name=f"{i:02d}" + "x" * 62)
+    mounted_view(eng, root_ns / "mnt", lambda r: (r / "etc/last").write_text("z"))
+    view = mounted_view(eng, root_ns / "mnt")
+    assert all(f"etc/f{i}" in view for i in range(11)) and "etc/last" in view
+    eng.create(Kind.FULL, name="flat")
+    assert mounted_view(eng, root_ns / "mnt") == view
