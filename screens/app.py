@@ -235,6 +235,7 @@ class App:
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         self._saved_stderr = os.dup(2)
         os.dup2(log_fd, 2)
+        failures: list[float] = []
         try:
             while True:
                 self.screen.start()
@@ -244,6 +245,10 @@ class App:
                     return self.exit_code
                 except Exception as e:
                     log.error("internal error in the menu", exc_info=e)
+                    now = time.monotonic()
+                    failures = [t for t in failures if now - t < 10] + [now]
+                    if len(failures) >= 5:  # failing over and over: give the boot back
+                        raise
                     self.busy_reset()
                     controller.error(e)
                 finally:

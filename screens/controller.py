@@ -86,7 +86,10 @@ class Controller:
     def _show_main(self, loaded: tuple[Status | None, str | None]) -> None:
         self.status, self.problem = loaded
         actions = ALL_ACTIONS if self.status is not None else RESCUE_ACTIONS
-        self.host.home(MainView(self, self.status, problem=self.problem, actions=actions))
+        low = self.status is not None and any(
+            n.message.startswith("low space") for n in self.status.notices)
+        self.host.home(MainView(self, self.status, problem=self.problem, actions=actions,
+                                low_space=low))
 
     def reload(self, then: Callable[[], None] | None = None) -> None:
         """Read the store again (in the background) and go back to a fresh main view."""

@@ -175,7 +175,7 @@ class MainView(urwid.WidgetWrap):
 
     def __init__(self, controller: MainActions, status: Status | None, *,
                  problem: str | None = None, actions: Sequence[str] = ALL_ACTIONS,
-                 notice_limit: int = 3) -> None:
+                 low_space: bool = False, notice_limit: int = 3) -> None:
         self.controller = controller
         self.items = [MenuItem(label, getattr(controller, method), key)
                       for method, label, key in ACTIONS if method in actions]
@@ -184,7 +184,6 @@ class MainView(urwid.WidgetWrap):
         self.menu = urwid.Pile(self.items)
         parts: list[Any] = []
         if status is not None:
-            low = any("low space" in n.message for n in status.notices)
             rows = stack_rows(status)
             parts.append(("pack", urwid.Text(("title", "Image stack, bottom first"))))
             parts.append(("pack", _cells("#", "Name", "Kind", "Created", "Size",
@@ -194,7 +193,7 @@ class MainView(urwid.WidgetWrap):
             parts.append(("weight", 1, self.stack))
             parts.append(("pack", urwid.Divider("-")))
             parts.extend(("pack", w) for w in notice_rows(status.notices, notice_limit))
-            right: list[urwid.Widget] = disk_rows(status, low)
+            right: list[urwid.Widget] = disk_rows(status, low_space)
         else:
             parts.append(("pack", urwid.Text(("error", "!! The image store cannot be used"))))
             parts.append(("pack", urwid.Padding(urwid.Text(("error", problem or "")),
