@@ -221,8 +221,11 @@ class MainView(urwid.WidgetWrap):
         if key == "w":
             self.controller.details()
             return None
-        if key in ("page up", "page down") and hasattr(self, "stack"):
-            return self.stack.keypress((80, 8), key)
+        if key in ("page up", "page down", "home", "end") and hasattr(self, "stack"):
+            # scroll the stack while the actions keep the focus; its height is about what
+            # the fixed parts leave of the screen
+            maxcol, maxrow = size
+            return self.stack.keypress((maxcol, max(1, maxrow - 16)), key)
         return key
 
 

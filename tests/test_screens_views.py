@@ -113,6 +113,12 @@ def test_long_stack_keeps_its_top_in_view_at_80x24() -> None:
     text = "\n".join(screen)
     assert "writable layer" in text and "point13" in text
     assert "Shell" in text and "?: help" in screen[-1]
+    assert "point00" not in text
+    app = app_with(MainView(RecordingController(), make_status(names)))
+    for _ in range(3):
+        app.frame.keypress((80, 24), "page up")  # scrolls the stack; focus stays put
+    text = "\n".join(render_app(app, (80, 24)))
+    assert "1  point00" in text and "> c Continue booting" in text
 
 
 @pytest.mark.parametrize("size", SIZES)
