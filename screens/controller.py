@@ -82,6 +82,12 @@ class Controller:
         except IbiError as e:
             log.warning("status: %s", e)
             return None, str(e) + (f" ({e.hint})" if e.hint else "")
+        except OSError as e:  # an unreadable disk: the menu still opens, to rescue it
+            log.warning("status: %s", e, exc_info=e)
+            return None, f"cannot read the store: {e}"
+        except Exception as e:  # a store broken in a way the engine did not foresee
+            log.error("status failed", exc_info=e)
+            return None, f"cannot read the store: {type(e).__name__}: {e}"
 
     def _show_main(self, loaded: tuple[Status | None, str | None]) -> None:
         self.status, self.problem = loaded

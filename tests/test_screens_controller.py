@@ -231,3 +231,14 @@ def test_live_layer_offers_to_queue_for_next_boot(tmp_path: Path) -> None:
     assert "[ Queue for the next boot ]" in host.text()
     host.press("enter")  # OK: nothing queued
     assert host.dialog_widget is None and eng.queued[0] == "incremental"
+
+
+@pytest.mark.parametrize("exc", [OSError(5, "Input/output error"), ValueError("bad yaml")])
+def test_unforeseen_status_failure_still_opens_the_menu(tmp_path: Path,
+                                                        exc: Exception) -> None:
+    eng = FakeEngine()
+    eng.fail["status"] = exc
+    _ctl, host, _ = start(tmp_path, eng)
+    text = host.text()
+    assert "The image store cannot be used" in text and "cannot read the store" in text
+    assert str(exc.args[-1]) in text and "> c Continue booting" in text
