@@ -396,7 +396,7 @@ class ProgressView(urwid.WidgetWrap):
 
     def __init__(self, title: str, note: str = "") -> None:
         self.bar = Bar(None)
-        self.phase = urwid.Text("starting...")
+        self.phase = urwid.Text("working...")
         self.figures = urwid.Text("")
         self.clock = urwid.Text("")
         body = urwid.Pile([urwid.Text(("title", title)), urwid.Divider(),

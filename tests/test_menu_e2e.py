@@ -275,3 +275,37 @@ def test_restore_on_a_live_layer_can_be_queued(store: Engine, root_ns: Path,
         assert (target / "srv" / "live-file").exists()  # nothing discarded now
     finally:
         store.umount(target)
+
+
+@pytest.mark.root
+def test_create_shows_real_progress(store: Engine, tmp_path: Path) -> None:
+    """A restore point big enough to take a moment: the progress screen with a bar fed by
+    mksquashfs's own progress shows up while the screen keeps being redrawn."""
+    # many small files: mksquashfs spends its time per file (a big random file is stored
+    # uncompressed in a blink)
+    for d in range(10):
+        sub = store.store.upper / "srv" / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(300):
+            (sub / f"f{i}").write_bytes(os.urandom(2048))
+    with Tui(menu_args(store.data_dir, tmp_path)) as t:
+        t.wait_for("3000 changed files")
+        t.press("i")
+        t.wait_for("Description:")
+        t.press("enter")
+        seen: set[str] = set()
+        while "Restore point created" not in t.text:
+            assert t.pump(0.02), "the menu exited"
+            for ln in t.screen.display:
+                if "Creating an incremental restore point" in ln:
+                    seen.add("view")
+                if "%  squashing" in ln or "%  verifying" in ln:
+                    seen.add(ln.split("%")[1].split()[0])
+                if "elapsed" in ln:
+                    seen.add("clock")
+        assert {"view", "clock"} <= seen, seen
+        assert seen & {"squashing", "verifying"}, seen
+        t.press("enter")
+        t.wait_for("0 changed files")
+        t.press("c")
+        assert t.wait_exit() == 0
