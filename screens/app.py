@@ -41,7 +41,7 @@ MONO_TERMS = {"vt100", "vt102", "vt52", "dumb"}
 TICK = 0.25  # seconds between clock updates while work runs
 
 
-class ConsoleScreen(urwid.display.raw.Screen):  # type: ignore[misc,name-defined]
+class ConsoleScreen(urwid.display.raw.Screen):
     """A raw screen that takes a 0x0 terminal (a serial console that reports no size) as
     80x24 instead of drawing nothing."""
 
@@ -67,7 +67,7 @@ class App:
     """The urwid side: a frame (header, current view, help line) and a stack of views."""
 
     def __init__(self, data_dir: str, *, run_dir: str = DEFAULT_RUN, colour: bool = True,
-                 screen: urwid.BaseScreen | None = None) -> None:
+                 screen: urwid.display.raw.Screen | None = None) -> None:
         self.data_dir = data_dir
         self.run_dir = run_dir
         self.views: list[urwid.Widget] = []
@@ -77,7 +77,8 @@ class App:
         head = urwid.Columns([urwid.Text(" ibi Maintenance Mode"),
                               urwid.Text(f"data: {data_dir} ", align="right", wrap="clip")])
         self.footer = urwid.Text("")
-        self.frame = urwid.Frame(urwid.SolidFill(" "), header=urwid.AttrMap(head, "header"),
+        self.frame: urwid.Frame[urwid.Widget, Any, Any] = urwid.Frame(
+            urwid.SolidFill(" "), header=urwid.AttrMap(head, "header"),
                                  footer=urwid.AttrMap(self.footer, "footer"))
         self.screen = screen if screen is not None else ConsoleScreen()
         if not colour:
@@ -233,7 +234,7 @@ class App:
         is logged and shown as a dialog; the loop starts again."""
         self.controller = controller
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-        self._saved_stderr = os.dup(2)
+        self._saved_stderr: int | None = os.dup(2)
         os.dup2(log_fd, 2)
         failures: list[float] = []
         try:

@@ -13,7 +13,7 @@ import urwid
 
 from maintenance.model import Change, Level, Notice, Progress, StackEntry, Status
 
-from .widgets import ButtonRow, MenuItem, bar, date, frame, human, plural
+from .widgets import ButtonRow, MenuItem, Size, Wrap, bar, box_size, date, frame, human, plural
 
 Line = tuple[str | None, str]  # (attribute, text)
 
@@ -72,7 +72,7 @@ def _text(lines: Sequence[Line | str]) -> list[urwid.Widget]:
 class Bar(urwid.Widget):
     """A one-line ASCII bar as wide as it is given: ``[####......]``."""
 
-    _sizing = frozenset(["flow"])
+    _sizing = frozenset([urwid.Sizing.FLOW])
     ignore_focus = True
 
     def __init__(self, fraction: float | None, attr: str = "bar") -> None:
@@ -87,8 +87,8 @@ class Bar(urwid.Widget):
     def rows(self, size: tuple[int], focus: bool = False) -> int:
         return 1
 
-    def render(self, size: tuple[int], focus: bool = False) -> urwid.Canvas:
-        (maxcol,) = size
+    def render(self, size: Size, focus: bool = False) -> urwid.Canvas:
+        maxcol = size[0] if size else 1
         raw = bar(self.fraction, maxcol).encode("ascii")
         return urwid.TextCanvas([raw], attr=[[(self.attr, len(raw))]], maxcol=maxcol)
 
@@ -162,13 +162,14 @@ def notice_rows(notices: Sequence[Notice], limit: int) -> list[urwid.Widget]:
             Level.INFO: ("info", " i ")}
     order = sorted(notices, key=lambda n: (n.level is not Level.ERROR,
                                            n.level is not Level.WARNING))
-    rows = [urwid.Text((mark[n.level][0], mark[n.level][1] + n.message)) for n in order[:limit]]
+    rows: list[urwid.Widget] = [urwid.Text((mark[n.level][0], mark[n.level][1] + n.message))
+                                for n in order[:limit]]
     if len(order) > limit:
         rows.append(urwid.Text(("dim", f"    ... {len(order) - limit} more: press w")))
     return rows
 
 
-class MainView(urwid.WidgetWrap):
+class MainView(Wrap):
     """The stack, the writable layer, notices, disk use and the actions (Continue first)."""
 
     footer = MAIN_FOOTER
@@ -188,7 +189,7 @@ class MainView(urwid.WidgetWrap):
             parts.append(("pack", urwid.Text(("title", "Image stack, bottom first"))))
             parts.append(("pack", _cells("#", "Name", "Kind", "Created", "Size",
                                          "Description", "colhead")))
-            self.stack = urwid.ListBox(urwid.SimpleListWalker(rows))
+            self.stack = urwid.ListBox(urwid.SimpleListWalker(list[Any](rows)))
             self.stack.set_focus(len(rows) - 1)  # keep the top of the stack in view
             parts.append(("weight", 1, self.stack))
             parts.append(("pack", urwid.Divider("-")))
@@ -211,10 +212,11 @@ class MainView(urwid.WidgetWrap):
         self.pile = urwid.Pile(parts, focus_item=len(parts) - 1)
         super().__init__(self.pile)
 
-    def keypress(self, size: tuple[int, int], key: str) -> str | None:
-        key = super().keypress(size, key)
-        if key is None:
+    def keypress(self, size: Size, key: str) -> str | None:
+        rest = super().keypress(size, key)
+        if rest is None:
             return None
+        key = rest
         if key in self.hotkeys:
             self.hotkeys[key]()
             return None
@@ -224,14 +226,14 @@ class MainView(urwid.WidgetWrap):
         if key in ("page up", "page down", "home", "end") and hasattr(self, "stack"):
             # scroll the stack while the actions keep the focus; its height is about what
             # the fixed parts leave of the screen
-            maxcol, maxrow = size
+            maxcol, maxrow = box_size(size)
             return self.stack.keypress((maxcol, max(1, maxrow - 16)), key)
         return key
 
 
 # ---------------------------------------------------------------------------- dialogs
 
-class Dialog(urwid.WidgetWrap):
+class Dialog(Wrap):
     """A message with an OK button (and any further choices): errors and notes. Esc closes
     it, as does OK."""
 
@@ -248,7 +250,7 @@ class Dialog(urwid.WidgetWrap):
         self.width = max(40, min(76, max(len(str(x if isinstance(x, str) else x[1]))
                                          for x in [*lines, title]) + 6))
 
-    def keypress(self, size: tuple[int, ...], key: str) -> str | None:
+    def keypress(self, size: Size, key: str) -> str | None:
         if key == "esc":
             self.on_close()
             return None
@@ -284,7 +286,7 @@ class HelpView(Dialog):
 
 # ---------------------------------------------------------------------------- pages
 
-class Page(urwid.WidgetWrap):
+class Page(Wrap):
     """A titled page: a scrolling body of text and a fixed bottom part with the controls."""
 
     footer = DIALOG_FOOTER
@@ -294,7 +296,8 @@ class Page(urwid.WidgetWrap):
                  *, danger: bool = False) -> None:
         self.on_back = on_back
         widgets = [w if isinstance(w, urwid.Widget) else _text([w])[0] for w in lines]
-        self.body = urwid.ListBox(urwid.SimpleListWalker(widgets or [urwid.Text("")]))
+        self.body = urwid.ListBox(urwid.SimpleListWalker(list[Any](widgets)
+                                                          or [urwid.Text("")]))
         head = urwid.Text(("danger" if danger else "title", f" {title} "))
         self.controls = urwid.Pile([urwid.Divider("-"), *bottom]) if bottom else None
         self.frame = urwid.Frame(self.body, header=urwid.Pile([head, urwid.Divider()]),
@@ -302,15 +305,15 @@ class Page(urwid.WidgetWrap):
                                  focus_part="footer" if self.controls else "body")
         super().__init__(self.frame)
 
-    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+    def keypress(self, size: Size, key: str) -> str | None:
         if key in ("page up", "page down") and self.frame.focus_position == "footer":
-            maxcol, maxrow = size
+            maxcol, maxrow = box_size(size)
             return self.body.keypress((maxcol, max(1, maxrow - 6)), key)
-        key = super().keypress(size, key)
-        if key == "esc" and self.on_back is not None:
+        rest = super().keypress(size, key)
+        if rest == "esc" and self.on_back is not None:
             self.on_back()
             return None
-        return key
+        return rest
 
 
 class ConfirmView(Page):
@@ -329,7 +332,7 @@ class ConfirmView(Page):
                                          self.buttons])
         super().__init__(title, lines, [self.controls_pile], on_cancel, danger=True)
 
-    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+    def keypress(self, size: Size, key: str) -> str | None:
         if key == "enter" and self.controls_pile.focus is not self.buttons:
             if self.edit.edit_text.strip() == self.word:
                 self.on_confirm()
@@ -362,7 +365,7 @@ class CreateView(Page):
     def _create(self) -> None:
         self.on_create(self.name.edit_text.strip(), self.description.edit_text.strip())
 
-    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+    def keypress(self, size: Size, key: str) -> str | None:
         if key == "enter" and self.form.focus is not self.buttons:
             self._create()
             return None
@@ -381,13 +384,17 @@ class PickerView(Page):
     def __init__(self, title: str, intro: Sequence[Line | str],
                  choices: Sequence[tuple[str, str]], on_pick: Callable[[str], Any],
                  on_cancel: Callable[[], Any]) -> None:
-        self.items = [MenuItem(label, (lambda n=name: on_pick(n))) for name, label in choices]
+        self.items = [MenuItem(label, _bind(on_pick, name)) for name, label in choices]
         super().__init__(title, [*intro, urwid.Divider(), *self.items], [], on_cancel)
         if self.items:
             self.body.set_focus(len(intro) + 1)
 
 
-class ProgressView(urwid.WidgetWrap):
+def _bind(fn: Callable[[str], Any], arg: str) -> Callable[[], Any]:
+    return lambda: fn(arg)
+
+
+class ProgressView(Wrap):
     """A long action at work: a bar fed by the engine's progress reports, the phase, and a
     clock that keeps moving (the work runs in a thread, off the UI loop)."""
 
@@ -416,7 +423,7 @@ class ProgressView(urwid.WidgetWrap):
         spin = self.SPIN[int(elapsed * 4) % 4]
         self.clock.set_text(("dim", f"{spin} {elapsed:.0f} s elapsed"))
 
-    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+    def keypress(self, size: Size, key: str) -> str | None:
         return None if key != "?" else key  # nothing to press while it works, but help
 
 
@@ -435,9 +442,9 @@ class DetailsView(Page):
             lines.append(("dim", f"  (only the first {limit} are listed)"))
         super().__init__("Details", lines, [ButtonRow([("Back", on_back)])], on_back)
 
-    def keypress(self, size: tuple[int, int], key: str) -> str | None:
+    def keypress(self, size: Size, key: str) -> str | None:
         if key in ("up", "down"):
-            maxcol, maxrow = size
+            maxcol, maxrow = box_size(size)
             self.body.keypress((maxcol, max(1, maxrow - 5)), key)
             return None
         return super().keypress(size, key)

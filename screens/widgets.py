@@ -10,9 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import urwid
+
+if TYPE_CHECKING:
+    Wrap: TypeAlias = urwid.WidgetWrap[urwid.Widget]
+else:  # urwid's WidgetWrap is generic only in newer releases
+    Wrap = urwid.WidgetWrap
+
+# the size urwid hands a widget: () fixed, (cols,) flow, (cols, rows) box
+Size: TypeAlias = "tuple[()] | tuple[int] | tuple[int, int]"
+
+
+def box_size(size: Size) -> tuple[int, int]:
+    """The (cols, rows) of a box widget's size."""
+    return cast("tuple[int, int]", size)
 
 # (name, foreground, background, mono): the mono attribute is what a terminal without colour
 # (--no-colour, TERM=vt100) shows, so focus and danger stay visible there too.
@@ -67,10 +80,13 @@ def bar(fraction: float | None, width: int) -> str:
 
 def frame(body: urwid.Widget, title: str = "") -> urwid.Widget:
     """An ASCII line box."""
-    return urwid.LineBox(body, title=title, **FRAME_CHARS)
+    c = FRAME_CHARS
+    return urwid.LineBox(body, title=title, tlcorner=c["tlcorner"], tline=c["tline"],
+                         lline=c["lline"], trcorner=c["trcorner"], blcorner=c["blcorner"],
+                         rline=c["rline"], bline=c["bline"], brcorner=c["brcorner"])
 
 
-class MenuItem(urwid.WidgetWrap):
+class MenuItem(Wrap):
     """A selectable line that calls ``on_press`` on Enter or Space and shows its focus with a
     ``>`` marker (visible without colour) as well as the ``focus`` attribute."""
 
@@ -87,19 +103,19 @@ class MenuItem(urwid.WidgetWrap):
     def selectable(self) -> bool:
         return True
 
-    def render(self, size: tuple[int], focus: bool = False) -> urwid.Canvas:
+    def render(self, size: Size, focus: bool = False) -> urwid.Canvas:
         # the marker is a function of focus only; urwid caches canvases per focus state
         self._marker.set_text(">" if focus else " ")
         return super().render(size, focus)
 
-    def keypress(self, size: tuple[int], key: str) -> str | None:
+    def keypress(self, size: Size, key: str) -> str | None:
         if key in ("enter", " "):
             self._on_press()
             return None
         return key
 
 
-class ButtonRow(urwid.WidgetWrap):
+class ButtonRow(Wrap):
     """A row of MenuItems side by side (``[ OK ]  [ Cancel ]``), left/right moves focus."""
 
     def __init__(self, items: list[tuple[str, Callable[[], Any]]]) -> None:
