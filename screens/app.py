@@ -234,6 +234,9 @@ class App:
         is logged and shown as a dialog; the loop starts again."""
         self.controller = controller
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        # killed (SIGTERM) or the line hung up (SIGHUP): unwind, so the terminal is restored
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGHUP, _interrupt)
         self._saved_stderr: int | None = os.dup(2)
         os.dup2(log_fd, 2)
         failures: list[float] = []
@@ -265,9 +268,14 @@ class App:
         self.dialog_widget = None
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    log.warning("ended by signal %d", signum)
+    raise KeyboardInterrupt
+
+
 def _child_signals() -> None:
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTOU, signal.SIGTTIN,
-                signal.SIGPIPE):
+                signal.SIGPIPE, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
 
 

@@ -309,3 +309,16 @@ def test_create_shows_real_progress(store: Engine, tmp_path: Path) -> None:
         t.wait_for("0 changed files")
         t.press("c")
         assert t.wait_exit() == 0
+
+
+def test_sigterm_ends_without_a_decision(tmp_path: Path) -> None:
+    import signal
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with Tui(menu_args(data, tmp_path)) as t:
+        t.wait_for("> c Continue booting")
+        t.child.kill(signal.SIGTERM)
+        assert t.wait_exit() == decision.EXIT_INTERRUPTED
+    assert not (tmp_path / "decision").exists()
+    assert "ended by signal 15" in (tmp_path / "menu.log").read_text()
