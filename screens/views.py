@@ -419,7 +419,11 @@ class ProgressView(Wrap):
             pct = f"{frac * 100:3.0f} %  " if frac is not None else ""
             self.phase.set_text(f"{pct}{progress.phase} {progress.message}".rstrip())
             if progress.total:
-                self.figures.set_text(("dim", f"{progress.done} of {progress.total}"))
+                # checksumming and copying count bytes; mksquashfs counts its own units
+                size = progress.phase in ("verifying", "copying")
+                done, total = ((human(progress.done), human(progress.total)) if size
+                               else (str(progress.done), str(progress.total)))
+                self.figures.set_text(("dim", f"{done} of {total}"))
         spin = self.SPIN[int(elapsed * 4) % 4]
         self.clock.set_text(("dim", f"{spin} {elapsed:.0f} s elapsed"))
 

@@ -236,6 +236,9 @@ def test_progress_view_draws_a_bar_and_swallows_keys() -> None:
     assert "Creating a restore point" in text
     assert "[" + "#" * 37 + "." * 37 + "]" in text  # 76 columns wide, half full
     assert "50 %  squashing x.sqfs" in text and "3 s elapsed" in text
+    assert "50 of 100" in text
+    view.update(Progress("verifying", 3 << 20, 12 << 20, "x.sqfs"), 3.5)
+    assert "3.0 MiB of 12.0 MiB" in screen_text(view, (80, 22))
     assert view.keypress((80, 22), "esc") is None
     assert view.keypress((80, 22), "enter") is None
     assert view.keypress((80, 22), "?") == "?"
