@@ -53,6 +53,7 @@ def build_rootfs(out_tar: Path, deb_cache: Path, log: Path) -> None:
         "--mode=root",
         "--variant=minbase",
         "--components=main",
+        "--format=tar",
         "--include=" + ",".join(PACKAGES),
         "--skip=download/empty",
         "--skip=essential/unlink",

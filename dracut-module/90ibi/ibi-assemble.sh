@@ -1,0 +1,212 @@
+#!/bin/sh
+# ibi-assemble: the initramfs side of ibi (run by ibi-menu.service and ibi-sysroot.service).
+#
+#   ibi-assemble menu       rd.ibi.maintenance: run the maintenance menu, record its decision
+#   ibi-assemble sysroot    assemble /sysroot: the decision, rd.ibi.review=NAME, or normal
+#   ibi-assemble menu-inner (internal) the menu in a private mount namespace
+#
+# Normal boot: roottab; if it is unusable, roottab.prev; if that fails too, the menu opens with
+# the error; if even the menu cannot run, the unit fails and emergency.target gives a shell.
+
+# shellcheck source=/dev/null
+type getarg > /dev/null 2>&1 || . /lib/dracut-lib.sh
+# shellcheck source=/dev/null
+. /usr/lib/ibi/ibi-lib.sh
+
+NEWROOT=${NEWROOT:-/sysroot}
+MENU_ROOT=$IBI_RUN/menu-root
+DECISION=$IBI_RUN/decision
+MODE=$IBI_RUN/mode
+
+# arg1: message; prints a framed error on the console and in the journal
+ibi_fail_banner() {
+    ibi_log err "$1"
+    {
+        echo
+        echo "************************************************************"
+        echo "ibi: cannot boot: $1"
+        echo "************************************************************"
+        echo
+    } > /dev/console 2> /dev/null
+}
+
+# Picks the stack the menu runs from: roottab, roottab.prev, else any base or full image.
+# sets: IBI_NAMES; returns: 1 if nothing can run the menu
+menu_stack() {
+    _s=$IBI_DATA/$IBI_STORE
+    ibi_read_roottab "$_s/roottab" && return 0
+    ibi_read_roottab "$_s/roottab.prev" && return 0
+    for _img in "$_s"/*.sqfs; do
+        [ -f "$_img" ] || continue
+        _n=${_img##*/}
+        _n=${_n%.sqfs}
+        if [ -f "$_s/$_n.yaml" ] && grep -qE '^kind: *(base|full)' "$_s/$_n.yaml"; then
+            IBI_NAMES=$_n
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Runs inside `unshare --mount`: every mount made here vanishes with the namespace.
+# arg1: an error to show in the menu (may be empty)
+menu_inner() {
+    mount --make-rprivate /
+    menu_stack || {
+        echo "ibi: no usable image to run the menu from" >&2
+        return 1
+    }
+    ibi_mount_lowers "$IBI_NAMES" || {
+        echo "ibi: $IBI_ERROR" >&2
+        return 1
+    }
+    mkdir -p "$IBI_RUN/menu-rw" "$MENU_ROOT"
+    mount -t tmpfs -o mode=0755 ibi-menu-rw "$IBI_RUN/menu-rw" || return 1
+    mkdir -p "$IBI_RUN/menu-rw/upper" "$IBI_RUN/menu-rw/work"
+    ibi_mount_overlay "$MENU_ROOT" "$IBI_RUN/menu-rw/upper" "$IBI_RUN/menu-rw/work" || {
+        echo "ibi: $IBI_ERROR" >&2
+        return 1
+    }
+    mount --rbind /dev "$MENU_ROOT/dev"
+    mount -t proc proc "$MENU_ROOT/proc"
+    mount --rbind /sys "$MENU_ROOT/sys"
+    mount --bind /run "$MENU_ROOT/run"
+    mkdir -p "$MENU_ROOT$IBI_DATA"
+    mount --bind "$IBI_DATA" "$MENU_ROOT$IBI_DATA"
+    [ -n "$1" ] && echo "$1" > "$IBI_RUN/boot-error"
+    : > "$IBI_RUN/menu-started"
+    chroot "$MENU_ROOT" /usr/bin/env -i \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root TERM="${TERM:-vt220}" LANG=C.UTF-8 IBI_BOOT_ERROR="$1" \
+        /usr/sbin/ibi menu --data "$IBI_DATA"
+}
+
+# arg1: an error to show in the menu (may be empty)
+# Runs the maintenance menu on the console and records its decision in $DECISION
+# ("normal" when it ended without one). returns: 1 if the menu could not run at all
+run_menu() {
+    rm -f "$DECISION" "$IBI_RUN/menu-started"
+    if [ ! -t 0 ]; then
+        exec 0<> /dev/console 1>&0 2>&0
+    fi
+    case $(stty size 2> /dev/null) in
+        "" | "0 "* | *" 0") stty rows 24 cols 80 2> /dev/null ;;
+    esac
+    # quiet the console while urwid owns it: systemd status off (SIGRTMIN+21), kernel quiet
+    kill -55 1 2> /dev/null
+    read -r _printk _ < /proc/sys/kernel/printk
+    echo 1 > /proc/sys/kernel/printk
+    unshare --mount /usr/sbin/ibi-assemble menu-inner "$1"
+    _rc=$?
+    echo "$_printk" > /proc/sys/kernel/printk
+    kill -54 1 2> /dev/null
+    printf '\033[0m\033[H\033[J' 2> /dev/null
+    rmdir "$IBI_LOWER"/*/* "$IBI_LOWER"/* 2> /dev/null
+    if [ ! -s "$DECISION" ]; then
+        if [ ! -e "$IBI_RUN/menu-started" ]; then
+            ibi_log err "the maintenance menu could not run (exit $_rc)"
+            return 1
+        fi
+        ibi_log warning "the menu ended without a decision (exit $_rc): booting normally"
+        echo normal > "$DECISION"
+    fi
+    ibi_log notice "menu decision: $(cat "$DECISION")"
+    return 0
+}
+
+# arg1: "normal" (roottab, then roottab.prev) ; sets IBI_ERROR on failure
+assemble_normal() {
+    _s=$IBI_DATA/$IBI_STORE
+    if ibi_read_roottab "$_s/roottab" && ibi_assemble "$NEWROOT" "$IBI_NAMES" layer; then
+        echo "normal roottab" > "$MODE"
+        ibi_log notice "booting the stack from roottab: $(echo "$IBI_NAMES" | tr '\n' ' ')"
+        return 0
+    fi
+    _first=$IBI_ERROR
+    ibi_log warning "roottab is unusable ($_first): falling back to roottab.prev"
+    if ibi_read_roottab "$_s/roottab.prev" && ibi_assemble "$NEWROOT" "$IBI_NAMES" layer; then
+        echo "normal roottab.prev" > "$MODE"
+        ibi_log warning "booting the PREVIOUS stack (roottab.prev): $(echo "$IBI_NAMES" | tr '\n' ' ')"
+        return 0
+    fi
+    IBI_ERROR="roottab: $_first; roottab.prev: $IBI_ERROR"
+    return 1
+}
+
+# arg1: image name
+assemble_review() {
+    ibi_review_stack "$1" || return 1
+    ibi_assemble "$NEWROOT" "$IBI_NAMES" tmpfs || return 1
+    echo "review $1" > "$MODE"
+    ibi_log notice "LIVE REVIEW of '$1' (changes are kept in RAM only): $(echo "$IBI_NAMES" | tr '\n' ' ')"
+    return 0
+}
+
+# arg1: decision ("normal", "review NAME", "reboot", "poweroff")
+assemble_decision() {
+    case $1 in
+        normal | "") assemble_normal ;;
+        "review "*)
+            assemble_review "${1#review }" && return 0
+            ibi_log warning "cannot review '${1#review }' ($IBI_ERROR): booting normally"
+            assemble_normal
+            ;;
+        reboot) systemctl --no-block reboot ;;
+        poweroff) systemctl --no-block poweroff ;;
+        *)
+            ibi_log warning "unknown menu decision '$1': booting normally"
+            assemble_normal
+            ;;
+    esac
+}
+
+do_sysroot() {
+    mkdir -p "$IBI_RUN"
+    if ismounted "$NEWROOT"; then
+        ibi_log warning "$NEWROOT is already mounted; leaving it alone"
+        return 0
+    fi
+    if ! ibi_mount_data; then
+        ibi_fail_banner "$IBI_ERROR"
+        return 1
+    fi
+    if [ -s "$DECISION" ]; then
+        read -r _decision < "$DECISION"
+    elif _review=$(getarg rd.ibi.review=) && [ -n "$_review" ]; then
+        _decision="review $_review"
+    else
+        _decision=normal
+    fi
+    assemble_decision "$_decision" && return 0
+    # the last resort before a shell: the menu, showing what went wrong
+    _err=$IBI_ERROR
+    ibi_fail_banner "$_err"
+    if command -v unshare > /dev/null; then
+        if run_menu "cannot boot: $_err"; then
+            read -r _decision < "$DECISION"
+            assemble_decision "$_decision" && return 0
+            ibi_fail_banner "$IBI_ERROR"
+        fi
+    fi
+    ibi_log err "giving up: an emergency shell follows (the data partition is on $IBI_DATA)"
+    return 1
+}
+
+do_menu() {
+    mkdir -p "$IBI_RUN"
+    if ! ibi_mount_data; then
+        ibi_fail_banner "$IBI_ERROR"
+        return 1
+    fi
+    run_menu ""
+}
+
+case $1 in
+    menu) do_menu ;;
+    sysroot) do_sysroot ;;
+    menu-inner) menu_inner "$2" ;;
+    *)
+        echo "usage: ibi-assemble menu|sysroot" >&2
+        exit 2
+        ;;
+esac

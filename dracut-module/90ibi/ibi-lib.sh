@@ -1,0 +1,298 @@
+# shellcheck shell=sh disable=SC2034  # IBI_* results are read by the callers
+# ibi-lib.sh: assemble the ibi image stack in the initramfs (sourced; POSIX sh).
+#
+# The data partition (rd.ibi.data=) holds D/.root_images/{roottab,roottab.prev,<name>.sqfs,
+# <name>.yaml}, the writable layer D/layer/{upper,work} and D/home (see docs/FORMAT.md).
+# Every image is loop-mounted read-only under /run/ibi/lower/<n>/<name> (n=1 is the bottom)
+# and overlayfs joins them on the target, top image first in lowerdir.
+
+# Must equal maintenance.mounts.OVERLAY_OPTIONS (tests/vm/test_boot.py checks it).
+IBI_OVERLAY_OPTIONS="redirect_dir=off,metacopy=off,index=off,xino=off"
+IBI_RUN=/run/ibi
+IBI_DATA=/run/ibi/data
+IBI_LOWER=/run/ibi/lower
+IBI_STORE=.root_images
+
+# arg1: priority (err|warning|notice|info), rest: message
+# Logs to the kernel log (so the journal has it); err/warning also go to the console.
+ibi_log() {
+    _prio=$1
+    shift
+    case $_prio in
+        err) _n=3 ;;
+        warning) _n=4 ;;
+        notice) _n=5 ;;
+        *) _n=6 ;;
+    esac
+    echo "<$_n>ibi: $*" > /dev/kmsg 2> /dev/null
+    case $_prio in
+        err | warning) echo "ibi: $*" > /dev/console 2> /dev/null ;;
+    esac
+    return 0
+}
+
+# prints: the rd.ibi.data= value turned into a device path; returns 1 if it is not given
+ibi_data_dev() {
+    _spec=$(getarg rd.ibi.data=) || return 1
+    [ -n "$_spec" ] || return 1
+    case $_spec in
+        LABEL=* | UUID=* | PARTUUID=* | PARTLABEL=*) label_uuid_to_dev "$_spec" ;;
+        /dev/*) echo "$_spec" ;;
+        *) echo "/dev/disk/by-label/$_spec" ;;
+    esac
+}
+
+# arg1: device; arg2: seconds to wait for it (udev creates it)
+# returns: 0 when the block device exists
+ibi_wait_dev() {
+    _i=0
+    while [ ! -b "$1" ]; do
+        [ "$_i" -ge "$2" ] && return 1
+        [ "$_i" -eq 5 ] && ibi_log notice "waiting for the data partition $1"
+        udevadm settle --timeout=1 > /dev/null 2>&1 || sleep 1
+        _i=$((_i + 1))
+    done
+    return 0
+}
+
+# Mounts the data partition read-write on $IBI_DATA (once).
+# returns: 1 (with a message in IBI_ERROR) when it is missing or cannot be mounted
+ibi_mount_data() {
+    if ismounted "$IBI_DATA"; then
+        return 0
+    fi
+    if ! _dev=$(ibi_data_dev); then
+        IBI_ERROR="no rd.ibi.data= on the kernel command line"
+        return 1
+    fi
+    _timeout=$(getarg rd.ibi.timeout=) || _timeout=90
+    if ! ibi_wait_dev "$_dev" "${_timeout:-90}"; then
+        IBI_ERROR="data partition $(getarg rd.ibi.data=) ($_dev) not found"
+        return 1
+    fi
+    mkdir -p "$IBI_DATA"
+    if ! _out=$(mount -o rw,noatime "$_dev" "$IBI_DATA" 2>&1); then
+        IBI_ERROR="cannot mount the data partition $_dev: $_out"
+        return 1
+    fi
+    if [ ! -d "$IBI_DATA/$IBI_STORE" ]; then
+        IBI_ERROR="$_dev holds no ibi store (no $IBI_STORE/)"
+        return 1
+    fi
+    ibi_log info "data partition $_dev mounted on $IBI_DATA"
+    return 0
+}
+
+# arg1: name; returns: 0 if it is a valid image name (as maintenance.store.check_name)
+ibi_valid_name() {
+    case $1 in
+        '' | [!A-Za-z0-9_]* | *[!A-Za-z0-9._-]* | *.tmp | *.sqfs | *.yaml) return 1 ;;
+    esac
+    [ "${#1}" -le 64 ]
+}
+
+# arg1: roottab file
+# sets: IBI_NAMES, the image names, bottom first, one a line
+# returns: 1 (message in IBI_ERROR) if it is missing, empty, has a bad or repeated name, or
+#          names an image whose .sqfs is missing
+ibi_read_roottab() {
+    _file=$1
+    _store=${1%/*}
+    if [ ! -f "$_file" ]; then
+        IBI_ERROR="${_file##*/} is missing"
+        return 1
+    fi
+    _names=""
+    _lineno=0
+    while IFS= read -r _line || [ -n "$_line" ]; do
+        _lineno=$((_lineno + 1))
+        _line=${_line%%#*}
+        # trim blanks on both sides
+        _line=${_line#"${_line%%[![:space:]]*}"}
+        _line=${_line%"${_line##*[![:space:]]}"}
+        [ -n "$_line" ] || continue
+        if ! ibi_valid_name "$_line"; then
+            IBI_ERROR="${_file##*/} line $_lineno: bad image name '$_line'"
+            return 1
+        fi
+        case "
+$_names
+" in
+            *"
+$_line
+"*)
+                IBI_ERROR="${_file##*/} line $_lineno: image '$_line' listed twice"
+                return 1
+                ;;
+        esac
+        if [ ! -f "$_store/$_line.sqfs" ]; then
+            IBI_ERROR="${_file##*/} names image '$_line', which is missing"
+            return 1
+        fi
+        _names="${_names:+$_names
+}$_line"
+    done < "$_file"
+    if [ -z "$_names" ]; then
+        IBI_ERROR="${_file##*/} names no image"
+        return 1
+    fi
+    IBI_NAMES=$_names
+    return 0
+}
+
+# arg1: image name
+# sets: IBI_NAMES, the stack (bottom first) that a Live Review of it shows: the roottab up to it, or
+#         for an image outside the roottab the stack in its metadata plus itself
+# returns: 1 (message in IBI_ERROR) if an image is missing
+ibi_review_stack() {
+    _want=$1
+    _store=$IBI_DATA/$IBI_STORE
+    if ! ibi_valid_name "$_want"; then
+        IBI_ERROR="bad image name '$_want'"
+        return 1
+    fi
+    if ibi_read_roottab "$_store/roottab"; then
+        _acc=""
+        for _n in $IBI_NAMES; do
+            _acc="${_acc:+$_acc
+}$_n"
+            if [ "$_n" = "$_want" ]; then
+                IBI_NAMES=$_acc
+                return 0
+            fi
+        done
+    fi
+    if [ ! -f "$_store/$_want.sqfs" ]; then
+        IBI_ERROR="no image named '$_want' in the store"
+        return 1
+    fi
+    _kind=""
+    _below=""
+    _in_stack=0
+    if [ -f "$_store/$_want.yaml" ]; then
+        while IFS= read -r _line || [ -n "$_line" ]; do
+            case $_line in
+                kind:*)
+                    _kind=${_line#kind:}
+                    _kind=${_kind# }
+                    _in_stack=0
+                    ;;
+                stack:*) _in_stack=1 ;;
+                "- "*)
+                    if [ "$_in_stack" = 1 ]; then
+                        _n=${_line#- }
+                        _n=${_n#[\'\"]}
+                        _n=${_n%[\'\"]}
+                        _below="${_below:+$_below
+}$_n"
+                    fi
+                    ;;
+                *) _in_stack=0 ;;
+            esac
+        done < "$_store/$_want.yaml"
+    fi
+    [ "$_kind" = incremental ] || _below=""
+    for _n in $_below; do
+        if ! ibi_valid_name "$_n" || [ ! -f "$_store/$_n.sqfs" ]; then
+            IBI_ERROR="'$_want' needs image '$_n', which is missing"
+            return 1
+        fi
+    done
+    IBI_NAMES="${_below:+$_below
+}$_want"
+    return 0
+}
+
+# arg1: names, bottom first (newline separated)
+# Loop-mounts each image read-only on $IBI_LOWER/<n>/<name>; sets IBI_LOWERDIR (top first).
+# returns: 1 (message in IBI_ERROR, nothing left mounted) on failure
+ibi_mount_lowers() {
+    IBI_LOWERDIR=""
+    _i=0
+    for _n in $1; do
+        _i=$((_i + 1))
+        _dir=$IBI_LOWER/$_i/$_n
+        mkdir -p "$_dir"
+        if ! _out=$(mount -t squashfs -o ro,loop "$IBI_DATA/$IBI_STORE/$_n.sqfs" "$_dir" 2>&1); then
+            IBI_ERROR="cannot mount image '$_n': $_out"
+            ibi_umount_lowers
+            return 1
+        fi
+        IBI_LOWERDIR="$_dir${IBI_LOWERDIR:+:$IBI_LOWERDIR}"
+    done
+    [ -n "$IBI_LOWERDIR" ] || {
+        IBI_ERROR="no image to mount"
+        return 1
+    }
+    return 0
+}
+
+# Unmounts every image under $IBI_LOWER and removes the mount points.
+ibi_umount_lowers() {
+    for _dir in "$IBI_LOWER"/*/*; do
+        [ -d "$_dir" ] || continue
+        ismounted "$_dir" && umount "$_dir"
+        rmdir "$_dir" "${_dir%/*}" 2> /dev/null
+    done
+    return 0
+}
+
+# arg1: target; arg2: upperdir; arg3: workdir (uses IBI_LOWERDIR)
+ibi_mount_overlay() {
+    if ! _out=$(mount -t overlay -o \
+        "lowerdir=$IBI_LOWERDIR,upperdir=$2,workdir=$3,$IBI_OVERLAY_OPTIONS" ibi "$1" 2>&1); then
+        IBI_ERROR="cannot mount the overlay on $1: $_out"
+        return 1
+    fi
+    return 0
+}
+
+# arg1: target; binds D/home on target/home when both exist
+ibi_bind_home() {
+    if [ -d "$1/home" ] && [ -d "$IBI_DATA/home" ]; then
+        mount --bind "$IBI_DATA/home" "$1/home" || ibi_log warning "cannot bind /home"
+    fi
+    return 0
+}
+
+# arg1: target; arg2: names bottom first; arg3: "layer" or "tmpfs"
+# Mounts the whole stack on target with the writable layer (or a tmpfs upper).
+# returns: 1 (message in IBI_ERROR, nothing left mounted) on failure
+ibi_assemble() {
+    _target=$1
+    ibi_mount_lowers "$2" || return 1
+    if [ "$3" = tmpfs ]; then
+        _rw=$IBI_RUN/review
+        mkdir -p "$_rw"
+        if ! ismounted "$_rw"; then
+            mount -t tmpfs -o mode=0755 ibi-review "$_rw" || {
+                IBI_ERROR="cannot mount a tmpfs for the review"
+                ibi_umount_lowers
+                return 1
+            }
+        fi
+        mkdir -p "$_rw/upper" "$_rw/work"
+        _upper=$_rw/upper
+        _work=$_rw/work
+    else
+        _upper=$IBI_DATA/layer/upper
+        _work=$IBI_DATA/layer/work
+        if [ ! -d "$_upper" ] || [ ! -d "$_work" ]; then
+            IBI_ERROR="the writable layer ($_upper, $_work) is missing"
+            ibi_umount_lowers
+            return 1
+        fi
+    fi
+    if ! ibi_mount_overlay "$_target" "$_upper" "$_work"; then
+        ibi_umount_lowers
+        return 1
+    fi
+    if [ ! -x "$_target/sbin/init" ] && [ ! -L "$_target/sbin/init" ]; then
+        IBI_ERROR="the assembled stack has no /sbin/init"
+        umount "$_target"
+        ibi_umount_lowers
+        return 1
+    fi
+    ibi_bind_home "$_target"
+    return 0
+}
