@@ -75,10 +75,12 @@ class Bar(urwid.Widget):
     _sizing = frozenset([urwid.Sizing.FLOW])
     ignore_focus = True
 
-    def __init__(self, fraction: float | None, attr: str = "bar") -> None:
+    def __init__(self, fraction: float | None, attr: str = "bar",
+                 max_width: int | None = None) -> None:
         super().__init__()
         self.fraction = fraction
         self.attr = attr
+        self.max_width = max_width
 
     def set_fraction(self, fraction: float | None) -> None:
         self.fraction = fraction
@@ -89,8 +91,10 @@ class Bar(urwid.Widget):
 
     def render(self, size: Size, focus: bool = False) -> urwid.Canvas:
         maxcol = size[0] if size else 1
-        raw = bar(self.fraction, maxcol).encode("ascii")
-        return urwid.TextCanvas([raw], attr=[[(self.attr, len(raw))]], maxcol=maxcol)
+        width = min(maxcol, self.max_width or maxcol)
+        raw = bar(self.fraction, width).encode("ascii")
+        return urwid.TextCanvas([raw.ljust(maxcol)], attr=[[(self.attr, width)]],
+                                maxcol=maxcol)
 
 
 # ---------------------------------------------------------------------------- main view
@@ -135,8 +139,8 @@ def disk_rows(status: Status, low: bool) -> list[urwid.Widget]:
     d = status.disk
 
     def row(label: str, frac: float | None, fig: str, attr: str = "bar") -> urwid.Widget:
-        return urwid.Columns([(7, urwid.Text(label)), ("weight", 1, Bar(frac, attr)),
-                              (20, urwid.Text(" " + fig, wrap="clip"))])
+        return urwid.Columns([(7, urwid.Text(label)), (19, urwid.Text(fig, wrap="clip")),
+                              ("weight", 1, Bar(frac, attr, max_width=40))])
 
     tot = d.total or 1
     rows = [urwid.Text(("title", "Data partition")),
