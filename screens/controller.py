@@ -34,6 +34,7 @@ from .views import (
     Page,
     PickerView,
     ProgressView,
+    image_choice,
     result_page,
 )
 from .widgets import ButtonRow, date, human, plural
@@ -323,11 +324,7 @@ class Controller:
                     continue
                 where = ("top of the stack" if tab and m.name == tab[-1] else
                          "in the stack" if m.name in tab else "not in the stack")
-                extra = f"; needed by {', '.join(users[m.name])}" if users[m.name] else ""
-                label = (f"{m.name:<24} {m.kind.value:<11} {date(m.created)}  "
-                         f"{human(m.size):>9}\n  {m.description or '(no description)'}  "
-                         f"[{where}{extra}]")
-                out.append((m.name, label))
+                out.append((m.name, image_choice(m, where, users[m.name])))
             return out, tab
         return work
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import urwid
 
-from maintenance.model import Change, Level, Notice, Progress, StackEntry, Status
+from maintenance.model import Change, ImageMeta, Level, Notice, Progress, StackEntry, Status
 
 from .widgets import ButtonRow, MenuItem, Size, Wrap, bar, box_size, date, frame, human, plural
 
@@ -392,6 +392,13 @@ class PickerView(Page):
         super().__init__(title, [*intro, urwid.Divider(), *self.items], [], on_cancel)
         if self.items:
             self.body.set_focus(len(intro) + 1)
+
+
+def image_choice(m: ImageMeta, where: str, needed_by: Sequence[str]) -> str:
+    """A restore point as a two-line picker entry."""
+    extra = f"; needed by {', '.join(needed_by)}" if needed_by else ""
+    return (f"{m.name:<24} {m.kind.value:<11} {date(m.created)}  {human(m.size):>9}\n"
+            f"  {m.description or '(no description)'}  [{where}{extra}]")
 
 
 def _bind(fn: Callable[[str], Any], arg: str) -> Callable[[], Any]:
