@@ -253,7 +253,6 @@ class App:
                     failures = [t for t in failures if now - t < 10] + [now]
                     if len(failures) >= 5:  # failing over and over: give the boot back
                         raise
-                    self.busy_reset()
                     controller.error(e)
                 finally:
                     self.screen.stop()
@@ -261,11 +260,6 @@ class App:
             os.dup2(self._saved_stderr, 2)
             os.close(self._saved_stderr)
             self._saved_stderr = None
-
-    def busy_reset(self) -> None:
-        if self.controller is not None and self.controller.busy:
-            return  # the worker is still running and will report
-        self.dialog_widget = None
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
