@@ -7,8 +7,8 @@ file descriptor 2 points at that file (or /dev/null) while the screen is up, so 
 warning cannot tear the screen.
 
 Exit status: 0 continue booting (decision ``normal``); 10 Live Review (``review NAME``);
-1 the menu failed (no decision written); 2 bad usage; 130 interrupted. See
-docs/menu-protocol.md.
+11 ``reboot``; 12 ``poweroff``; 1 the menu failed (no decision written); 2 bad usage;
+130 interrupted. See docs/menu-protocol.md.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DATA = "/run/ibi/data"
 DEFAULT_RUN = "/run/ibi"
 DEFAULT_DECISION = "/run/ibi/decision"
-MONO_TERMS = {"vt100", "vt102", "vt52", "dumb"}
+# terminals that may have no colour: a serial console's vt220 (systemd's default TERM
+# there) included; focus stays visible through the '>' marker and reverse video
+MONO_TERMS = {"vt52", "vt100", "vt102", "vt220", "dumb"}
 TICK = 0.25  # seconds between clock updates while work runs
 
 
@@ -278,8 +280,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="ibi menu", description="The maintenance menu: look at the image stack, restore, "
         "make restore points, roll back, review, verify, or continue booting.",
         epilog="exit status: 0 continue booting (decision 'normal'); 10 Live Review "
-        "(decision 'review NAME'); 1 failed, no decision; 2 bad usage; 130 interrupted. "
-        "See docs/menu-protocol.md.")
+        "(decision 'review NAME'); 11 'reboot'; 12 'poweroff'; 1 failed, no decision; "
+        "2 bad usage; 130 interrupted. See docs/menu-protocol.md.")
     p.add_argument("--data", metavar="DIR", default=os.environ.get("IBI_DATA", DEFAULT_DATA),
                    help=f"the data partition's mount point (default: $IBI_DATA or {DEFAULT_DATA})")
     p.add_argument("--run-dir", metavar="DIR", default=os.environ.get("IBI_RUN", DEFAULT_RUN),
@@ -288,6 +290,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"where the menu writes its decision (default: {DEFAULT_DECISION})")
     p.add_argument("--no-colour", "--no-color", dest="no_colour", action="store_true",
                    help="no colour (also when $NO_COLOR is set or TERM is vt100)")
+    p.add_argument("--boot-error", metavar="TEXT",
+                   default=os.environ.get("IBI_BOOT_ERROR") or None,
+                   help="why the boot fell back to the menu, shown at the top "
+                   "(default: $IBI_BOOT_ERROR)")
     p.add_argument("--log", metavar="FILE", default=None,
                    help="log here (default: RUN_DIR/menu.log when writable, else nowhere)")
     p.add_argument("--debug", action="store_true", help="log at debug level")
@@ -326,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = App(args.data, run_dir=args.run_dir, colour=colour)
         controller = Controller(app, data_dir=args.data, run_dir=args.run_dir,
-                                decision_path=args.decision)
+                                decision_path=args.decision, boot_error=args.boot_error)
         controller.start()
         code = app.run(controller, log_fd)
     except KeyboardInterrupt:

@@ -63,8 +63,10 @@ class Host(Protocol):
 class Controller:
     def __init__(self, host: Host, engine: Engine | None = None, *,
                  data_dir: str = "/run/ibi/data", run_dir: str = "/run/ibi",
-                 decision_path: str = "/run/ibi/decision") -> None:
+                 decision_path: str = "/run/ibi/decision",
+                 boot_error: str | None = None) -> None:
         self.host = host
+        self.boot_error = boot_error or None  # why the boot came to the menu, if it failed
         self.engine = engine if engine is not None else Engine(data_dir, run_dir)
         self.decision_path = decision_path
         self.status: Status | None = None
@@ -96,7 +98,7 @@ class Controller:
         low = self.status is not None and any(
             n.message.startswith("low space") for n in self.status.notices)
         self.host.home(MainView(self, self.status, problem=self.problem, actions=actions,
-                                low_space=low))
+                                low_space=low, boot_error=self.boot_error))
 
     def reload(self, then: Callable[[], None] | None = None) -> None:
         """Read the store again (in the background) and go back to a fresh main view."""
@@ -188,6 +190,12 @@ class Controller:
     # ------------------------------------------------------------------ ending the menu
     def continue_boot(self) -> None:
         self._decide(decision.NORMAL, None, decision.EXIT_NORMAL)
+
+    def reboot(self) -> None:
+        self._decide(decision.REBOOT, None, decision.EXIT_REBOOT)
+
+    def poweroff(self) -> None:
+        self._decide(decision.POWEROFF, None, decision.EXIT_POWEROFF)
 
     def _decide(self, what: str, name: str | None, code: int) -> None:
         try:

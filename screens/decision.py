@@ -8,20 +8,25 @@ from pathlib import Path
 
 EXIT_NORMAL = 0  # decision "normal": boot the active stack with its writable layer
 EXIT_REVIEW = 10  # decision "review NAME": boot NAME's stack on a tmpfs upper
+EXIT_REBOOT = 11  # decision "reboot"
+EXIT_POWEROFF = 12  # decision "poweroff"
 EXIT_ERROR = 1  # the menu could not run or could not write its decision: no decision file
 EXIT_USAGE = 2  # bad command line
 EXIT_INTERRUPTED = 130  # killed by a signal (SIGINT/SIGTERM): no decision file
 
 NORMAL = "normal"
 REVIEW = "review"
+REBOOT = "reboot"
+POWEROFF = "poweroff"
+SIMPLE = (NORMAL, REBOOT, POWEROFF)
 
 
 def write_decision(path: str | os.PathLike[str], decision: str, name: str | None = None) -> str:
-    """Write ``normal`` or ``review NAME`` (one line) to ``path`` atomically: a temp file in
-    the same directory, fsynced, renamed over ``path``, the directory fsynced. Return the
-    line written. Raises OSError when the file cannot be written."""
-    if decision == NORMAL:
-        line = NORMAL
+    """Write ``normal``, ``review NAME``, ``reboot`` or ``poweroff`` (one line) to ``path``
+    atomically: a temp file in the same directory, fsynced, renamed over ``path``, the
+    directory fsynced. Return the line written. Raises OSError when it cannot be written."""
+    if decision in SIMPLE and name is None:
+        line = decision
     elif decision == REVIEW and name and name.strip() == name and " " not in name:
         line = f"{REVIEW} {name}"
     else:
@@ -47,10 +52,11 @@ def write_decision(path: str | os.PathLike[str], decision: str, name: str | None
 
 
 def read_decision(path: str | os.PathLike[str]) -> tuple[str, str | None]:
-    """Parse a decision file: ``("normal", None)`` or ``("review", NAME)``."""
+    """Parse a decision file: ``("normal", None)``, ``("review", NAME)``, ``("reboot",
+    None)`` or ``("poweroff", None)``."""
     words = Path(path).read_text(encoding="ascii").split()
-    if words == [NORMAL]:
-        return NORMAL, None
+    if len(words) == 1 and words[0] in SIMPLE:
+        return words[0], None
     if len(words) == 2 and words[0] == REVIEW:
         return REVIEW, words[1]
     raise ValueError(f"bad decision file {path}: {' '.join(words)!r}")

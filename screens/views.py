@@ -30,6 +30,8 @@ class MainActions(Protocol):
     def delete(self) -> None: ...
     def verify(self) -> None: ...
     def shell(self) -> None: ...
+    def reboot(self) -> None: ...
+    def poweroff(self) -> None: ...
     def details(self) -> None: ...
     def help(self) -> None: ...
 
@@ -45,10 +47,12 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("delete", "Delete restore point...", "d"),
     ("verify", "Verify images", "v"),
     ("shell", "Shell", "s"),
+    ("reboot", "Reboot", "e"),
+    ("poweroff", "Power off", "o"),
 )
 ALL_ACTIONS = tuple(a[0] for a in ACTIONS)
 # what a broken or missing store still offers
-RESCUE_ACTIONS = ("continue_boot", "restore", "rollback", "shell")
+RESCUE_ACTIONS = ("continue_boot", "restore", "rollback", "shell", "reboot", "poweroff")
 
 MAIN_FOOTER = " Up/Down Enter: choose  letter: shortcut  w: what changed  ?: help"
 DIALOG_FOOTER = " Enter: OK  Esc: back  ?: help"
@@ -180,7 +184,8 @@ class MainView(Wrap):
 
     def __init__(self, controller: MainActions, status: Status | None, *,
                  problem: str | None = None, actions: Sequence[str] = ALL_ACTIONS,
-                 low_space: bool = False, notice_limit: int = 3) -> None:
+                 low_space: bool = False, boot_error: str | None = None,
+                 notice_limit: int = 3) -> None:
         self.controller = controller
         self.items = [MenuItem(label, getattr(controller, method), key)
                       for method, label, key in ACTIONS if method in actions]
@@ -197,9 +202,16 @@ class MainView(Wrap):
             self.stack.set_focus(len(rows) - 1)  # keep the top of the stack in view
             parts.append(("weight", 1, self.stack))
             parts.append(("pack", urwid.Divider("-")))
-            parts.extend(("pack", w) for w in notice_rows(status.notices, notice_limit))
+            notices = status.notices
+            if boot_error:
+                notices = (Notice(Level.ERROR, f"the boot failed: {boot_error}"), *notices)
+            parts.extend(("pack", w) for w in notice_rows(notices, notice_limit))
             right: list[urwid.Widget] = disk_rows(status, low_space)
         else:
+            if boot_error:
+                parts.append(("pack", urwid.Text(("error", "!! The boot failed:"))))
+                parts.append(("pack", urwid.Padding(urwid.Text(("error", boot_error)),
+                                                    left=3)))
             parts.append(("pack", urwid.Text(("error", "!! The image store cannot be used"))))
             parts.append(("pack", urwid.Padding(urwid.Text(("error", problem or "")),
                                                 left=3)))
@@ -279,6 +291,7 @@ HELP_LINES: list[Line | str] = [
     "Delete restore point: remove an image no stack needs. Types DELETE.",
     "Verify images: check every image against its checksum.",
     "Shell: a root shell on this terminal; type exit to come back.",
+    "Reboot, Power off: leave Maintenance Mode without booting.",
 ]
 
 

@@ -167,8 +167,12 @@ def test_broken_chain_is_flagged(store: Engine, tmp_path: Path) -> None:
 def test_missing_store_opens_with_the_problem(tmp_path: Path) -> None:
     data = Path(tempfile.mkdtemp(prefix="ibi-m-"))  # short: the message names it whole
     try:
-        with Tui(menu_args(data, tmp_path)) as t:
+        # as the initramfs runs it after a failed boot (dracut-module/90ibi/ibi-assemble.sh)
+        with Tui(menu_args(data, tmp_path), term="vt220",
+                 env={"IBI_BOOT_ERROR": "cannot boot: roottab is missing"}) as t:
             screen = t.wait_for("The image store cannot be used", "> c Continue booting")
+            assert "!! The boot failed:" in screen
+            assert "cannot boot: roottab is missing" in screen
             assert f"no ibi store in {data} (no .root_images/)" in screen
             assert "(create one with: ibi init)" in " ".join(screen.split())
             check_rescue(t, screen)

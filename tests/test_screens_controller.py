@@ -208,7 +208,9 @@ def test_decision_file_is_atomic_and_strict(tmp_path: Path) -> None:
     decision.write_decision(p, "normal")
     assert decision.read_decision(p) == ("normal", None)
     assert sorted(x.name for x in p.parent.iterdir()) == ["decision"]  # no temp left
-    for bad in (("review", None), ("review", "a b"), ("reboot", None)):
+    decision.write_decision(p, "poweroff")
+    assert decision.read_decision(p) == ("poweroff", None)
+    for bad in (("review", None), ("review", "a b"), ("reboot", "x"), ("halt", None)):
         with pytest.raises(ValueError):
             decision.write_decision(p, *bad)
 
@@ -242,3 +244,24 @@ def test_unforeseen_status_failure_still_opens_the_menu(tmp_path: Path,
     text = host.text()
     assert "The image store cannot be used" in text and "cannot read the store" in text
     assert str(exc.args[-1]) in text and "> c Continue booting" in text
+
+
+def test_reboot_and_poweroff_are_decisions(tmp_path: Path) -> None:
+    _ctl, host, _eng = start(tmp_path)
+    host.press("e")
+    assert host.exit_code == decision.EXIT_REBOOT == 11
+    assert (tmp_path / "decision").read_text() == "reboot\n"
+    _ctl, host, _eng = start(tmp_path, FakeEngine(broken=True))
+    host.press("o")
+    assert host.exit_code == decision.EXIT_POWEROFF == 12
+    assert (tmp_path / "decision").read_text() == "poweroff\n"
+
+
+def test_boot_error_is_shown_first(tmp_path: Path) -> None:
+    for eng in (FakeEngine(), FakeEngine(broken=True)):
+        host = SyncHost()
+        Controller(host, eng, decision_path=str(tmp_path / "d"),  # type: ignore[arg-type]
+                   boot_error="roottab.prev: image 'x' is missing").start()
+        text = host.text()
+        assert "the boot failed" in text.lower()
+        assert "roottab.prev: image 'x' is missing" in text

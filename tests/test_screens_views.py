@@ -62,7 +62,7 @@ def test_main_view_shows_stack_layer_actions_disk(size: tuple[int, int]) -> None
     assert screen.index(layer) > max(i for i, r in enumerate(screen) if "tuned" in r)
     for label in ("Continue booting", "Restore System", "Create Full Restore Point",
                   "Create Incremental Restore Point", "Live Review...", "Roll back to...",
-                  "Delete restore point...", "Verify images", "Shell"):
+                  "Delete restore point...", "Verify images", "Shell", "Reboot", "Power off"):
         assert label in text, label
     assert "> c Continue booting" in text  # the default has the focus
     assert "Data partition" in text and "used" in text and "20.0 GiB/100.0 GiB" in text
@@ -127,7 +127,8 @@ def test_broken_store_states_problem_and_rescue_actions(size: tuple[int, int]) -
                     actions=RESCUE_ACTIONS)
     text = "\n".join(render_app(app_with(view), size))
     assert "The image store cannot be used" in text and "/d holds no ibi store" in text
-    for label in ("Continue booting", "Restore System", "Roll back to...", "Shell"):
+    for label in ("Continue booting", "Restore System", "Roll back to...", "Shell", "Reboot",
+                  "Power off"):
         assert label in text
     for label in ("Create Full", "Verify images", "Live Review", "Delete restore"):
         assert label not in text
@@ -144,10 +145,11 @@ def test_keys_reach_the_controller() -> None:
         view.keypress(size, "down")
     assert "> f Create Full Restore Point" in screen_text(view, size)
     view.keypress(size, "enter")
-    for key in ("r", "i", "l", "b", "d", "v", "s", "w"):
+    for key in ("r", "i", "l", "b", "d", "v", "s", "e", "o", "w"):
         view.keypress(size, key)
     assert ctl.calls == ["continue_boot", "create_full", "restore", "create_incremental",
-                         "live_review", "rollback", "delete", "verify", "shell", "details"]
+                         "live_review", "rollback", "delete", "verify", "shell", "reboot",
+                         "poweroff", "details"]
     assert view.keypress(size, "x") == "x"  # unknown keys go up unhandled
     assert view.keypress(size, "esc") == "esc"
 
