@@ -93,8 +93,11 @@ case $mode in
             /run/ibi/data/layer/upper) ;;
             *) warn "the writable layer is $upper, not /run/ibi/data/layer/upper" ;;
         esac
-        [ "$mode" = "normal roottab.prev" ] &&
-            warn "booted the PREVIOUS stack (roottab.prev): roottab was unusable"
+        if [ "$mode" = "normal roottab.prev" ]; then
+            # not a breach of protection, but the person must know
+            echo "ibi: NOTE: booted the PREVIOUS stack (roottab.prev): roottab was unusable" |
+                tee /dev/console
+        fi
         ;;
     *) warn "no ibi boot mode recorded (/run/ibi/mode missing)" ;;
 esac

@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,7 +148,7 @@ def install_project(tree: Path) -> None:
         shutil.rmtree(mod)
     shutil.copytree(PROJECT / "dracut-module/90ibi", mod)
     for f in mod.iterdir():
-        f.chmod(0o755)
+        f.chmod(0o755 if f.suffix == ".sh" else 0o644)
 
     unitdir = tree / "usr/lib/systemd/system"
     sysd = PROJECT / "systemd"
@@ -240,6 +240,12 @@ class Guest:
     data_disk: Path  # raw ext4 image (label ibidata) holding the store; boot overlays of it
     timings: dict[str, float]
 
+    def make_disk(self, path: Path,
+                  setup: Callable[[Path], None] | None = None) -> Path:
+        """A fresh data disk at ``path`` whose store holds base.sqfs; ``setup(D)`` may add
+        files to the data directory D (e.g. into layer/upper or home) before mkfs."""
+        return make_data_disk(self.base_sqfs, path, setup)
+
     def overlay_disk(self, path: Path) -> Path:
         """A qcow2 copy-on-write overlay of the data disk (one per scenario)."""
         sh(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.data_disk),
@@ -296,7 +302,7 @@ def build_guest(workdir: Path) -> Guest:
             shutil.rmtree(tree)
             prune(c, keep={kernel.name, initrd.name, base.name})
     t = time.monotonic()
-    disk = make_data_disk(base, workdir)
+    disk = make_data_disk(base, workdir / "data.raw")
     timings["data_disk_s"] = round(time.monotonic() - t, 1)
     timings["total_s"] = round(time.monotonic() - t0, 1)
     log(f"guest ready: {timings}")
@@ -315,9 +321,10 @@ def engine_has_init() -> bool:
     return (PROJECT / "maintenance/cli.py").is_file()
 
 
-def make_data_disk(base: Path, workdir: Path) -> Path:
+def make_data_disk(base: Path, disk: Path,
+                   setup: Callable[[Path], None] | None = None) -> Path:
     """An ext4 image labelled ibidata holding a store whose stack is just ``base``."""
-    staging = workdir / "data"
+    staging = disk.with_name(disk.name + ".d")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -336,7 +343,8 @@ def make_data_disk(base: Path, workdir: Path) -> Path:
         for d in ("layer/upper", "layer/work", "home"):
             (staging / d).mkdir(parents=True)
         (staging / "layer/id").write_text("0000000000000000\n")
-    disk = workdir / "data.raw"
+    if setup is not None:
+        setup(staging)
     with contextlib.suppress(FileNotFoundError):
         disk.unlink()
     sh(["mkfs.ext4", "-q", "-F", "-L", DATA_LABEL, "-E", "root_owner=0:0", "-d", str(staging),

@@ -213,3 +213,50 @@ def qemu_missing() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt-get install qemu-system-x86 qemu-utils)"
     return None
+
+
+class Console:
+    """A pyte screen fed from a VM's console, for driving the urwid menu over serial."""
+
+    def __init__(self, vm: VM, cols: int = 80, rows: int = 24) -> None:
+        import pyte
+
+        self.vm = vm
+        self.screen = pyte.Screen(cols, rows)
+        self.stream = pyte.Stream(self.screen)
+
+    def text(self) -> str:
+        return "\n".join(self.screen.display)
+
+    def pump(self, seconds: float) -> None:
+        """Feed whatever the guest prints for ``seconds`` into the screen."""
+        assert self.vm.proc is not None
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                data = self.vm.proc.read_nonblocking(65536, timeout=min(left, 0.5))
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                raise BootError(f"{self.vm.name}: qemu exited while the menu was expected "
+                                f"(log: {self.vm.log_path})") from None
+            self.stream.feed(data)
+
+    def wait_for(self, *texts: str, timeout: float = 300) -> str:
+        """Wait until one of ``texts`` is on the screen; returns it."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            shown = self.text()
+            for t in texts:
+                if t in shown:
+                    return t
+            self.pump(1.0)
+        raise BootError(f"{self.vm.name}: none of {texts!r} appeared on the screen in "
+                        f"{timeout} s; the screen:\n{self.text()}\n(log: {self.vm.log_path})")
+
+    def keys(self, text: str, settle: float = 1.0) -> None:
+        """Type ``text`` (one key at a time: the serial line is slow) and let urwid redraw."""
+        for ch in text:
+            self.vm.send(ch)
+            self.pump(0.15)
+        self.pump(settle)

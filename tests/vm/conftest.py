@@ -1,0 +1,83 @@
+"""Fixtures of the VM tests: the guest (built or taken from the cache) and booted VMs.
+
+The tests skip, with the reason printed, only when qemu or mmdebstrap is truly missing or
+the run is not root; under IBI_REQUIRE_ALL=1 (CI) that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import guest as guestmod  # noqa: E402
+import qemu  # noqa: E402
+
+
+def _unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the VM tests need root (mmdebstrap --mode=root, chroot for dracut)"
+    missing = guestmod.missing_tools()
+    if missing:
+        return (f"missing host tools: {', '.join(missing)} "
+                "(apt-get install mmdebstrap qemu-system-x86 qemu-utils squashfs-tools)")
+    return qemu.qemu_missing()
+
+
+def _skip(reason: str) -> None:
+    if os.environ.get("IBI_REQUIRE_ALL") == "1":
+        pytest.fail(f"required for the VM tests: {reason}")
+    print(f"SKIP vm tests: {reason}", flush=True)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def vm_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("vm")
+
+
+@pytest.fixture(scope="session")
+def guest(vm_workdir: Path) -> guestmod.Guest:
+    reason = _unavailable()
+    if reason:
+        _skip(reason)
+    g = guestmod.build_guest(vm_workdir)
+    print(f"\n[vm] guest build timings: {g.timings}", flush=True)
+    return g
+
+
+@pytest.fixture
+def boot(guest: guestmod.Guest, vm_workdir: Path,
+         request: pytest.FixtureRequest) -> Iterator[Callable[..., qemu.VM]]:
+    """boot(disk, name, extra_append="") -> a started VM (killed at the end of the test)."""
+    vms: list[qemu.VM] = []
+    logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
+
+    def start(disk: Path, name: str, extra_append: str = "") -> qemu.VM:
+        vm = qemu.VM(guest.kernel, guest.initrd, disk, logs, f"{request.node.name}-{name}",
+                     extra_append)
+        vms.append(vm)
+        vm.start()
+        return vm
+
+    yield start
+    for vm in vms:
+        vm._kill()
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        for vm in vms:
+            if vm.log_path:
+                keep = logs / "failed"
+                keep.mkdir(exist_ok=True)
+                shutil.copy2(vm.log_path, keep / vm.log_path.name)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

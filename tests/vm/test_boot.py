@@ -1,0 +1,185 @@
+"""Boot the real guest (Debian trixie, the project's dracut module and units) in qemu.
+
+Each scenario gets a fresh data disk (``ibi init`` of the cached base image, plus the files a
+scenario plants in the writable layer or /home before mkfs) and boots it once or twice.
+Every boot's time is printed and appended to ``<logs>/boot-times.txt``.
+
+    sudo python3 -m pytest -m vm tests/vm -v -s
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from guest import Guest
+from qemu import VM, Console
+
+pytestmark = pytest.mark.vm
+
+Boot = Callable[..., VM]
+MENU_READY = "Continue booting"
+
+
+def plant(data: Path, rel: str, text: str, mode: int = 0o644) -> None:
+    """Write a file into the data directory (creating parents like the base has them)."""
+    path = data / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def upper_root(data: Path) -> Path:
+    root = data / "layer/upper/root"
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)
+    return root
+
+
+def mount_field(vm: VM, field: str, target: str = "/") -> str:
+    return vm.check(f"findmnt -n -r -o {field} --mountpoint {target} | cat")
+
+
+def lowerdirs(vm: VM) -> list[str]:
+    opts = mount_field(vm, "OPTIONS")
+    m = re.search(r"lowerdir=([^,]+)", opts)
+    assert m, f"no lowerdir in the options of /: {opts}"
+    return m.group(1).split(":")
+
+
+def assert_protected(vm: VM, upper: str) -> None:
+    assert mount_field(vm, "FSTYPE") == "overlay"
+    opts = mount_field(vm, "OPTIONS")
+    assert f"upperdir={upper}" in opts, opts
+    for lower in lowerdirs(vm):
+        assert mount_field(vm, "FSTYPE", lower) == "squashfs"
+        assert "ro" in mount_field(vm, "OPTIONS", lower).split(","), lower
+
+
+# --- scenario 1 ------------------------------------------------------------------------
+
+def test_normal_boot_is_overlay_and_persists(guest: Guest, vm_workdir: Path,
+                                             boot: Boot) -> None:
+    disk = guest.make_disk(vm_workdir / "s1.raw")
+    vm = boot(disk, "first")
+    vm.boot()
+    assert vm.check("cat /run/ibi/mode") == "normal roottab"
+    assert_protected(vm, "/run/ibi/data/layer/upper")
+    assert lowerdirs(vm) == ["/run/ibi/lower/1/base"]
+    assert vm.check("systemctl is-active ibi-protect.service") == "active"
+    assert "protection check passed" in vm.check("journalctl -b -u ibi-protect --no-pager | cat")
+    assert mount_field(vm, "SOURCE", "/home").endswith("[/home]")
+    status = vm.check("ibi status --data /run/ibi/data", timeout=180)
+    assert "base" in status
+    vm.check("echo persisted > /root/persist.txt && echo mine > /home/file.txt && sync")
+    vm.poweroff()
+
+    vm = boot(disk, "second")
+    vm.boot()
+    assert vm.check("cat /root/persist.txt") == "persisted"
+    assert vm.check("cat /home/file.txt") == "mine"
+    assert vm.check("cat /run/ibi/data/layer/upper/root/persist.txt") == "persisted"
+    vm.poweroff()
+
+
+# --- scenario 5 ------------------------------------------------------------------------
+
+def test_corrupt_roottab_falls_back_to_prev(guest: Guest, vm_workdir: Path, boot: Boot) -> None:
+    def corrupt(data: Path) -> None:
+        store = data / ".root_images"
+        (store / "roottab.prev").write_bytes((store / "roottab").read_bytes())
+        (store / "roottab").write_bytes(b"\x00\xff\xfe garbage: not a roottab !!\nbase\n")
+
+    disk = guest.make_disk(vm_workdir / "s5.raw", corrupt)
+    vm = boot(disk, "fallback")
+    vm.expect("falling back to roottab.prev", timeout=400)
+    vm.boot()
+    assert vm.check("cat /run/ibi/mode") == "normal roottab.prev"
+    assert_protected(vm, "/run/ibi/data/layer/upper")
+    journal = vm.check("journalctl -b --no-pager -o cat | grep 'ibi:' | cat")
+    assert "PREVIOUS stack" in journal
+    vm.poweroff()
+
+
+# --- scenario 4 ------------------------------------------------------------------------
+
+def test_live_review_of_base(guest: Guest, vm_workdir: Path, boot: Boot) -> None:
+    def layer_file(data: Path) -> None:
+        plant(data, "layer/upper/root/layer-marker.txt", "in the layer\n")
+        upper_root(data)
+        plant(data, "home/kept.txt", "home\n")
+
+    disk = guest.make_disk(vm_workdir / "s4.raw", layer_file)
+    vm = boot(disk, "review", "rd.ibi.review=base")
+    vm.boot()
+    assert vm.check("cat /run/ibi/mode") == "review base"
+    assert_protected(vm, "/run/ibi/review/upper")
+    assert vm.run("test -e /root/layer-marker.txt")[0] == 1, "the layer leaked into the review"
+    assert vm.check("cat /home/kept.txt") == "home"
+    vm.check("echo scratch > /root/scratch.txt")
+    assert vm.run("test -e /run/ibi/data/layer/upper/root/scratch.txt")[0] == 1
+    vm.poweroff()
+
+
+# --- scenarios 2 and 3: the maintenance menu in the initramfs ---------------------------
+
+def open_menu(vm: VM) -> Console:
+    con = Console(vm)
+    con.wait_for(MENU_READY, timeout=int(os.environ.get("IBI_VM_BOOT_TIMEOUT", "420")))
+    con.pump(2)
+    return con
+
+
+def test_maintenance_create_incremental_then_continue(guest: Guest, vm_workdir: Path,
+                                                      boot: Boot) -> None:
+    def layer_file(data: Path) -> None:
+        plant(data, "layer/upper/root/inc-marker.txt", "squash me\n")
+        upper_root(data)
+
+    disk = guest.make_disk(vm_workdir / "s2.raw", layer_file)
+    vm = boot(disk, "maint", "rd.ibi.maintenance")
+    con = open_menu(vm)
+    con.keys("i")
+    con.wait_for("Description", timeout=60)
+    con.keys("vm test\r")
+    con.wait_for("Restore point created", timeout=600)
+    con.keys("\r")
+    con.wait_for(MENU_READY, timeout=120)
+    con.keys("c")
+    vm.wait_for_shell()
+    tab = vm.check("grep -v '^#' /run/ibi/data/.root_images/roottab")
+    names = tab.split()
+    assert len(names) == 2 and names[0] == "base", tab
+    assert lowerdirs(vm) == [f"/run/ibi/lower/2/{names[1]}", "/run/ibi/lower/1/base"]
+    assert_protected(vm, "/run/ibi/data/layer/upper")
+    assert vm.check("cat /root/inc-marker.txt") == "squash me"
+    assert vm.run("test -e /run/ibi/data/layer/upper/root/inc-marker.txt")[0] == 1
+    vm.poweroff()
+
+
+def test_maintenance_restore_system(guest: Guest, vm_workdir: Path, boot: Boot) -> None:
+    def damage(data: Path) -> None:
+        plant(data, "layer/upper/etc/motd", "DAMAGED\n")
+        plant(data, "layer/upper/etc/ibi-damage", "broken config\n")
+        plant(data, "home/keep.txt", "my work\n")
+
+    disk = guest.make_disk(vm_workdir / "s3.raw", damage)
+    vm = boot(disk, "maint", "rd.ibi.maintenance")
+    con = open_menu(vm)
+    con.keys("r")
+    con.wait_for("Type RESTORE", timeout=120)
+    con.keys("RESTORE\r")
+    con.wait_for("System restored", timeout=300)
+    con.keys("\r")
+    con.wait_for(MENU_READY, timeout=120)
+    con.keys("c")
+    vm.wait_for_shell()
+    assert vm.check("cat /run/ibi/mode") == "normal roottab"
+    assert "DAMAGED" not in vm.run("cat /etc/motd")[1]
+    assert vm.run("test -e /etc/ibi-damage")[0] == 1
+    assert vm.check("cat /home/keep.txt") == "my work"
+    assert_protected(vm, "/run/ibi/data/layer/upper")
+    vm.poweroff()
