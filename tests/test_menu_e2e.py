@@ -327,3 +327,49 @@ def test_sigterm_ends_without_a_decision(tmp_path: Path) -> None:
         assert t.wait_exit() == decision.EXIT_INTERRUPTED
     assert not (tmp_path / "decision").exists()
     assert "ended by signal 15" in (tmp_path / "menu.log").read_text()
+
+
+@pytest.mark.root
+def test_rollback_refused_delete_full_point_and_verify(store: Engine, tmp_path: Path) -> None:
+    change(store, "srv/second", "2\n")
+    store.create(Kind.INCREMENTAL, name="second")
+    change(store, "srv/after", "3\n")
+    with Tui(menu_args(store.data_dir, tmp_path)) as t:
+        t.wait_for("second", "1 changed file")
+        t.press("b")
+        t.wait_for("Roll back to...", "> base")
+        t.press("enter")
+        t.wait_for("The stack becomes: base", "including second (roll forward")
+        t.type("ROLLBACK")
+        t.press("enter")
+        t.wait_for("Rolled back", "The stack is now: base")
+        t.press("enter")
+        screen = t.wait_for("not in the stack: second")
+        assert "1 changed file," in screen  # /etc/hostname, carried over (preserved)
+        # second is the boot's fallback (roottab.prev) now: the engine refuses, the menu says so
+        t.press("d")
+        t.wait_for("Delete restore point", "> second")
+        t.press("enter")
+        t.wait_for("Type DELETE")
+        t.type("DELETE")
+        t.press("enter")
+        t.wait_for("Error: the action failed", "roottab.prev")
+        t.press("enter")
+        t.press("f")
+        t.wait_for("Create Full Restore Point", "Description:")
+        t.type("all in one")
+        t.press("tab")
+        t.type("full-one")
+        t.press("enter")
+        t.wait_for("Restore point created", "It is now the whole stack", timeout=60)
+        t.press("enter")
+        t.wait_for("1  full-one")
+        t.press("v")
+        screen = t.wait_for("All images are intact")
+        for name in ("base", "second", "full-one"):
+            assert f"ok      {name}" in screen
+        t.press("enter")
+        t.press("c")
+        assert t.wait_exit() == 0
+    assert store.roottab() == ["full-one"]
+    assert {m.name for m in store.images()} == {"base", "second", "full-one"}
