@@ -41,6 +41,7 @@ DEFAULT_DECISION = "/run/ibi/decision"
 # there) included; focus stays visible through the '>' marker and reverse video
 MONO_TERMS = {"vt52", "vt100", "vt102", "vt220", "dumb"}
 TICK = 0.25  # seconds between clock updates while work runs
+WAKE_EVERY = 0.05  # at most this often a progress report wakes the UI loop
 
 
 class ConsoleScreen(urwid.display.raw.Screen):
@@ -131,8 +132,14 @@ class App:
         wfd = self.loop.watch_pipe(lambda data: self._wake(job, data, on_progress, on_done))
         fcntl.fcntl(wfd, fcntl.F_SETFL, fcntl.fcntl(wfd, fcntl.F_GETFL) | os.O_NONBLOCK)
 
+        last = [0.0]
+
         def report(p: Any) -> None:
             job.latest = p
+            now = time.monotonic()
+            if now - last[0] < WAKE_EVERY:
+                return  # the UI takes the latest report at its next wake-up or tick
+            last[0] = now
             with contextlib.suppress(OSError):  # full pipe or closed reader: skip a wake-up
                 os.write(wfd, b"p")
 
