@@ -82,7 +82,7 @@ class App:
         self.footer = urwid.Text("")
         self.frame: urwid.Frame[urwid.Widget, Any, Any] = urwid.Frame(
             urwid.SolidFill(" "), header=urwid.AttrMap(head, "header"),
-                                 footer=urwid.AttrMap(self.footer, "footer"))
+            footer=urwid.AttrMap(self.footer, "footer"))
         self.screen = screen if screen is not None else ConsoleScreen()
         if not colour:
             self.screen.set_terminal_properties(colors=1)
