@@ -246,7 +246,8 @@ class Controller:
                 f"{human(res.discarded.bytes)}.",
                 f"The old layer was set aside in {res.trash} (ibi purge deletes it).",
                 "Kept config: " + (", ".join(res.preserved) or "none"),
-                "", "The writable layer is now empty."]
+                "", "The writable layer is now fresh"
+                + (": it holds only the kept config." if res.preserved else " and empty.")]
             self.host.show(result_page("System restored", lines, self.reload))
         self._work("Restoring the system", "", lambda _r: self.engine.restore(), done,
                    mutating=True, on_error=self._or_queue("restore"))

@@ -95,7 +95,7 @@ def test_restore_system_empties_the_writable_layer(store: Engine, tmp_path: Path
         assert "/home: every user's files" in screen and "the image stack: base" in screen
         t.type("RESTORE")
         t.press("enter")
-        t.wait_for("System restored", "The writable layer is now empty.")
+        t.wait_for("System restored", "The writable layer is now fresh and empty.")
         t.press("enter")
         t.wait_for("0 changed files, 0 deleted")
         t.press("c")

@@ -51,7 +51,7 @@ def test_restore_explains_then_needs_restore_typed(tmp_path: Path) -> None:
     typed(host, "RESTORE")
     assert "restore" in eng.calls
     assert "System restored" in host.text()
-    assert "The writable layer is now empty." in host.text()
+    assert "The writable layer is now fresh: it holds only the kept config." in host.text()
     host.press("enter")
     assert len(host.views) == 1 and "Continue booting" in host.text()
     assert host.exit_code is None
