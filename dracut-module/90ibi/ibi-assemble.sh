@@ -151,8 +151,15 @@ assemble_decision() {
             ibi_log warning "cannot review '${1#review }' ($IBI_ERROR): booting normally"
             assemble_normal
             ;;
-        reboot) systemctl --no-block reboot ;;
-        poweroff) systemctl --no-block poweroff ;;
+        reboot | poweroff)
+            ibi_log notice "menu decision: $1"
+            sync
+            umount "$IBI_DATA" 2> /dev/null
+            # --force: no orderly stop of the initramfs units, straight to systemd-shutdown
+            systemctl --force "$1"
+            sleep 60
+            return 1
+            ;;
         *)
             ibi_log warning "unknown menu decision '$1': booting normally"
             assemble_normal
