@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import guest as guestmod  # noqa: E402
-import qemu  # noqa: E402
+import guest as guestmod
+import qemu
 
 
 def _unavailable() -> str | None:
@@ -58,9 +58,10 @@ def boot(guest: guestmod.Guest, vm_workdir: Path,
     vms: list[qemu.VM] = []
     logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
 
-    def start(disk: Path, name: str, extra_append: str = "") -> qemu.VM:
+    def start(disk: Path, name: str, extra_append: str = "",
+              base_append: str = qemu.BASE_APPEND) -> qemu.VM:
         vm = qemu.VM(guest.kernel, guest.initrd, disk, logs, f"{request.node.name}-{name}",
-                     extra_append)
+                     extra_append, base_append)
         vms.append(vm)
         vm.start()
         return vm

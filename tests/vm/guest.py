@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import recipe  # noqa: E402
+import recipe
 
 PROJECT = Path(__file__).resolve().parents[2]
 DATA_LABEL = "ibidata"
@@ -246,6 +246,10 @@ class Guest:
         files to the data directory D (e.g. into layer/upper or home) before mkfs."""
         return make_data_disk(self.base_sqfs, path, setup)
 
+    def plain_disk(self, path: Path) -> Path:
+        """The same guest as a plain ext4 root (no ibi): the baseline boot to compare with."""
+        return make_plain_disk(path)
+
     def overlay_disk(self, path: Path) -> Path:
         """A qcow2 copy-on-write overlay of the data disk (one per scenario)."""
         sh(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.data_disk),
@@ -307,6 +311,25 @@ def build_guest(workdir: Path) -> Guest:
     timings["total_s"] = round(time.monotonic() - t0, 1)
     log(f"guest ready: {timings}")
     return Guest(kernel, initrd, base, disk, timings)
+
+
+def make_plain_disk(disk: Path) -> Path:
+    """An ext4 image of the configured guest tree (boot it with root=/dev/vda)."""
+    tar, _ = ensure_rootfs()
+    tree = disk.with_name(disk.name + ".tree")
+    if tree.exists():
+        shutil.rmtree(tree)
+    tree.mkdir(parents=True)
+    sh(["tar", "-xpf", str(tar), "--numeric-owner", "--xattrs", "--xattrs-include=*",
+        "-C", str(tree)])
+    install_project(tree)
+    configure(tree)
+    with contextlib.suppress(FileNotFoundError):
+        disk.unlink()
+    sh(["mkfs.ext4", "-q", "-F", "-L", "plainroot", "-E", "root_owner=0:0", "-d", str(tree),
+        str(disk), "3G"])
+    shutil.rmtree(tree)
+    return disk
 
 
 def prune(c: Path, keep: set[str]) -> None:

@@ -11,6 +11,7 @@ is retried (up to ``EARLY_RETRIES`` times).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -69,13 +70,13 @@ class VM:
     """One boot of the guest. Use as a context manager: qemu is killed on exit."""
 
     def __init__(self, kernel: Path, initrd: Path, disk: Path, log_dir: Path, name: str,
-                 extra_append: str = "") -> None:
+                 extra_append: str = "", base_append: str = BASE_APPEND) -> None:
         self.kernel = kernel
         self.initrd = initrd
         self.disk = disk
         self.log_dir = log_dir
         self.name = name
-        self.append = f"{BASE_APPEND} {extra_append}".strip()
+        self.append = f"{base_append} {extra_append}".strip()
         self.proc: pexpect.spawn | None = None
         self.log_path: Path | None = None
         self.boot_seconds: float | None = None
@@ -121,10 +122,8 @@ class VM:
                          "emergency shell"], timeout=timeout)
         if i != 0:
             # give the emergency output a moment to reach the log
-            try:
+            with contextlib.suppress(pexpect.EOF):
                 self.proc.expect(pexpect.TIMEOUT, timeout=5)
-            except pexpect.EOF:
-                pass
             raise BootError(f"{self.name}: the guest fell into an emergency shell "
                             f"(log: {self.log_path})")
         self.boot_seconds = round(time.monotonic() - self.started, 1)
@@ -159,15 +158,14 @@ class VM:
         """Run ``cmd`` in the guest shell; returns (exit status, output without \\r)."""
         assert self.proc is not None
         tag = secrets.token_hex(4)
-        # the markers are printed by printf, so the echoed command line never matches them
-        self.proc.sendline(f"printf '@@B{tag}\\n'; {cmd}\nprintf '@@E{tag} %d\\n' $?")
+        # one line (a second line's echo could land inside the output); the markers are
+        # printed with %s, so the echoed command line never contains them
+        self.proc.sendline(f"printf '@@B%s\\n' {tag}; {cmd}; printf '@@E%s %d\\n' {tag} $?")
         self.expect(f"@@B{tag}\r*\n", timeout=timeout)
         self.expect(f"@@E{tag} (\\d+)\r*\n", timeout=timeout)
         out = self.proc.before or ""
         rc = int(self.proc.match.group(1))  # type: ignore[union-attr]
         out = out.replace("\r", "")
-        # drop the echo of the second line (the end marker's printf)
-        out = re.sub(rf"^.*printf '@@E{tag}.*$\n?", "", out, flags=re.M)
         return rc, out.strip("\n")
 
     def check(self, cmd: str, timeout: float = 120) -> str:

@@ -183,3 +183,20 @@ def test_maintenance_restore_system(guest: Guest, vm_workdir: Path, boot: Boot) 
     assert vm.check("cat /home/keep.txt") == "my work"
     assert_protected(vm, "/run/ibi/data/layer/upper")
     vm.poweroff()
+
+
+# --- the baseline: the same guest without ibi ---------------------------------------------
+
+def test_baseline_boot_without_ibi(guest: Guest, vm_workdir: Path, boot: Boot) -> None:
+    """The same kernel, initramfs and tree as a plain ext4 root: the boot time to compare
+    with, and the protection check must complain that / is not protected."""
+    if os.environ.get("IBI_VM_BASELINE", "1") == "0":
+        pytest.skip("IBI_VM_BASELINE=0: baseline boot not wanted")
+    disk = guest.plain_disk(vm_workdir / "plain.raw")
+    vm = boot(disk, "plain", "", "console=ttyS0,115200 panic=-1 root=/dev/vda rw "
+              "systemd.show_status=1 net.ifnames=0 rd.udev.log_level=err")
+    vm.boot()
+    assert mount_field(vm, "FSTYPE") == "ext4"
+    assert vm.run("systemctl is-failed ibi-protect.service")[1] == "failed"
+    assert "NOT protected" in vm.check("journalctl -b -u ibi-protect --no-pager -o cat | cat")
+    vm.poweroff()
