@@ -4,11 +4,16 @@ carrying the command's stderr."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
+import pty
 import re
 import shutil
+import struct
 import subprocess
+import termios
 from collections.abc import Callable, Sequence
 
 from .errors import CommandError, IbiError
@@ -57,35 +62,53 @@ _PROGRESS = re.compile(rb"(\d+)/(\d+)\s+(\d+)%")
 
 def run_with_progress(argv: Sequence[str], on_progress: Callable[[int, int], None]) -> None:
     """Run a command whose output carries ``done/total NN%`` progress lines (mksquashfs's
-    bar, split on carriage returns); call ``on_progress(done, total)`` as it advances."""
+    bar, split on carriage returns); call ``on_progress(done, total)`` as it advances.
+
+    The command writes to a pseudo-terminal, not a pipe: mksquashfs's stdio buffers a
+    pipe fully, so through one its progress would only arrive when it exits."""
     argv = [str(a) for a in argv]
     log.debug("run: %s", " ".join(argv))
+    master, slave = pty.openpty()
+    # a wide terminal, so the bar's figures are never cut
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))
     try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=_env(),
-        )
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                                env=_env(), start_new_session=True)
     except FileNotFoundError as e:
+        os.close(master)
         raise IbiError(f"{argv[0]} not found") from e
-    assert proc.stdout is not None
+    finally:
+        os.close(slave)
     buf = b""
     last = (-1, -1)
     tail: list[bytes] = []
-    while True:
-        chunk = os.read(proc.stdout.fileno(), 65536)
-        if not chunk:
-            break
-        buf += chunk
-        *parts, buf = re.split(rb"[\r\n]", buf)
-        for part in parts:
-            m = _PROGRESS.search(part)
-            if m:
-                cur = (int(m.group(1)), int(m.group(2)))
-                if cur != last:
-                    last = cur
-                    on_progress(*cur)
-            elif part.strip():
-                tail = [*tail[-20:], part]
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError as e:  # EIO: the command closed the terminal (it exited)
+                if e.errno != errno.EIO:
+                    raise
+                chunk = b""
+            if not chunk:
+                break
+            buf += chunk
+            *parts, buf = re.split(rb"[\r\n]", buf)
+            for part in parts:
+                m = _PROGRESS.search(part)
+                if m:
+                    cur = (int(m.group(1)), int(m.group(2)))
+                    if cur != last:
+                        last = cur
+                        on_progress(*cur)
+                elif part.strip():
+                    tail = [*tail[-20:], part]
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        os.close(master)
     rc = proc.wait()
     if rc != 0:
         raise CommandError(argv, rc, b"\n".join(tail).decode(errors="replace"))
