@@ -425,26 +425,35 @@ class Engine:
         self._fresh_layer(carry=True, new_stack=list(new))
         return new
 
-    def delete(self, name: str) -> None:
-        """Delete an image that is neither in the stack nor depended upon."""
-        self.recover()
+    def delete_blocker(self, name: str) -> str | None:
+        """Why image ``name`` cannot be deleted now, or None if it can."""
         st = self.store
+        st.require()
         check_name(name)
         if not st.has_image(name) and not st.meta_path(name).exists():
             raise NotFound(f"no image named {name!r} in the store")
-        tab = st.read_roottab()
-        if name in tab:
-            raise InUse(f"{name!r} is in the active stack; roll back past it first")
+        if name in st.read_roottab():
+            return f"{name!r} is in the active stack; roll back past it first"
         with contextlib.suppress(StoreError):
             if name in st.read_roottab(prev=True):
-                raise InUse(f"{name!r} is in roottab.prev (the boot fallback); "
-                            "make another change to the stack first")
+                return (f"{name!r} is in roottab.prev (the boot fallback); "
+                        "make another change to the stack first")
         users = [m.name for m in self.images()
                  if m.kind is Kind.INCREMENTAL and name in m.stack and m.name != name]
         if users:
-            raise InUse(f"{name!r} is needed by {', '.join(users)}")
-        if self._mounted_images() & {str(st.image_path(name))}:
-            raise InUse(f"{name!r} is mounted (a live review?); unmount it first")
+            return f"{name!r} is needed by {', '.join(users)}"
+        if str(st.image_path(name)) in self._mounted_images():
+            return f"{name!r} is mounted (a live review?); unmount it first"
+        return None
+
+    def delete(self, name: str) -> None:
+        """Delete an image that is neither in the stack, nor the boot fallback, nor
+        depended upon, nor mounted."""
+        self.recover()
+        st = self.store
+        reason = self.delete_blocker(name)
+        if reason:
+            raise InUse(reason)
         for p in (st.image_path(name), st.meta_path(name)):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()

@@ -431,16 +431,19 @@ class Controller:
             choices, _tab = res
             if not choices:
                 self.host.dialog(Dialog("Delete restore point", [
-                    "Every restore point is in the active stack: none can be deleted.",
+                    "No restore point can be deleted now: each is in the active stack,",
+                    "the boot fallback (roottab.prev), or needed by another image.",
                     "Roll back past one first."], self.host.close_dialog))
                 return
             intro: list[Line | str] = [
-                "Images in the active stack cannot be deleted; these are not in it.",
+                "Images in the active stack or the boot fallback, or needed by another",
+                "image, cannot be deleted; these can.",
                 "Choose the restore point to delete (newest first):"]
             self.host.show(PickerView("Delete restore point", intro, choices,
                                       self._confirm_delete, self.back))
         self._work("Reading the store", "",
-                   self._choices(lambda m, tab: m.name in tab), shown)
+                   self._choices(lambda m, tab: m.name in tab
+                                 or self.engine.delete_blocker(m.name) is not None), shown)
 
     def _confirm_delete(self, name: str) -> None:
         def work(_r: ProgressFn) -> ImageMeta:

@@ -166,10 +166,16 @@ class FakeEngine:
         self.layer = []
         return tuple(self.tab)
 
+    def delete_blocker(self, name: str) -> str | None:
+        if name in self.tab:
+            return f"{name!r} is in the active stack; roll back past it first"
+        return None
+
     def delete(self, name: str) -> None:
         self._check("delete")
-        if name in self.tab:
-            raise InUse(f"{name!r} is in the active stack; roll back past it first")
+        reason = self.delete_blocker(name)
+        if reason:
+            raise InUse(reason)
         del self.metas[name]
 
     def queue(self, action: str, *, name: str | None = None, description: str = "") -> None:

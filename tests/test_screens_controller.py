@@ -144,7 +144,7 @@ def test_rollback_confirm_and_cancel(tmp_path: Path) -> None:
 def test_delete_only_offers_images_outside_the_stack(tmp_path: Path) -> None:
     _ctl, host, eng = start(tmp_path)
     host.press("d")
-    assert "none can be deleted" in host.text()
+    assert "No restore point can be deleted now" in host.text()
     host.press("enter")
     eng.tab = ["base"]
     host.press("d")
