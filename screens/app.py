@@ -8,7 +8,7 @@ warning cannot tear the screen.
 
 Exit status: 0 continue booting (decision ``normal``); 10 Live Review (``review NAME``);
 11 ``reboot``; 12 ``poweroff``; 1 the menu failed (no decision written); 2 bad usage;
-130 interrupted. See docs/menu-protocol.md.
+130 interrupted. See docs/FORMAT.md ("The maintenance menu's decision").
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "make restore points, roll back, review, verify, or continue booting.",
         epilog="exit status: 0 continue booting (decision 'normal'); 10 Live Review "
         "(decision 'review NAME'); 11 'reboot'; 12 'poweroff'; 1 failed, no decision; "
-        "2 bad usage; 130 interrupted. See docs/menu-protocol.md.")
+        "2 bad usage; 130 interrupted. See docs/FORMAT.md, \"The maintenance menu's decision\".")
     p.add_argument("--data", metavar="DIR", default=os.environ.get("IBI_DATA", DEFAULT_DATA),
                    help=f"the data partition's mount point (default: $IBI_DATA or {DEFAULT_DATA})")
     p.add_argument("--run-dir", metavar="DIR", default=os.environ.get("IBI_RUN", DEFAULT_RUN),

@@ -1,5 +1,5 @@
 """The menu's answer to the boot: a one-line decision file written atomically, and the exit
-status that says the same. See docs/menu-protocol.md."""
+status that says the same. See docs/FORMAT.md ("The maintenance menu's decision")."""
 
 from __future__ import annotations
 
