@@ -11,6 +11,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,7 +79,15 @@ def boot(guest: guestmod.Guest, vm_workdir: Path,
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome: Any = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Every boot's time, also when pytest captured the output."""
+    if qemu.BOOT_TIMES:
+        terminalreporter.section("vm boot times (qemu start to root shell)")
+        for name, seconds in qemu.BOOT_TIMES:
+            terminalreporter.write_line(f"{seconds:7.1f} s  {name}")

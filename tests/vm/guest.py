@@ -84,8 +84,9 @@ def hash_paths(paths: Iterable[Path], extra: str = "") -> str:
 
 
 def sh(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, text=True,
-                          **kw)  # type: ignore[call-overload]
+    r: subprocess.CompletedProcess[str] = subprocess.run(
+        cmd, check=True, stdin=subprocess.DEVNULL, text=True, **kw)  # type: ignore[call-overload]
+    return r
 
 
 # --- the cached rootfs -----------------------------------------------------------------

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 
 import pexpect
 
@@ -33,6 +34,9 @@ BOOT_TIMEOUT = int(os.environ.get("IBI_VM_BOOT_TIMEOUT", "420"))
 
 BASE_APPEND = ("console=ttyS0,115200 panic=-1 rd.ibi.data=LABEL=ibidata "
                "systemd.show_status=1 net.ifnames=0 rd.udev.log_level=err")
+
+
+BOOT_TIMES: list[tuple[str, float]] = []  # (boot name, seconds) of this process's boots
 
 
 class BootError(AssertionError):
@@ -81,7 +85,7 @@ class VM:
         self.log_path: Path | None = None
         self.boot_seconds: float | None = None
         self.started = 0.0
-        self._log = None
+        self._log: TextIO | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -90,9 +94,10 @@ class VM:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, EARLY_RETRIES + 1):
             self.log_path = self.log_dir / f"{self.name}-try{attempt}.log"
-            self._log = self.log_path.open("w", encoding="utf-8", errors="replace")
+            log = self.log_path.open("w", encoding="utf-8", errors="replace")
+            self._log = log
             argv = qemu_argv(self.kernel, self.initrd, self.disk, self.append)
-            self._log.write("# " + " ".join(argv) + "\n")
+            log.write("# " + " ".join(argv) + "\n")
             self.started = time.monotonic()
             self.proc = pexpect.spawn(argv[0], argv[1:], encoding="utf-8",
                                       codec_errors="replace", dimensions=(24, 80),
@@ -134,6 +139,7 @@ class VM:
         self.run("dmesg -n 1; stty rows 24 cols 80; unset HISTFILE", timeout=60)
 
     def _record_time(self) -> None:
+        BOOT_TIMES.append((self.name, self.boot_seconds or 0.0))
         with (self.log_dir / "boot-times.txt").open("a") as fh:
             fh.write(f"{self.name}\t{self.boot_seconds}\t{self.append}\n")
 
@@ -142,7 +148,8 @@ class VM:
         assert self.proc is not None
         pats = [patterns] if isinstance(patterns, str) else list(patterns)
         try:
-            return self.proc.expect(pats, timeout=timeout)
+            i: int = self.proc.expect(pats, timeout=timeout)
+            return i
         except pexpect.TIMEOUT:
             raise BootError(f"{self.name}: timed out after {timeout} s waiting for {pats!r} "
                             f"(log: {self.log_path})") from None
@@ -164,7 +171,7 @@ class VM:
         self.expect(f"@@B{tag}\r*\n", timeout=timeout)
         self.expect(f"@@E{tag} (\\d+)\r*\n", timeout=timeout)
         out = self.proc.before or ""
-        rc = int(self.proc.match.group(1))  # type: ignore[union-attr]
+        rc = int(self.proc.match.group(1))
         out = out.replace("\r", "")
         return rc, out.strip("\n")
 
@@ -184,6 +191,16 @@ class VM:
             self.proc.expect(pexpect.EOF, timeout=timeout)
         except pexpect.TIMEOUT:
             raise BootError(f"{self.name}: did not power off in {timeout} s "
+                            f"(log: {self.log_path})") from None
+        self._kill()
+
+    def expect_exit(self, timeout: float = 180) -> None:
+        """Wait for qemu to exit by itself (the guest powered off or rebooted)."""
+        assert self.proc is not None
+        try:
+            self.proc.expect(pexpect.EOF, timeout=timeout)
+        except pexpect.TIMEOUT:
+            raise BootError(f"{self.name}: qemu still runs after {timeout} s "
                             f"(log: {self.log_path})") from None
         self._kill()
 

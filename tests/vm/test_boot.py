@@ -200,3 +200,43 @@ def test_baseline_boot_without_ibi(guest: Guest, vm_workdir: Path, boot: Boot) -
     assert vm.run("systemctl is-failed ibi-protect.service")[1] == "failed"
     assert "NOT protected" in vm.check("journalctl -b -u ibi-protect --no-pager -o cat | cat")
     vm.poweroff()
+
+
+# --- no black screen: an unbootable store opens the menu with the error --------------------
+
+def test_unbootable_store_opens_the_menu_with_the_error(guest: Guest, vm_workdir: Path,
+                                                        boot: Boot) -> None:
+    def break_both(data: Path) -> None:
+        store = data / ".root_images"
+        (store / "roottab").write_text("no-such-image\n")
+        (store / "roottab.prev").unlink(missing_ok=True)
+
+    disk = guest.make_disk(vm_workdir / "s6.raw", break_both)
+    vm = boot(disk, "broken")  # a normal boot, no rd.ibi.maintenance
+    con = open_menu(vm)
+    assert "the boot failed" in con.text(), con.text()
+    con.keys("o", settle=0)  # Power off: the decision ends the boot
+    vm.expect_exit(timeout=180)
+
+
+# --- Live Review chosen in the menu ---------------------------------------------------------
+
+def test_maintenance_live_review_decision(guest: Guest, vm_workdir: Path, boot: Boot) -> None:
+    def layer_file(data: Path) -> None:
+        plant(data, "layer/upper/root/layer-marker.txt", "in the layer\n")
+        upper_root(data)
+
+    disk = guest.make_disk(vm_workdir / "s7.raw", layer_file)
+    vm = boot(disk, "maint", "rd.ibi.maintenance")
+    con = open_menu(vm)
+    con.keys("l")
+    con.wait_for("Live Review", timeout=60)
+    con.wait_for("newest first", timeout=60)
+    con.keys("\r")
+    con.wait_for("Boot into Live Review", timeout=60)
+    con.keys("\r")
+    vm.wait_for_shell()
+    assert vm.check("cat /run/ibi/mode") == "review base"
+    assert_protected(vm, "/run/ibi/review/upper")
+    assert vm.run("test -e /root/layer-marker.txt")[0] == 1
+    vm.poweroff()
