@@ -49,7 +49,8 @@ ibi_wait_dev() {
     while [ ! -b "$1" ]; do
         [ "$_i" -ge "$2" ] && return 1
         [ "$_i" -eq 5 ] && ibi_log notice "waiting for the data partition $1"
-        udevadm settle --timeout=1 > /dev/null 2>&1 || sleep 1
+        udevadm settle --timeout=1 > /dev/null 2>&1
+        sleep 1
         _i=$((_i + 1))
     done
     return 0
