@@ -68,6 +68,10 @@ else
     for lower in $lowers; do
         IFS=$old_ifs
         n=$((n + 1))
+        case $lower in
+            /*) ;;
+            *) lower=/run/ibi/lower/$lower ;; # ibi gives lowers relative to /run/ibi/lower
+        esac
         lopts=$(mount_opts "$lower") || {
             warn "image $lower is not a mount of its own"
             continue

@@ -4,6 +4,10 @@
 #   ibi-assemble menu       rd.ibi.maintenance: run the maintenance menu, record its decision
 #   ibi-assemble sysroot    assemble /sysroot: the decision, rd.ibi.review=NAME, or normal
 #   ibi-assemble menu-inner (internal) the menu in a private mount namespace
+#   ibi-assemble pending-inner (internal) the action queued for this boot, likewise
+#
+# Both units first carry out an action queued from the running system (ibi restore/create
+# --next-boot, or the menu there), with Python from the image, before anything else.
 #
 # Normal boot: roottab; if it is unusable, roottab.prev; if that fails too, the menu opens with
 # the error; if even the menu cannot run, the unit fails and emergency.target gives a shell.
@@ -49,8 +53,12 @@ menu_stack() {
 }
 
 # Runs inside `unshare --mount`: every mount made here vanishes with the namespace.
-# arg1: an error to show in the menu (may be empty)
-menu_inner() {
+# Mounts the stack read-only under a tmpfs upper with /dev, /proc, /sys, /run and the data
+# partition bound in, and runs ibi there (Python from the image itself).
+# arg1: "menu" or "pending"; arg2: an error to show in the menu (may be empty)
+image_inner() {
+    _what=$1
+    _err=$2
     mount --make-rprivate /
     menu_stack || {
         echo "ibi: no usable image to run the menu from" >&2
@@ -73,12 +81,32 @@ menu_inner() {
     mount --bind /run "$MENU_ROOT/run"
     mkdir -p "$MENU_ROOT$IBI_DATA"
     mount --bind "$IBI_DATA" "$MENU_ROOT$IBI_DATA"
-    [ -n "$1" ] && echo "$1" > "$IBI_RUN/boot-error"
-    : > "$IBI_RUN/menu-started"
+    if [ "$_what" = pending ]; then
+        set -- pending --run
+    else
+        [ -n "$_err" ] && echo "$_err" > "$IBI_RUN/boot-error"
+        : > "$IBI_RUN/menu-started"
+        set -- menu
+    fi
     chroot "$MENU_ROOT" /usr/bin/env -i \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root TERM="${TERM:-vt220}" LANG=C.UTF-8 IBI_BOOT_ERROR="$1" \
-        /usr/sbin/ibi menu --data "$IBI_DATA"
+        HOME=/root TERM="${TERM:-vt220}" LANG=C.UTF-8 IBI_BOOT_ERROR="$_err" \
+        /usr/sbin/ibi "$@" --data "$IBI_DATA"
+}
+
+# Carries out the action queued for this boot, if any (the engine clears it once done; a
+# failure is logged and left queued, and the boot goes on).
+run_pending() {
+    [ -e "$IBI_DATA/$IBI_STORE/pending" ] || return 0
+    ibi_log notice "carrying out the action queued for this boot: $(tr '\n' ' ' < "$IBI_DATA/$IBI_STORE/pending")"
+    echo "ibi: carrying out the action queued for this boot..." > /dev/console 2> /dev/null
+    if unshare --mount /usr/sbin/ibi-assemble pending-inner > /dev/console 2>&1; then
+        ibi_log notice "the queued action is done"
+    else
+        ibi_log err "the queued action failed (exit $?): it stays queued (ibi pending)"
+    fi
+    rmdir "$IBI_LOWER"/* 2> /dev/null
+    return 0
 }
 
 # arg1: an error to show in the menu (may be empty)
@@ -101,7 +129,7 @@ run_menu() {
     echo "$_printk" > /proc/sys/kernel/printk
     kill -54 1 2> /dev/null
     printf '\033[0m\033[H\033[J' 2> /dev/null
-    rmdir "$IBI_LOWER"/*/* "$IBI_LOWER"/* 2> /dev/null
+    rmdir "$IBI_LOWER"/* 2> /dev/null
     if [ ! -s "$DECISION" ]; then
         if [ ! -e "$IBI_RUN/menu-started" ]; then
             ibi_log err "the maintenance menu could not run (exit $_rc)"
@@ -177,6 +205,7 @@ do_sysroot() {
         ibi_fail_banner "$IBI_ERROR"
         return 1
     fi
+    run_pending
     if [ -s "$DECISION" ]; then
         read -r _decision < "$DECISION"
     elif _review=$(getarg rd.ibi.review=) && [ -n "$_review" ]; then
@@ -205,13 +234,15 @@ do_menu() {
         ibi_fail_banner "$IBI_ERROR"
         return 1
     fi
+    run_pending
     run_menu ""
 }
 
 case $1 in
     menu) do_menu ;;
     sysroot) do_sysroot ;;
-    menu-inner) menu_inner "$2" ;;
+    menu-inner) image_inner menu "$2" ;;
+    pending-inner) image_inner pending "" ;;
     *)
         echo "usage: ibi-assemble menu|sysroot" >&2
         exit 2

@@ -3,8 +3,11 @@
 #
 # The data partition (rd.ibi.data=) holds D/.root_images/{roottab,roottab.prev,<name>.sqfs,
 # <name>.yaml}, the writable layer D/layer/{upper,work} and D/home (see docs/FORMAT.md).
-# Every image is loop-mounted read-only under /run/ibi/lower/<n>/<name> (n=1 is the bottom)
-# and overlayfs joins them on the target, top image first in lowerdir.
+# Every image is loop-mounted read-only on /run/ibi/lower/<n> (n=1 is the bottom) and
+# overlayfs joins them on the target, top image first, given *relative* to /run/ibi/lower
+# (lowerdir=3:2:1): Debian 13's mount uses fsconfig(2), which refuses an option value over
+# 256 bytes, so absolute paths with image names broke after a handful of restore points.
+# The engine does the same (maintenance/mounts.py).
 
 # Must equal maintenance.mounts.OVERLAY_OPTIONS (tests/vm/test_boot.py checks it).
 IBI_OVERLAY_OPTIONS="redirect_dir=off,metacopy=off,index=off,xino=off"
@@ -205,21 +208,22 @@ ibi_review_stack() {
 }
 
 # arg1: names, bottom first (newline separated)
-# Loop-mounts each image read-only on $IBI_LOWER/<n>/<name>; sets IBI_LOWERDIR (top first).
+# Loop-mounts each image read-only on $IBI_LOWER/<n>; sets IBI_LOWERDIR (top first,
+# relative to $IBI_LOWER).
 # returns: 1 (message in IBI_ERROR, nothing left mounted) on failure
 ibi_mount_lowers() {
     IBI_LOWERDIR=""
     _i=0
     for _n in $1; do
         _i=$((_i + 1))
-        _dir=$IBI_LOWER/$_i/$_n
+        _dir=$IBI_LOWER/$_i
         mkdir -p "$_dir"
         if ! _out=$(mount -t squashfs -o ro,loop "$IBI_DATA/$IBI_STORE/$_n.sqfs" "$_dir" 2>&1); then
             IBI_ERROR="cannot mount image '$_n': $_out"
             ibi_umount_lowers
             return 1
         fi
-        IBI_LOWERDIR="$_dir${IBI_LOWERDIR:+:$IBI_LOWERDIR}"
+        IBI_LOWERDIR="$_i${IBI_LOWERDIR:+:$IBI_LOWERDIR}"
     done
     [ -n "$IBI_LOWERDIR" ] || {
         IBI_ERROR="no image to mount"
@@ -230,17 +234,17 @@ ibi_mount_lowers() {
 
 # Unmounts every image under $IBI_LOWER and removes the mount points.
 ibi_umount_lowers() {
-    for _dir in "$IBI_LOWER"/*/*; do
+    for _dir in "$IBI_LOWER"/*; do
         [ -d "$_dir" ] || continue
         ismounted "$_dir" && umount "$_dir"
-        rmdir "$_dir" "${_dir%/*}" 2> /dev/null
+        rmdir "$_dir" 2> /dev/null
     done
     return 0
 }
 
 # arg1: target; arg2: upperdir; arg3: workdir (uses IBI_LOWERDIR)
 ibi_mount_overlay() {
-    if ! _out=$(mount -t overlay -o \
+    if ! _out=$(cd "$IBI_LOWER" && mount -t overlay -o \
         "lowerdir=$IBI_LOWERDIR,upperdir=$2,workdir=$3,$IBI_OVERLAY_OPTIONS" ibi "$1" 2>&1); then
         IBI_ERROR="cannot mount the overlay on $1: $_out"
         return 1

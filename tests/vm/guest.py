@@ -341,10 +341,6 @@ def prune(c: Path, keep: set[str]) -> None:
                 p.unlink()
 
 
-def engine_has_init() -> bool:
-    return (PROJECT / "maintenance/cli.py").is_file()
-
-
 def make_data_disk(base: Path, disk: Path,
                    setup: Callable[[Path], None] | None = None) -> Path:
     """An ext4 image labelled ibidata holding a store whose stack is just ``base``."""
@@ -352,21 +348,9 @@ def make_data_disk(base: Path, disk: Path,
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    if engine_has_init():
-        env = dict(os.environ, PYTHONPATH=str(PROJECT))
-        sh([sys.executable, "-m", "maintenance.cli", "init", "--data", str(staging),
-            "--image", str(base), "-m", "VM test base"], env=env, stdout=subprocess.DEVNULL)
-    else:  # the format by hand (docs/FORMAT.md), until the engine lands
-        store = staging / ".root_images"
-        store.mkdir()
-        shutil.copy2(base, store / "base.sqfs")
-        (store / "base.yaml").write_text(
-            "format: 1\nname: base\nkind: base\ncreated: '2026-01-01T00:00:00Z'\n"
-            "sha256: ''\nsize: 0\ndescription: VM test base\nparent: null\nstack: []\n")
-        (store / "roottab").write_text("# ibi roottab\nbase\n")
-        for d in ("layer/upper", "layer/work", "home"):
-            (staging / d).mkdir(parents=True)
-        (staging / "layer/id").write_text("0000000000000000\n")
+    env = dict(os.environ, PYTHONPATH=str(PROJECT))
+    sh([sys.executable, "-m", "maintenance.cli", "init", "--data", str(staging),
+        "--image", str(base), "-m", "VM test base"], env=env, stdout=subprocess.DEVNULL)
     if setup is not None:
         setup(staging)
     with contextlib.suppress(FileNotFoundError):

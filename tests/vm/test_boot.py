@@ -44,10 +44,21 @@ def mount_field(vm: VM, field: str, target: str = "/") -> str:
 
 
 def lowerdirs(vm: VM) -> list[str]:
+    """The lowers of /, top first, as paths (ibi passes them relative to /run/ibi/lower)."""
     opts = mount_field(vm, "OPTIONS")
     m = re.search(r"lowerdir=([^,]+)", opts)
     assert m, f"no lowerdir in the options of /: {opts}"
-    return m.group(1).split(":")
+    return [p if p.startswith("/") else f"/run/ibi/lower/{p}" for p in m.group(1).split(":")]
+
+
+def lower_images(vm: VM) -> list[str]:
+    """The image names behind the lowers of /, top first (from the loop backing files)."""
+    out = []
+    for lower in lowerdirs(vm):
+        dev = mount_field(vm, "SOURCE", lower)
+        back = vm.check(f"losetup -n -O BACK-FILE {dev} | cat")
+        out.append(Path(back).name.removesuffix(".sqfs"))
+    return out
 
 
 def assert_protected(vm: VM, upper: str) -> None:
@@ -61,27 +72,54 @@ def assert_protected(vm: VM, upper: str) -> None:
 
 # --- scenario 1 ------------------------------------------------------------------------
 
+DEEP = [f"restore-point-{i}-with-a-long-descriptive-name-{'x' * 16}" for i in range(8)]
+
+
+def deep_stack(data: Path) -> None:
+    """Eight incremental restore points with 61-character names on the base: as absolute
+    paths their lowerdir= would be over 600 bytes, which Debian 13's mount refuses."""
+    from maintenance.engine import Engine
+    from maintenance.model import Kind
+
+    eng = Engine(data, data.parent / "run")
+    for i, name in enumerate(DEEP):
+        plant(data, f"layer/upper/root/deep-{i}.txt", f"{i}\n")
+        eng.create(Kind.INCREMENTAL, name=name, level=1)
+
+
 def test_normal_boot_is_overlay_and_persists(guest: Guest, vm_workdir: Path,
                                              boot: Boot) -> None:
-    disk = guest.make_disk(vm_workdir / "s1.raw")
+    disk = guest.make_disk(vm_workdir / "s1.raw", deep_stack)
     vm = boot(disk, "first")
     vm.boot()
     assert vm.check("cat /run/ibi/mode") == "normal roottab"
     assert_protected(vm, "/run/ibi/data/layer/upper")
-    assert lowerdirs(vm) == ["/run/ibi/lower/1/base"]
+    assert lowerdirs(vm) == [f"/run/ibi/lower/{n}" for n in range(9, 0, -1)]
+    assert lower_images(vm) == [*reversed(DEEP), "base"]
+    assert vm.check("cat /root/deep-0.txt /root/deep-7.txt").split() == ["0", "7"]
     assert vm.check("systemctl is-active ibi-protect.service") == "active"
     assert "protection check passed" in vm.check("journalctl -b -u ibi-protect --no-pager | cat")
     assert mount_field(vm, "SOURCE", "/home").endswith("[/home]")
     status = vm.check("ibi status --data /run/ibi/data", timeout=180)
     assert "base" in status
     vm.check("echo persisted > /root/persist.txt && echo mine > /home/file.txt && sync")
+    assert vm.check("cat /run/ibi/data/layer/upper/root/persist.txt") == "persisted"
+    # the running system cannot squash its own layer: queue it for the next boot
+    out = vm.check("ibi create --incremental --next-boot --name queued-at-runtime "
+                   "--data /run/ibi/data 2>&1", timeout=180)
+    assert "at the next boot" in out
+    vm.check("sync")
     vm.poweroff()
 
     vm = boot(disk, "second")
     vm.boot()
     assert vm.check("cat /root/persist.txt") == "persisted"
     assert vm.check("cat /home/file.txt") == "mine"
-    assert vm.check("cat /run/ibi/data/layer/upper/root/persist.txt") == "persisted"
+    # the queued action ran in the initramfs: the file now lives in the new top image
+    assert lower_images(vm)[0] == "queued-at-runtime"
+    assert vm.run("test -e /run/ibi/data/layer/upper/root/persist.txt")[0] == 1
+    assert vm.run("test -e /run/ibi/data/.root_images/pending")[0] == 1
+    assert "the queued action is done" in vm.check("journalctl -b --no-pager -o cat | cat")
     vm.poweroff()
 
 
@@ -153,7 +191,7 @@ def test_maintenance_create_incremental_then_continue(guest: Guest, vm_workdir: 
     tab = vm.check("grep -v '^#' /run/ibi/data/.root_images/roottab")
     names = tab.split()
     assert len(names) == 2 and names[0] == "base", tab
-    assert lowerdirs(vm) == [f"/run/ibi/lower/2/{names[1]}", "/run/ibi/lower/1/base"]
+    assert lower_images(vm) == [names[1], "base"]
     assert_protected(vm, "/run/ibi/data/layer/upper")
     assert vm.check("cat /root/inc-marker.txt") == "squash me"
     assert vm.run("test -e /run/ibi/data/layer/upper/root/inc-marker.txt")[0] == 1
