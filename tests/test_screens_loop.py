@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,27 @@ def pty_app() -> tuple[App, Terminal, int, int]:
         master, slave
 
 
+def run_driven(app: App, ctl: Controller, drive: Callable[[], None], master: int,
+               slave: int) -> int:
+    """Run the menu's loop while ``drive`` types at it from a thread; close the pty."""
+    log_fd = os.open(os.devnull, os.O_WRONLY)
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    try:
+        return app.run(ctl, log_fd)
+    finally:
+        driver.join(10)
+        os.close(log_fd)
+        for fd in (slave, master):
+            os.close(fd)
+
+
 def test_work_runs_off_the_loop_and_the_screen_stays_responsive(tmp_path: Path) -> None:
     app, term, master, slave = pty_app()
     eng = SlowEngine()
     ctl = Controller(app, eng, decision_path=str(tmp_path / "decision"))  # type: ignore[arg-type]
     ctl.start()
     result: dict[str, int] = {}
-    log_fd = os.open(os.devnull, os.O_WRONLY)
 
     def drive() -> None:
         try:
@@ -121,13 +136,7 @@ def test_work_runs_off_the_loop_and_the_screen_stays_responsive(tmp_path: Path) 
             eng.release.set()
             os.write(master, b"c")
 
-    driver = threading.Thread(target=drive, daemon=True)
-    driver.start()
-    code = app.run(ctl, log_fd)
-    driver.join(10)
-    os.close(log_fd)
-    for fd in (slave, master):
-        os.close(fd)
+    code = run_driven(app, ctl, drive, master, slave)
     assert "error" not in result, result.get("msg")
     assert code == 0
     assert (tmp_path / "decision").read_text() == "normal\n"
@@ -143,7 +152,6 @@ def test_a_bug_in_a_callback_is_a_dialog_and_the_menu_carries_on(tmp_path: Path)
     app, term, master, slave = pty_app()
     ctl = Controller(app, BuggyEngine(), decision_path=str(tmp_path / "decision"))  # type: ignore[arg-type]
     ctl.start()
-    log_fd = os.open(os.devnull, os.O_WRONLY)
     seen: dict[str, str] = {}
 
     def drive() -> None:
@@ -159,13 +167,7 @@ def test_a_bug_in_a_callback_is_a_dialog_and_the_menu_carries_on(tmp_path: Path)
             os.write(master, b"\r")
             os.write(master, b"c")
 
-    driver = threading.Thread(target=drive, daemon=True)
-    driver.start()
-    code = app.run(ctl, log_fd)
-    driver.join(10)
-    os.close(log_fd)
-    for fd in (slave, master):
-        os.close(fd)
+    code = run_driven(app, ctl, drive, master, slave)
     assert "error" not in seen, seen["error"]
     assert "Traceback" not in seen["screen"]
     assert code == 0
