@@ -32,8 +32,8 @@ from pathlib import Path
 
 import psutil
 
+from . import bootloader, bootplan, mounts, squash
 from . import layer as layerfs
-from . import mounts, squash
 from .errors import (
     IbiError,
     InUse,
@@ -125,18 +125,10 @@ class Engine:
         """The stack (bottom first) that ends at image ``name``."""
         self.store.require()
         check_name(name)
+        tab = None
         with contextlib.suppress(StoreError):
-            tab = self.store.read_roottab()
-            if name in tab:
-                return tuple(tab[: tab.index(name) + 1])
-        if not self.store.has_image(name):
-            raise NotFound(f"no image named {name!r} in the store")
-        meta = self.store.read_meta(name)
-        below = meta.stack if meta.kind is Kind.INCREMENTAL else ()
-        for n in below:
-            if not self.store.has_image(n):
-                raise NotFound(f"{name!r} needs image {n!r}, which is missing")
-        return (*below, name)
+            tab = tuple(self.store.read_roottab())
+        return bootplan.stack_for(self.store, name, tab)
 
     review_stack = stack_for
 
@@ -229,7 +221,19 @@ class Engine:
     def recover(self) -> list[str]:
         """Finish or undo an interrupted action; return what was done (empty if nothing)."""
         self.store.require()
-        return self._recovery(dry_run=False)
+        done = self._recovery(dry_run=False)
+        if self.store.roottab_path.exists() and self.refresh_boot_files():
+            done.append("renew the boot plan")
+        return done
+
+    def refresh_boot_files(self) -> bool:
+        """Write the boot plan (and, on a machine set up by ibi install, GRUB's menu) for
+        the store as it is now; returns whether anything changed. Called after every change
+        of roottab or of the images, after their commit point."""
+        changed = bootplan.write(self.store)
+        if self.store.bootloader_conf.is_file():
+            changed = bootloader.write_grub_cfg(self.store) or changed
+        return changed
 
     def _recovery(self, dry_run: bool) -> list[str]:
         st = self.store
@@ -310,9 +314,12 @@ class Engine:
     def init(self, *, source_dir: str | os.PathLike[str] | None = None,
              image: str | os.PathLike[str] | None = None, name: str = "base",
              description: str = "", compressor: str = squash.DEFAULT_COMPRESSOR,
-             level: int | None = None, progress: ProgressFn | None = None) -> ImageMeta:
+             level: int | None = None, progress: ProgressFn | None = None,
+             excludes: tuple[str, ...] = (), space_needed: int | None = None) -> ImageMeta:
         """Create a store whose stack is one base image, squashed from a directory tree or
-        copied from an existing squashfs file."""
+        copied from an existing squashfs file. ``excludes``: more mksquashfs wildcards
+        (relative to the tree) to leave out besides ``home/*``; ``space_needed``: the caller's
+        estimate of the image's size (default: the tree's size, as if nothing compressed)."""
         st = self.store
         check_name(name)
         if (source_dir is None) == (image is None):
@@ -328,10 +335,11 @@ class Engine:
             if source_dir is not None:
                 if not src.is_dir():
                     raise NotFound(f"source directory {src} does not exist")
-                need = tree_bytes(src) + SPACE_MARGIN
-                self._check_space(need, "squash the base image")
+                need = space_needed if space_needed is not None else tree_bytes(src)
+                self._check_space(need + SPACE_MARGIN, "squash the base image")
                 squash.mksquashfs(src, tmp, compressor=compressor, level=level,
-                                  excludes=("home/*",), progress=progress, label=name)
+                                  excludes=("home/*", *excludes), progress=progress,
+                                  label=name)
             else:
                 if not src.is_file():
                     raise NotFound(f"image file {src} does not exist")
@@ -351,6 +359,7 @@ class Engine:
         if not st.layer.exists():
             st.make_layer(st.layer)
         st.write_roottab([name])
+        self.refresh_boot_files()
         return meta
 
     def create(self, kind: Kind, *, name: str | None = None, description: str = "",
@@ -400,6 +409,7 @@ class Engine:
             raise
         # the commit point: roottab names the new image
         st.write_roottab([*tab, name] if kind is Kind.INCREMENTAL else [name])
+        self.refresh_boot_files()
         slot, _ = self._fresh_layer(carry=False)
         remove_tree(slot)  # its content is in the new image: nothing is lost
         return meta
@@ -423,6 +433,7 @@ class Engine:
                 raise NotFound(f"image {n!r} is missing")
         self._refuse_if_live()
         self._fresh_layer(carry=True, new_stack=list(new))
+        self.refresh_boot_files()
         return new
 
     def delete_blocker(self, name: str) -> str | None:
@@ -458,6 +469,7 @@ class Engine:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         fsync_dir(st.root)
+        self.refresh_boot_files()
 
     def verify(self, *, all_images: bool = False,
                progress: ProgressFn | None = None) -> VerifyReport:

@@ -8,7 +8,10 @@ See docs/FORMAT.md. Under the data directory ``D``::
     D/.root_images/pending        an action queued for the next boot (yaml)
     D/.root_images/<name>.sqfs    read-only images
     D/.root_images/<name>.yaml    their metadata
+    D/.root_images/bootplan       what the initramfs mounts for each way of booting (text)
     D/.root_images/.tmp-*         work in progress (removed by recovery)
+    D/boot/                       kernels, initramfs and GRUB's files (ibi install)
+    D/boot/bootloader.yaml        the boot entries' settings (ibi install)
     D/layer/{upper,work,id}       the writable layer (overlay upperdir, workdir, layer id)
     D/layer.new/                  a fresh layer being prepared (renamed into place)
     D/trash/<stamp>-<id>/         layers set aside by Restore/Rollback, deleted by purge
@@ -36,6 +39,9 @@ ROOTTAB = "roottab"
 ROOTTAB_PREV = "roottab.prev"
 PRESERVE = "preserve"
 PENDING = "pending"
+BOOTPLAN = "bootplan"
+BOOT = "boot"
+BOOTLOADER_CONF = "bootloader.yaml"
 LAYER = "layer"
 LAYER_NEW = "layer.new"
 TRASH = "trash"
@@ -222,6 +228,8 @@ class Store:
         self.layer_new = self.data / LAYER_NEW
         self.trash = self.data / TRASH
         self.home = self.data / HOME
+        self.boot = self.data / BOOT
+        self.bootloader_conf = self.boot / BOOTLOADER_CONF
 
     # existence
     def exists(self) -> bool:

@@ -1,7 +1,8 @@
 #!/bin/sh
 # ibi-maintenance: run the maintenance menu in the booted system (ibi-maintenance.service)
 # and act on its decision: "normal" goes back to the default target; "review NAME" reboots
-# into that restore point's Live Review through GRUB's one-time entry when it can.
+# into that restore point's Live Review through GRUB's one-time entry (the menu ibi install
+# put on the data partition reads DATA/boot/grub/grubenv) when it can.
 
 DATA=/run/ibi/data
 DECISION=/run/ibi/decision
@@ -10,7 +11,7 @@ case $(stty size 2> /dev/null) in
     "" | "0 "* | *" 0") stty rows 24 cols 80 2> /dev/null ;;
 esac
 rm -f "$DECISION"
-/usr/sbin/ibi menu --data "$DATA"
+ibi menu --data "$DATA"
 rc=$?
 decision=normal
 [ -s "$DECISION" ] && read -r decision < "$DECISION"
@@ -20,15 +21,15 @@ decision=normal
 case $decision in
     "review "*)
         name=${decision#review }
-        entry="ibi: Live Review of $name"
-        if command -v grub-reboot > /dev/null &&
-            grub_entry=$(grep -o "menuentry '${entry}[^']*'" /boot/grub/grub.cfg 2> /dev/null |
-                head -n 1 | cut -d"'" -f2) && [ -n "$grub_entry" ]; then
-            echo "ibi: rebooting into: $grub_entry"
-            grub-reboot "$grub_entry" && exec systemctl reboot
+        env=$DATA/boot/grub/grubenv
+        if [ -f "$env" ] && command -v grub-editenv > /dev/null &&
+            grep -q -- "--id ibi-review-$name " "$DATA/boot/grub/grub.cfg" 2> /dev/null &&
+            grub-editenv "$env" set "next_entry=ibi-review-$name"; then
+            echo "ibi: rebooting into the Live Review of $name"
+            exec systemctl reboot
         fi
-        echo "ibi: a Live Review boots from the boot menu: reboot and choose '$entry'."
-        echo "ibi: (or add rd.ibi.review=$name to the kernel command line)"
+        echo "ibi: a Live Review boots from the boot menu: reboot and choose"
+        echo "ibi: 'ibi Live Review of $name' (or add rd.ibi.review=$name to the kernel command line)"
         sleep 5
         ;;
 esac

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from maintenance import engine as engine_mod
-from maintenance import squash, store
+from maintenance import bootplan, squash, store
 from maintenance.engine import Engine
 from maintenance.model import Kind
 from tests.fstree import apply_changes, build_base, snapshot
@@ -112,6 +112,8 @@ def test_interrupted_create(changed_store, root_ns: Path, point: str, kind: Kind
     fresh = Engine(eng.data_dir, eng.run_dir)
     fresh.recover()
     tab = fresh.roottab()
+    # whatever the crash left, the boot plan the initramfs reads matches roottab again
+    assert bootplan.is_current(fresh.store)
     new = ["base", "rp"] if kind is Kind.INCREMENTAL else ["rp"]
     if tab == ["base"]:  # the old state: layer intact, no trace of the new image
         assert fresh.changes(), "old state must keep the writable layer's changes"
@@ -191,7 +193,9 @@ def test_recovery_never_clears_a_layer_written_after_the_crash(changed_store,  #
     (eng.store.upper / "etc/written-after-crash").write_text("keep me\n")
     fresh = Engine(eng.data_dir, eng.run_dir)
     done = fresh.recover()
-    assert done == ["keep the writable layer: it changed after rp was made from it"]
+    # the crash came between roottab's commit and the boot plan's: recovery renews the plan
+    assert done == ["keep the writable layer: it changed after rp was made from it",
+                    "renew the boot plan"]
     assert fresh.recover() == []
     view = view_of(fresh, root_ns)
     assert view["etc/written-after-crash"]["size"] == 8

@@ -1,8 +1,8 @@
 # shellcheck shell=sh disable=SC2034  # IBI_* results are read by the callers
 # ibi-lib.sh: assemble the ibi image stack in the initramfs (sourced; POSIX sh).
 #
-# The data partition (rd.ibi.data=) holds D/.root_images/{roottab,roottab.prev,<name>.sqfs,
-# <name>.yaml}, the writable layer D/layer/{upper,work} and D/home (see docs/FORMAT.md).
+# The data partition (rd.ibi.data=) holds D/.root_images/{bootplan,<name>.sqfs}, the writable
+# layer D/layer/{upper,work} and D/home (see docs/FORMAT.md); only the boot plan is read.
 # Every image is loop-mounted read-only on /run/ibi/lower/<n> (n=1 is the bottom) and
 # overlayfs joins them on the target, top image first, given *relative* to /run/ibi/lower
 # (lowerdir=3:2:1): Debian 13's mount uses fsconfig(2), which refuses an option value over
@@ -87,127 +87,65 @@ ibi_mount_data() {
     return 0
 }
 
-# arg1: name; returns: 0 if it is a valid image name (as maintenance.store.check_name)
-ibi_valid_name() {
-    case $1 in
-        '' | [!A-Za-z0-9_]* | *[!A-Za-z0-9._-]* | *.tmp | *.sqfs | *.yaml) return 1 ;;
-    esac
-    [ "${#1}" -le 64 ]
+# The boot plan (.root_images/bootplan, docs/FORMAT.md) is the only file of the store read
+# here: the engine writes it whenever roottab or the images change, so roottab and the image
+# metadata have one reader, in Python.
+
+# returns: 0 if the boot plan exists and was made from roottab as it is now (its "roottab"
+#          line holds POSIX cksum's figures of the file)
+ibi_plan_current() {
+    _plan=$IBI_DATA/$IBI_STORE/bootplan
+    [ -f "$_plan" ] || return 1
+    _want=
+    while read -r _kw _rest; do
+        [ "$_kw" = roottab ] && _want=$_rest
+    done < "$_plan"
+    if [ -f "$IBI_DATA/$IBI_STORE/roottab" ]; then
+        _have=$(cksum < "$IBI_DATA/$IBI_STORE/roottab") || return 1
+    else
+        _have=
+    fi
+    [ "$_have" = "$_want" ]
 }
 
-# arg1: roottab file
-# sets: IBI_NAMES, the image names, bottom first, one a line
-# returns: 1 (message in IBI_ERROR) if it is missing, empty, has a bad or repeated name, or
-#          names an image whose .sqfs is missing
-ibi_read_roottab() {
-    _file=$1
-    _store=${1%/*}
-    if [ ! -f "$_file" ]; then
-        IBI_ERROR="${_file##*/} is missing"
-        return 1
-    fi
-    _names=""
-    _lineno=0
-    while IFS= read -r _line || [ -n "$_line" ]; do
-        _lineno=$((_lineno + 1))
-        _line=${_line%%#*}
-        # trim blanks on both sides
-        _line=${_line#"${_line%%[![:space:]]*}"}
-        _line=${_line%"${_line##*[![:space:]]}"}
-        [ -n "$_line" ] || continue
-        if ! ibi_valid_name "$_line"; then
-            IBI_ERROR="${_file##*/} line $_lineno: bad image name '$_line'"
-            return 1
+# arg1: normal | fallback | menu | review; arg2: the image name (review only)
+# prints: the matching stacks of the boot plan, one a line, image names bottom first
+ibi_plan_stacks() {
+    [ -f "$IBI_DATA/$IBI_STORE/bootplan" ] || return 0
+    while read -r _kw _rest; do
+        [ "$_kw" = "$1" ] || continue
+        if [ "$1" = review ]; then
+            [ "${_rest%% *}" = "$2" ] && echo "${_rest#* }"
+        else
+            echo "$_rest"
         fi
-        case "
-$_names
-" in
-            *"
-$_line
-"*)
-                IBI_ERROR="${_file##*/} line $_lineno: image '$_line' listed twice"
-                return 1
-                ;;
-        esac
-        if [ ! -f "$_store/$_line.sqfs" ]; then
-            IBI_ERROR="${_file##*/} names image '$_line', which is missing"
-            return 1
-        fi
-        _names="${_names:+$_names
-}$_line"
-    done < "$_file"
-    if [ -z "$_names" ]; then
-        IBI_ERROR="${_file##*/} names no image"
-        return 1
-    fi
-    IBI_NAMES=$_names
+    done < "$IBI_DATA/$IBI_STORE/bootplan"
     return 0
 }
 
-# arg1: image name
-# sets: IBI_NAMES, the stack (bottom first) that a Live Review of it shows: the roottab up to it, or
-#         for an image outside the roottab the stack in its metadata plus itself
-# returns: 1 (message in IBI_ERROR) if an image is missing
-ibi_review_stack() {
-    _want=$1
-    _store=$IBI_DATA/$IBI_STORE
-    if ! ibi_valid_name "$_want"; then
-        IBI_ERROR="bad image name '$_want'"
+# arg1: normal | fallback | review; arg2: the image name (review only)
+# sets: IBI_NAMES, the stack's image names, bottom first
+# returns: 1 (message in IBI_ERROR) if the plan has no such stack or names a missing image
+ibi_plan_stack() {
+    IBI_NAMES=$(ibi_plan_stacks "$1" "$2" | head -n 1)
+    if [ -z "$IBI_NAMES" ]; then
+        case $1 in
+            review) IBI_ERROR="no restore point named '$2' can be reviewed" ;;
+            normal) IBI_ERROR="roottab is unusable (see ibi status)" ;;
+            *) IBI_ERROR="no $1 stack in the boot plan" ;;
+        esac
         return 1
     fi
-    if ibi_read_roottab "$_store/roottab"; then
-        _acc=""
-        for _n in $IBI_NAMES; do
-            _acc="${_acc:+$_acc
-}$_n"
-            if [ "$_n" = "$_want" ]; then
-                IBI_NAMES=$_acc
-                return 0
-            fi
-        done
-    fi
-    if [ ! -f "$_store/$_want.sqfs" ]; then
-        IBI_ERROR="no image named '$_want' in the store"
-        return 1
-    fi
-    _kind=""
-    _below=""
-    _in_stack=0
-    if [ -f "$_store/$_want.yaml" ]; then
-        while IFS= read -r _line || [ -n "$_line" ]; do
-            case $_line in
-                kind:*)
-                    _kind=${_line#kind:}
-                    _kind=${_kind# }
-                    _in_stack=0
-                    ;;
-                stack:*) _in_stack=1 ;;
-                "- "*)
-                    if [ "$_in_stack" = 1 ]; then
-                        _n=${_line#- }
-                        _n=${_n#[\'\"]}
-                        _n=${_n%[\'\"]}
-                        _below="${_below:+$_below
-}$_n"
-                    fi
-                    ;;
-                *) _in_stack=0 ;;
-            esac
-        done < "$_store/$_want.yaml"
-    fi
-    [ "$_kind" = incremental ] || _below=""
-    for _n in $_below; do
-        if ! ibi_valid_name "$_n" || [ ! -f "$_store/$_n.sqfs" ]; then
-            IBI_ERROR="'$_want' needs image '$_n', which is missing"
+    for _n in $IBI_NAMES; do
+        if [ ! -f "$IBI_DATA/$IBI_STORE/$_n.sqfs" ]; then
+            IBI_ERROR="image '$_n' is missing"
             return 1
         fi
     done
-    IBI_NAMES="${_below:+$_below
-}$_want"
     return 0
 }
 
-# arg1: names, bottom first (newline separated)
+# arg1: names, bottom first (separated by blanks)
 # Loop-mounts each image read-only on $IBI_LOWER/<n>; sets IBI_LOWERDIR (top first,
 # relative to $IBI_LOWER).
 # returns: 1 (message in IBI_ERROR, nothing left mounted) on failure

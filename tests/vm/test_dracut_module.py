@@ -4,6 +4,7 @@ the overlay options with the engine."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 import subprocess
@@ -11,10 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from maintenance import bootloader, bootplan
+from maintenance.engine import Engine
+from maintenance.errors import IbiError
+from maintenance.model import ImageMeta, Kind
+from maintenance.store import Store
+
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "dracut-module/90ibi/ibi-lib.sh"
 SHELL_FILES = sorted([*ROOT.glob("dracut-module/90ibi/*.sh"), *ROOT.glob("systemd/*.sh"),
-                      *ROOT.glob("systemd/42_ibi")])
+                      *ROOT.glob("dracut-module/kernel/*")])
 
 # what dracut-lib.sh provides, reduced to what ibi-lib.sh uses
 STUBS = """
@@ -46,101 +53,133 @@ def lib(data: Path, script: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sh", "-c", text], capture_output=True, text=True)
 
 
-def store(tmp_path: Path, images: dict[str, str], roottab: str) -> Path:
-    s = tmp_path / ".root_images"
-    s.mkdir()
-    for name, yaml in images.items():
-        (s / f"{name}.sqfs").write_bytes(b"hsqs")
-        (s / f"{name}.yaml").write_text(yaml)
-    (s / "roottab").write_text(roottab)
-    return tmp_path
+def meta(name: str, kind: str, stack: tuple[str, ...] = (), day: int = 1) -> ImageMeta:
+    return ImageMeta(name=name, kind=Kind(kind), created=dt.datetime(2026, 1, day, 10, 0,
+                     tzinfo=dt.UTC), sha256="0" * 64, size=4, stack=stack,
+                     parent=stack[-1] if stack and kind == "incremental" else None)
 
 
-BASE = "format: 1\nname: base\nkind: base\nstack: []\n"
-INC = "format: 1\nname: {n}\nkind: incremental\nparent: {p}\nstack:\n{s}\nsource_layer: x\n"
+def store(tmp_path: Path, metas: list[ImageMeta], roottab: str, prev: str | None = None,
+          missing: tuple[str, ...] = ()) -> Store:
+    """A store as the engine writes it (images are stand-ins: the shell only checks that
+    they exist), with its boot plan written by the engine."""
+    st = Store(tmp_path)
+    st.root.mkdir()
+    for m in metas:
+        st.write_meta(m)
+        if m.name not in missing:
+            st.image_path(m.name).write_bytes(b"hsqs")
+    st.roottab_path.write_text(roottab)
+    if prev is not None:
+        st.roottab_prev_path.write_text(prev)
+    bootplan.write(st)
+    return st
 
 
-def read_roottab(data: Path, which: str = "roottab") -> tuple[int, str]:
-    r = lib(data, f'ibi_read_roottab "$IBI_DATA/.root_images/{which}" && '
-                  'echo "$IBI_NAMES" || { echo "ERR $IBI_ERROR"; exit 1; }')
+def plan_stack(st: Store, kind: str, name: str = "") -> tuple[int, str]:
+    r = lib(st.data, f'ibi_plan_stack {kind} {name} && echo "$IBI_NAMES" || '
+                     '{ echo "ERR $IBI_ERROR"; exit 1; }')
     return r.returncode, r.stdout.strip()
 
 
-def test_roottab_comments_and_blanks(tmp_path: Path) -> None:
-    data = store(tmp_path, {"base": BASE, "inc1": INC.format(n="inc1", p="base", s="- base")},
-                 "# a comment\n\n  base   # the bottom\n\tinc1\n")
-    assert read_roottab(data) == (0, "base\ninc1")
+def menu_stacks(st: Store) -> list[str]:
+    return lib(st.data, "ibi_plan_stacks menu").stdout.splitlines()
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ("base\nmissing\n", "names image 'missing', which is missing"),
-    ("base\nbase\n", "listed twice"),
-    ("# only a comment\n\n", "names no image"),
-    ("base\nbad name\n", "bad image name 'bad name'"),
-    ("\x00\xff garbage\n", "bad image name"),
-    ("../etc\n", "bad image name"),
+STORE = [
+    meta("base", "base", day=1),
+    meta("inc1", "incremental", ("base",), day=2),
+    meta("inc2", "incremental", ("base", "inc1"), day=3),
+    meta("old", "incremental", ("base",), day=4),
+    meta("full1", "full", ("base", "inc1"), day=5),
+    meta("orphan", "incremental", ("gone",), day=6),
+]
+
+
+def test_shell_and_engine_agree_on_every_stack(tmp_path: Path) -> None:
+    """The same store through the engine (Engine.stack_for, roottab) and through the shell
+    (the boot plan): every Live Review, the normal stack, the fallback and the menu."""
+    st = store(tmp_path, STORE, "# comment\n\n  base  # bottom\n\tinc1\ninc2\n",
+               prev="base\ninc1\n")
+    eng = Engine(st.data, tmp_path / "run")
+    assert plan_stack(st, "normal") == (0, " ".join(eng.roottab()))
+    assert plan_stack(st, "fallback") == (0, " ".join(st.read_roottab(prev=True)))
+    for name in ("base", "inc1", "inc2", "old", "full1"):
+        assert plan_stack(st, "review", name) == (0, " ".join(eng.stack_for(name))), name
+    for name in ("orphan", "nope"):
+        with pytest.raises(IbiError):
+            eng.stack_for(name)
+        rc, out = plan_stack(st, "review", name)
+        assert rc == 1 and f"no restore point named '{name}'" in out
+    # the menu runs from the active stack first, then the fallback, then any base or full
+    assert menu_stacks(st) == ["base inc1 inc2", "base inc1", "full1", "base"]
+    assert lib(st.data, "ibi_plan_current").returncode == 0
+
+
+def test_plan_is_stale_when_roottab_changes_behind_it(tmp_path: Path) -> None:
+    st = store(tmp_path, STORE, "base\ninc1\n")
+    assert lib(st.data, "ibi_plan_current").returncode == 0
+    st.roottab_path.write_text("base\n")  # edited by hand, or a power cut before the plan
+    assert lib(st.data, "ibi_plan_current").returncode == 1
+    assert not bootplan.is_current(st)
+    bootplan.write(st)
+    assert lib(st.data, "ibi_plan_current").returncode == 0
+    assert plan_stack(st, "normal") == (0, "base")
+
+
+def test_cksum_matches_posix_cksum(tmp_path: Path) -> None:
+    for text in (b"", b"base\n", b"# x\n" * 1000, bytes(range(256))):
+        f = tmp_path / "f"
+        f.write_bytes(text)
+        out = subprocess.run(["cksum"], stdin=f.open("rb"), capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert bootplan.posix_cksum(text) == (int(out[0]), int(out[1]))
+
+
+@pytest.mark.parametrize(("roottab", "missing", "error"), [
+    ("base\nmissing\n", (), "roottab is unusable"),
+    ("# only a comment\n\n", (), "roottab is unusable"),
+    ("base\nbad name\n", (), "roottab is unusable"),
+    ("base\ninc1\n", ("inc1",), "roottab is unusable"),
 ])
-def test_roottab_errors(tmp_path: Path, text: str, error: str) -> None:
-    data = store(tmp_path, {"base": BASE}, text)
-    rc, out = read_roottab(data)
+def test_unusable_roottab_has_no_normal_stack(tmp_path: Path, roottab: str,
+                                              missing: tuple[str, ...], error: str) -> None:
+    st = store(tmp_path, STORE[:2], roottab, prev="base\n", missing=missing)
+    rc, out = plan_stack(st, "normal")
     assert rc == 1 and error in out, out
+    assert plan_stack(st, "fallback") == (0, "base")
 
 
-def test_roottab_missing_file(tmp_path: Path) -> None:
-    data = store(tmp_path, {"base": BASE}, "base\n")
-    rc, out = read_roottab(data, "roottab.prev")
-    assert rc == 1 and "roottab.prev is missing" in out
+def test_image_removed_after_the_plan_is_refused(tmp_path: Path) -> None:
+    st = store(tmp_path, STORE[:2], "base\ninc1\n")
+    st.image_path("inc1").unlink()
+    rc, out = plan_stack(st, "normal")
+    assert rc == 1 and "image 'inc1' is missing" in out
 
 
-def review(data: Path, name: str) -> tuple[int, str]:
-    r = lib(data, f'ibi_review_stack {name} && echo "$IBI_NAMES" || '
-                  '{ echo "ERR $IBI_ERROR"; exit 1; }')
-    return r.returncode, r.stdout.strip()
-
-
-def test_review_stack(tmp_path: Path) -> None:
-    images = {
-        "base": BASE,
-        "inc1": INC.format(n="inc1", p="base", s="- base"),
-        "inc2": INC.format(n="inc2", p="inc1", s="- base\n- 'inc1'"),
-        "old": INC.format(n="old", p="base", s="- base"),
-        "full1": "format: 1\nname: full1\nkind: full\nstack:\n- base\n- inc1\n",
-        "orphan": INC.format(n="orphan", p="gone", s="- gone"),
-    }
-    data = store(tmp_path, images, "base\ninc1\ninc2\n")
-    assert review(data, "base") == (0, "base")
-    assert review(data, "inc1") == (0, "base\ninc1")
-    assert review(data, "inc2") == (0, "base\ninc1\ninc2")
-    assert review(data, "old") == (0, "base\nold")  # outside roottab: from its metadata
-    assert review(data, "full1") == (0, "full1")  # a full image stands alone
-    rc, out = review(data, "orphan")
-    assert rc == 1 and "needs image 'gone'" in out
-    rc, out = review(data, "nope")
-    assert rc == 1 and "no image named 'nope'" in out
-
-
-def test_grub_snippet_lists_maintenance_and_reviews(tmp_path: Path) -> None:
-    boot = tmp_path / "boot"
-    boot.mkdir()
-    for v in ("6.1.0-9-amd64", "6.12.7-amd64", "6.12.30-amd64"):
-        (boot / f"vmlinuz-{v}").write_text("k")
-    for v in ("6.1.0-9-amd64", "6.12.7-amd64"):  # 6.12.30 has no initramfs: skipped
-        (boot / f"initrd.img-{v}").write_text("i")
-    data = store(tmp_path, {
-        "base": BASE + "created: '2026-01-01T10:00:00Z'\n",
-        "inc1": INC.format(n="inc1", p="base", s="- base") + "created: '2026-02-01T10:00:00Z'\n",
-    }, "base\ninc1\n")
-    env = {"PATH": "/usr/bin:/bin", "IBI_BOOT_DIR": str(boot), "IBI_GRUB_LIB": "/nonexistent",
-           "GRUB_CMDLINE_LINUX": "console=ttyS0"}
-    script = ROOT / "systemd/42_ibi"
-    r = subprocess.run(["sh", "-c", f'IBI_DATA_DIR={data}; . {script}'], capture_output=True,
-                       text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    out = r.stdout
+def test_grub_menu_from_the_plan(tmp_path: Path) -> None:
+    st = store(tmp_path, STORE[:3], "base\ninc1\ninc2\n")
+    bootloader.write_settings(st, bootloader.Settings(
+        data_spec="UUID=1234", data_fs_uuid="1234", kernel="6.12.7-amd64",
+        cmdline="console=ttyS0,115200", terminal="serial --unit=0 --speed=115200",
+        original=bootloader.Original("/dev/vda1", "abcd", "/boot/grub/grub.cfg")))
+    eng = Engine(st.data, tmp_path / "run")
+    assert eng.refresh_boot_files()
+    out = bootloader.cfg_path(st).read_text()
     titles = re.findall(r"menuentry '([^']*)'", out)
-    assert titles == ["ibi: Maintenance Mode",
-                      "ibi: Live Review of inc1 (incremental, 2026-02-01T10:00:00Z)",
-                      "ibi: Live Review of base (base, 2026-01-01T10:00:00Z)"], out
-    assert f"linux {boot}/vmlinuz-6.12.7-amd64 rd.ibi.data=LABEL=ibidata rd.ibi.maintenance" \
-        " console=ttyS0" in out
-    assert "rd.ibi.review=inc1" in out and f"initrd {boot}/initrd.img-6.12.7-amd64" in out
+    assert titles == ["Debian GNU/Linux (ibi: 3 images, top inc2)",
+                      "Debian GNU/Linux (ibi Maintenance Mode)",
+                      "ibi Live Review of inc2 (incremental, 2026-01-03 10:00 UTC)",
+                      "ibi Live Review of inc1 (incremental, 2026-01-02 10:00 UTC)",
+                      "ibi Live Review of base (base, 2026-01-01 10:00 UTC)",
+                      "Original system on /dev/vda1 (before ibi install)"], out
+    assert ("linux /boot/vmlinuz-6.12.7-amd64 rd.ibi.data=UUID=1234 console=ttyS0,115200 "
+            "rd.ibi.maintenance") in out
+    assert "rd.ibi.review=inc1" in out and "initrd /boot/initrd.img-6.12.7-amd64" in out
+    assert "--id ibi-review-inc1 --class recovery" in out
+    assert "configfile /boot/grub/grub.cfg" in out and "set default=ibi" in out
+    assert not eng.refresh_boot_files()  # unchanged: not rewritten
+    if shutil.which("grub-script-check"):
+        r = subprocess.run(["grub-script-check", str(bootloader.cfg_path(st))],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,163 @@
+"""GRUB's menu for a machine set up by ``ibi install``: DATA/boot/grub/grub.cfg.
+
+``ibi install`` puts GRUB's files on the data partition (``grub-install
+--boot-directory=DATA/boot``), so GRUB reads a menu that ibi alone writes, from the boot
+plan (:mod:`maintenance.bootplan`), whenever roottab or the images change:
+
+- the active stack (the default entry),
+- Maintenance Mode (``rd.ibi.maintenance``; Debian's ``recovery`` class),
+- a Live Review of each restore point (``rd.ibi.review=NAME``), newest first,
+- the original system, untouched since the install (its own GRUB menu, by ``configfile``).
+
+The settings the entries need are recorded by the installer in DATA/boot/bootloader.yaml.
+A one-time entry (``grub-editenv DATA/boot/grub/grubenv set next_entry=ID``) is honoured,
+as Debian's grub.cfg does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from . import bootplan
+from .errors import StoreError
+from .store import Store, atomic_write
+
+GRUB_DIR = "grub"
+GRUB_CFG = "grub.cfg"
+GRUBENV = "grubenv"
+
+
+@dataclass(frozen=True)
+class Original:
+    """The system ibi was installed from, left untouched: its GRUB menu."""
+
+    device: str  # e.g. /dev/vda1 (for the title only)
+    fs_uuid: str  # the file system holding its grub.cfg
+    config: str  # that grub.cfg's path on it, e.g. /boot/grub/grub.cfg
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_spec: str  # rd.ibi.data=, e.g. UUID=…
+    data_fs_uuid: str  # for GRUB's search
+    kernel: str  # the kernel version whose vmlinuz/initrd.img are in DATA/boot
+    cmdline: str = ""  # more kernel parameters (console=…)
+    distributor: str = "Debian GNU/Linux"
+    timeout: int = 5
+    terminal: str = ""  # a GRUB serial command ("serial --unit=0 --speed=115200") or ""
+    original: Original | None = None
+
+
+def read_settings(st: Store) -> Settings:
+    path = st.bootloader_conf
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError("not a mapping")
+        orig = doc.get("original")
+        return Settings(
+            data_spec=str(doc["data_spec"]), data_fs_uuid=str(doc["data_fs_uuid"]),
+            kernel=str(doc["kernel"]), cmdline=str(doc.get("cmdline") or ""),
+            distributor=str(doc.get("distributor") or "Debian GNU/Linux"),
+            timeout=int(doc.get("timeout", 5)), terminal=str(doc.get("terminal") or ""),
+            original=Original(str(orig["device"]), str(orig["fs_uuid"]), str(orig["config"]))
+            if isinstance(orig, dict) else None,
+        )
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing: this machine was not set up by ibi install") \
+            from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, ValueError, TypeError) as e:
+        raise StoreError(f"{path.name}: unreadable ({e})") from None
+
+
+def write_settings(st: Store, s: Settings) -> None:
+    st.boot.mkdir(exist_ok=True)
+    doc = {"format": 1, **asdict(s)}
+    atomic_write(st.bootloader_conf, yaml.safe_dump(doc, sort_keys=False))
+
+
+def _q(text: str) -> str:
+    """A GRUB single-quoted word."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def render(plan: bootplan.BootPlan, s: Settings) -> str:
+    k = s.kernel
+    base_args = f"rd.ibi.data={s.data_spec} {s.cmdline}".strip()
+    out = [
+        "# GRUB menu of an ibi machine, written by ibi (maintenance/bootloader.py) whenever",
+        "# the image stack changes: do not edit. Settings: DATA/boot/bootloader.yaml.",
+        "if [ -s $prefix/grubenv ]; then",
+        "  load_env",
+        "fi",
+        'if [ "${next_entry}" ]; then',
+        '  set default="${next_entry}"',
+        "  set next_entry=",
+        "  save_env next_entry",
+        "else",
+        "  set default=ibi",
+        "fi",
+        f"set timeout={s.timeout}",
+        "set timeout_style=menu",
+    ]
+    if s.terminal:
+        out += [s.terminal, "terminal_input serial console", "terminal_output serial console"]
+    out += [
+        "insmod part_msdos",
+        "insmod part_gpt",
+        "insmod ext2",
+        f"search --no-floppy --fs-uuid --set=root {s.data_fs_uuid}",
+        "",
+    ]
+
+    def entry(title: str, ident: str, args: str, classes: str) -> None:
+        out.extend([
+            f"menuentry {_q(title)} --id {ident} {classes} {{",
+            f"  echo {_q(f'Loading Linux {k} ...')}",
+            f"  linux /boot/vmlinuz-{k} {base_args} {args}".rstrip(),
+            f"  initrd /boot/initrd.img-{k}",
+            "}",
+        ])
+
+    os_classes = "--class debian --class gnu-linux --class gnu --class os"
+    if plan.normal:
+        top = plan.normal[-1]
+        entry(f"{s.distributor} (ibi: {len(plan.normal)} images, top {top})", "ibi", "",
+              os_classes)
+    else:  # the initramfs falls back (roottab.prev, or the menu with the error)
+        entry(f"{s.distributor} (ibi: the stack needs attention)", "ibi", "", os_classes)
+    entry(f"{s.distributor} (ibi Maintenance Mode)", "ibi-maintenance",
+          "rd.ibi.maintenance", "--class recovery " + os_classes)
+    for r in plan.reviews:
+        entry(f"ibi Live Review of {r.name} ({r.kind}, {r.created} UTC)",
+              f"ibi-review-{r.name}", f"rd.ibi.review={r.name}", "--class recovery --class os")
+    if s.original:
+        o = s.original
+        out.extend([
+            f"menuentry {_q(f'Original system on {o.device} (before ibi install)')} "
+            f"--id ibi-original {os_classes} {{",
+            f"  search --no-floppy --fs-uuid --set=root {o.fs_uuid}",
+            f"  configfile {o.config}",
+            "}",
+        ])
+    return "\n".join(out) + "\n"
+
+
+def cfg_path(st: Store) -> Path:
+    return st.boot / GRUB_DIR / GRUB_CFG
+
+
+def write_grub_cfg(st: Store) -> bool:
+    """Write GRUB's menu if it changed (temp file, fsync, rename); returns whether it was."""
+    text = render(bootplan.build(st), read_settings(st))
+    path = cfg_path(st)
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text)
+    return True

@@ -1,0 +1,162 @@
+"""The boot plan: the one file the initramfs reads (docs/FORMAT.md, "boot plan").
+
+The engine is the only reader of roottab and the image metadata. Whenever either changes it
+writes ``.root_images/bootplan``, plain text that says, for every way of booting, which
+images to mount, bottom first; the initramfs shell executes it without parsing anything
+else of the store::
+
+    ibi-boot-plan 1
+    roottab 3061231284 97          # POSIX cksum of roottab when the plan was made
+    normal base inc1 inc2          # the active stack (roottab)
+    fallback base inc1             # roottab.prev, when it differs and is usable
+    menu base inc1 inc2            # stacks the menu can run from, best first
+    menu base inc1
+    review inc1 base inc1          # Live Review of inc1: its stack
+    review base base
+
+A plan whose ``roottab`` checksum differs from the file (a power cut between the commit of
+roottab and the plan, or roottab edited by hand) is stale: the initramfs then asks the
+image's own ``ibi boot-entries --write`` to renew it before booting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import IbiError, NotFound, StoreError
+from .model import Kind
+from .store import BOOTPLAN, Store, atomic_write
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Review:
+    name: str
+    kind: str
+    created: str  # "YYYY-MM-DD HH:MM" UTC, for the boot menu's titles
+    stack: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    roottab_cksum: tuple[int, int] | None  # (crc, length) of roottab; None if missing
+    normal: tuple[str, ...] | None  # None: roottab unusable
+    fallback: tuple[str, ...] | None
+    menu: tuple[tuple[str, ...], ...]
+    reviews: tuple[Review, ...] = field(default=())  # newest first
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i << 24
+        for _ in range(8):
+            c = ((c << 1) ^ 0x04C11DB7) if c & 0x80000000 else (c << 1)
+        table.append(c & 0xFFFFFFFF)
+    return table
+
+
+_TABLE = _crc_table()
+
+
+def posix_cksum(data: bytes) -> tuple[int, int]:
+    """What POSIX ``cksum`` prints for ``data``: (CRC, length in bytes)."""
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _TABLE[(crc >> 24) ^ b]
+    n = len(data)
+    while n:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _TABLE[(crc >> 24) ^ (n & 0xFF)]
+        n >>= 8
+    return (~crc) & 0xFFFFFFFF, len(data)
+
+
+def _usable(st: Store, prev: bool) -> tuple[str, ...] | None:
+    try:
+        tab = st.read_roottab(prev=prev)
+    except StoreError:
+        return None
+    return tuple(tab) if all(st.has_image(n) for n in tab) else None
+
+
+def stack_for(st: Store, name: str, tab: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The stack (bottom first) ending at image ``name``: the roottab up to it, or for an
+    image outside roottab the stack in its metadata plus itself."""
+    if tab is not None and name in tab:
+        return tab[: tab.index(name) + 1]
+    if not st.has_image(name):
+        raise NotFound(f"no image named {name!r} in the store")
+    meta = st.read_meta(name)
+    below = meta.stack if meta.kind is Kind.INCREMENTAL else ()
+    for n in below:
+        if not st.has_image(n):
+            raise NotFound(f"{name!r} needs image {n!r}, which is missing")
+    return (*below, name)
+
+
+def build(st: Store) -> BootPlan:
+    """The plan for the store as it is now (images that cannot be assembled are left out)."""
+    try:
+        cksum: tuple[int, int] | None = posix_cksum(st.roottab_path.read_bytes())
+    except FileNotFoundError:
+        cksum = None
+    normal = _usable(st, prev=False)
+    fallback = _usable(st, prev=True)
+    if fallback == normal:
+        fallback = None
+    menu: list[tuple[str, ...]] = [s for s in (normal, fallback) if s]
+    reviews = []
+    metas = []
+    for n in st.image_names():
+        if st.has_image(n) and (m := st.try_meta(n)) is not None:
+            metas.append(m)
+    for m in sorted(metas, key=lambda m: (m.created, m.name), reverse=True):
+        with contextlib.suppress(IbiError):
+            stack = stack_for(st, m.name, normal)
+            reviews.append(Review(m.name, m.kind.value,
+                                  m.created.strftime("%Y-%m-%d %H:%M"), stack))
+            if m.kind in (Kind.BASE, Kind.FULL) and (m.name,) not in menu:
+                menu.append((m.name,))
+    return BootPlan(cksum, normal, fallback, tuple(menu), tuple(reviews))
+
+
+def render(plan: BootPlan) -> str:
+    lines = [
+        "# ibi boot plan: written by the engine whenever roottab or the images change.",
+        "# The initramfs reads only this file. Stacks are listed bottom first.",
+        f"ibi-boot-plan {PLAN_VERSION}",
+    ]
+    if plan.roottab_cksum is not None:
+        lines.append(f"roottab {plan.roottab_cksum[0]} {plan.roottab_cksum[1]}")
+    if plan.normal:
+        lines.append("normal " + " ".join(plan.normal))
+    if plan.fallback:
+        lines.append("fallback " + " ".join(plan.fallback))
+    lines += ["menu " + " ".join(s) for s in plan.menu]
+    lines += [f"review {r.name} " + " ".join(r.stack) for r in plan.reviews]
+    return "\n".join(lines) + "\n"
+
+
+def path(st: Store) -> Path:
+    return st.root / BOOTPLAN
+
+
+def write(st: Store) -> bool:
+    """Write the plan if it changed (durably); returns whether it was written."""
+    text = render(build(st))
+    p = path(st)
+    with contextlib.suppress(OSError):
+        if p.read_text(encoding="utf-8") == text:
+            return False
+    atomic_write(p, text)
+    return True
+
+
+def is_current(st: Store) -> bool:
+    try:
+        return path(st).read_text(encoding="utf-8") == render(build(st))
+    except OSError:
+        return False
