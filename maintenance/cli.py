@@ -9,6 +9,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -181,6 +182,36 @@ def build_parser() -> argparse.ArgumentParser:
     add("purge", "delete set-aside writable layers", """\
         Delete the layers that Restore System and Roll back set aside in DATA/trash.""",
         True)
+
+    p = add("boot-entries", "show or renew the boot plan and GRUB's menu", """\
+        Show the boot plan: for the normal boot, its fallback, the maintenance menu and
+        each Live Review, the images the initramfs mounts (bottom first). The engine
+        writes it (DATA/.root_images/bootplan) whenever roottab or the images change, and
+        on a machine set up by ibi install also GRUB's menu (DATA/boot/grub/grub.cfg).
+        --write renews both now (the kernel hooks and a boot that finds the plan older
+        than roottab do this).""", True)
+    p.add_argument("--write", action="store_true", help="renew the plan and GRUB's menu")
+
+    p = add("install", "turn this Debian system into an ibi system", """\
+        Make DEVICE (an empty partition, or a whole disk to partition) the data
+        partition of this machine: format it (ext4, label ibidata), squash the running
+        root file system into the base image, copy /home onto it, build an initramfs with
+        the ibi module, and install GRUB so that the ibi stack boots by default, with
+        Maintenance Mode, a Live Review of each restore point and the original system
+        in its menu. The original root file system is not changed and stays bootable.
+        Refused when not root, not Debian-like, / is already an ibi stack, DEVICE is in
+        use, holds data (unless --force) or is too small. Asks you to type the device's
+        name unless --yes.
+
+        examples:
+          ibi install --dry-run /dev/sdb1    print what would be done, change nothing
+          ibi install /dev/sdb1""", True)
+    p.add_argument("device", metavar="DEVICE")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    p.add_argument("--force", action="store_true",
+                   help="erase DEVICE even if it holds a file system or partition table")
+    p.add_argument("--label", default="ibidata", help="the data partition's label")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
 
     p = add("menu", "open the maintenance menu", """\
         Open the text-mode maintenance menu (urwid) on this terminal. Extra options are
@@ -364,16 +395,63 @@ def run_command(args: argparse.Namespace) -> int:
     elif cmd == "purge":
         freed = eng.purge()
         emit(args, {"freed": freed}, lambda: print(f"freed {human(freed)}"))
+    elif cmd == "boot-entries":
+        return boot_entries(eng, args)
+    elif cmd == "install":
+        return install_command(args, rep)
     elif cmd == "menu":
         from importlib import import_module  # the engine itself never imports urwid
 
-        menu = import_module("screens.app")
+        try:
+            menu = import_module("screens.app")
+        except ImportError as e:
+            raise IbiError(f"the maintenance menu cannot be loaded: {e}",
+                           hint="reinstall the ibi package (or urwid: python3-urwid)") from None
         return int(menu.main(["--data", args.data, "--run-dir", args.run_dir,
                               *args.menu_args]))
     elif cmd == "demo":
         from .demo import run_demo
 
         return run_demo(eng, args, rep)
+    return 0
+
+
+def boot_entries(eng: Engine, args: argparse.Namespace) -> int:
+    from . import bootloader, bootplan
+
+    eng.store.require()
+    if args.write:
+        eng.refresh_boot_files()
+    plan = bootplan.build(eng.store)
+    current = bootplan.is_current(eng.store)
+    grub = bootloader.cfg_path(eng.store) if eng.store.bootloader_conf.is_file() else None
+
+    def text() -> None:
+        print(bootplan.render(plan), end="")
+        if not current:
+            print("note: the boot plan on disk is out of date (ibi boot-entries --write)")
+        if grub:
+            print(f"GRUB's menu: {grub}")
+
+    emit(args, {"plan": plan, "current": current, "grub_cfg": str(grub) if grub else None},
+         text)
+    return 0 if current else 3
+
+
+def install_command(args: argparse.Namespace, rep: Reporter) -> int:
+    from . import install
+
+    plan = install.make_plan(args.device, label=args.label, force=args.force)
+    if args.dry_run:
+        emit(args, plan, lambda: print("\n".join(install.describe(plan))
+                                       + "\n(--dry-run: nothing was changed)"))
+        return 0
+    confirm(args, plan.device, "\n".join(install.describe(plan)))
+    eng = install.install(plan, run_dir=Path(args.run_dir), progress=rep)
+    emit(args, {"installed": plan.device, "data": str(eng.data_dir)}, lambda: print(
+        f"ibi is installed on {plan.device}; reboot to start the image stack. The original "
+        f"system on {plan.root_source} is unchanged"
+        + (" and stays in the boot menu." if plan.original else ".")))
     return 0
 
 

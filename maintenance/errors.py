@@ -51,6 +51,10 @@ class MountError(IbiError):
     """Assembling or taking down a stack failed."""
 
 
+class Unsuitable(IbiError):
+    """This machine or device cannot be used for what was asked (ibi install's checks)."""
+
+
 class Refused(IbiError):
     """A destructive action was not confirmed."""
 

@@ -47,6 +47,7 @@ class MountInfo:
     fstype: str
     source: str
     options: str  # per-mount options + super options
+    devno: str = ""  # "major:minor" of the mounted file system
 
 
 def _unescape(s: str) -> str:
@@ -61,7 +62,8 @@ def mountinfo() -> list[MountInfo]:
             a = left.split()
             b = right.split()
             out.append(MountInfo(int(a[0]), int(a[1]), _unescape(a[4]), b[0],
-                                 _unescape(b[1]), a[5] + "," + (b[2] if len(b) > 2 else "")))
+                                 _unescape(b[1]), a[5] + "," + (b[2] if len(b) > 2 else ""),
+                                 a[2]))
     return out
 
 
@@ -124,6 +126,12 @@ class Mounter:
         _mount(["-t", "overlay", "-o", ",".join(opts), "ibi", str(target)],
                f"overlay on {target}", cwd=cwd)
         self.done.append(target)
+
+    def device(self, dev: str, mountpoint: Path, options: str = "rw") -> None:
+        """Mount the file system on block device ``dev``."""
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        _mount(["-o", options, dev, str(mountpoint)], dev)
+        self.done.append(mountpoint)
 
     def tmpfs(self, mountpoint: Path, size: str | None = None) -> None:
         mountpoint.mkdir(parents=True, exist_ok=True)

@@ -40,14 +40,17 @@ def which(tool: str) -> str:
 
 
 def run(argv: Sequence[str], *, check: bool = True,
-        cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion; return its output. Raise CommandError on failure."""
+        cwd: str | os.PathLike[str] | None = None,
+        stdin_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion; return its output. Raise CommandError on failure.
+    ``stdin_text`` is fed to its standard input (else it reads /dev/null)."""
     argv = [str(a) for a in argv]
     log.debug("run: %s%s", " ".join(argv), f" (in {cwd})" if cwd else "")
     try:
         proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=_env(),
-            cwd=cwd,
+            argv, capture_output=True, text=True, env=_env(), cwd=cwd,
+            **({"input": stdin_text} if stdin_text is not None
+               else {"stdin": subprocess.DEVNULL}),
         )
     except FileNotFoundError as e:
         raise IbiError(f"{argv[0]} not found") from e

@@ -5,12 +5,17 @@
 #   ibi-assemble sysroot    assemble /sysroot: the decision, rd.ibi.review=NAME, or normal
 #   ibi-assemble menu-inner (internal) the menu in a private mount namespace
 #   ibi-assemble pending-inner (internal) the action queued for this boot, likewise
+#   ibi-assemble plan-inner (internal) renew a stale boot plan, likewise
+#
+# What to mount comes from the boot plan alone (.root_images/bootplan, written by the
+# engine); a stale plan is renewed first by the image's own `ibi boot-entries --write`.
 #
 # Both units first carry out an action queued from the running system (ibi restore/create
 # --next-boot, or the menu there), with Python from the image, before anything else.
 #
-# Normal boot: roottab; if it is unusable, roottab.prev; if that fails too, the menu opens with
-# the error; if even the menu cannot run, the unit fails and emergency.target gives a shell.
+# Normal boot: the plan's normal stack (roottab); if it is unusable, its fallback (roottab.prev);
+# if that fails too, the menu opens with the error; if even the menu cannot run, the console
+# says why and offers to retry, a shell or to go on.
 
 # shellcheck source=/dev/null
 type getarg > /dev/null 2>&1 || . /lib/dracut-lib.sh
@@ -34,28 +39,36 @@ ibi_fail_banner() {
     } > /dev/console 2> /dev/null
 }
 
-# Picks the stack the menu runs from: roottab, roottab.prev, else any base or full image.
+# Picks the stack the menu (or any Python of the image) runs from: the plan's menu stacks in
+# order, else any image alone (a store without a plan: a base or full image has Python).
 # sets: IBI_NAMES; returns: 1 if nothing can run the menu
+# arg1: "any" to also accept images outside the plan
 menu_stack() {
     _s=$IBI_DATA/$IBI_STORE
-    ibi_read_roottab "$_s/roottab" && return 0
-    ibi_read_roottab "$_s/roottab.prev" && return 0
-    for _img in "$_s"/*.sqfs; do
-        [ -f "$_img" ] || continue
-        _n=${_img##*/}
-        _n=${_n%.sqfs}
-        if [ -f "$_s/$_n.yaml" ] && grep -qE '^kind: *(base|full)' "$_s/$_n.yaml"; then
-            IBI_NAMES=$_n
-            return 0
-        fi
-    done
-    return 1
+    _found=$(ibi_plan_stacks menu | while read -r _stack; do
+        _ok=1
+        for _n in $_stack; do
+            [ -f "$_s/$_n.sqfs" ] || _ok=0
+        done
+        [ "$_ok" = 1 ] && echo "$_stack" && break
+    done)
+    if [ -z "$_found" ]; then
+        for _img in "$_s"/*.sqfs; do
+            [ -f "$_img" ] || continue
+            _found=${_img##*/}
+            _found=${_found%.sqfs}
+            break
+        done
+    fi
+    [ -n "$_found" ] || return 1
+    IBI_NAMES=$_found
+    return 0
 }
 
 # Runs inside `unshare --mount`: every mount made here vanishes with the namespace.
 # Mounts the stack read-only under a tmpfs upper with /dev, /proc, /sys, /run and the data
 # partition bound in, and runs ibi there (Python from the image itself).
-# arg1: "menu" or "pending"; arg2: an error to show in the menu (may be empty)
+# arg1: "menu", "pending" or "plan"; arg2: an error to show in the menu (may be empty)
 image_inner() {
     _what=$1
     _err=$2
@@ -81,17 +94,20 @@ image_inner() {
     mount --bind /run "$MENU_ROOT/run"
     mkdir -p "$MENU_ROOT$IBI_DATA"
     mount --bind "$IBI_DATA" "$MENU_ROOT$IBI_DATA"
-    if [ "$_what" = pending ]; then
-        set -- pending --run
-    else
-        [ -n "$_err" ] && echo "$_err" > "$IBI_RUN/boot-error"
-        : > "$IBI_RUN/menu-started"
-        set -- menu
-    fi
+    case $_what in
+        pending) set -- pending --run ;;
+        plan) set -- boot-entries --write ;;
+        *)
+            [ -n "$_err" ] && echo "$_err" > "$IBI_RUN/boot-error"
+            : > "$IBI_RUN/menu-started"
+            set -- menu
+            ;;
+    esac
+    # `ibi` as the package installs it, found on PATH (/usr/bin/ibi)
     chroot "$MENU_ROOT" /usr/bin/env -i \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/root TERM="${TERM:-vt220}" LANG=C.UTF-8 IBI_BOOT_ERROR="$_err" \
-        /usr/sbin/ibi "$@" --data "$IBI_DATA"
+        ibi "$@" --data "$IBI_DATA"
 }
 
 # Carries out the action queued for this boot, if any (the engine clears it once done; a
@@ -109,52 +125,104 @@ run_pending() {
     return 0
 }
 
+# Renews the boot plan when it is missing or older than roottab (a power cut between the two
+# commits, or roottab edited by hand), with the image's own ibi. A plan that stays stale is
+# still used, loudly: its stacks name images that exist.
+ensure_plan() {
+    ibi_plan_current && return 0
+    ibi_log warning "the boot plan is missing or older than roottab: renewing it"
+    unshare --mount /usr/sbin/ibi-assemble plan-inner > /dev/console 2>&1
+    rmdir "$IBI_LOWER"/* 2> /dev/null
+    ibi_plan_current && return 0
+    ibi_log err "the boot plan could not be renewed: booting from the plan as it is"
+    return 0
+}
+
+# arg1: why the menu failed
+# Says so on the console with the end of its error output, and offers a retry, a shell or
+# to go on booting. returns: 0 to retry; 1 to go on (the decision is then "normal")
+menu_failed() {
+    while :; do
+        {
+            echo
+            echo "************************************************************"
+            echo "ibi: Maintenance Mode failed: $1"
+            if [ -s "$IBI_RUN/menu-stderr.log" ]; then
+                tail -n 8 "$IBI_RUN/menu-stderr.log" | sed 's/^/    /'
+            fi
+            echo "logs: $IBI_RUN/menu-stderr.log, $IBI_RUN/menu.log, journalctl -b"
+            echo "************************************************************"
+            echo "  r  try the maintenance menu again"
+            echo "  s  emergency shell (type exit to come back here)"
+            echo "  c  continue booting"
+            printf "Choose r, s or c: "
+        } > /dev/console 2>&1
+        if ! read -r _answer < /dev/console; then
+            ibi_log err "cannot read the console: continuing to boot"
+            _answer=c
+        fi
+        case $_answer in
+            r | R) return 0 ;;
+            s | S)
+                ibi_log notice "emergency shell from Maintenance Mode"
+                PS1="ibi-initramfs# " sh -i < /dev/console > /dev/console 2>&1
+                ;;
+            c | C)
+                ibi_log warning "Maintenance Mode failed ($1): continuing to boot as asked"
+                echo normal > "$DECISION"
+                return 1
+                ;;
+        esac
+    done
+}
+
 # arg1: an error to show in the menu (may be empty)
 # Runs the maintenance menu on the console and records its decision in $DECISION
 # ("normal" when it ended without one). returns: 1 if the menu could not run at all
 run_menu() {
-    rm -f "$DECISION" "$IBI_RUN/menu-started"
     if [ ! -t 0 ]; then
         exec 0<> /dev/console 1>&0 2>&0
     fi
     case $(stty size 2> /dev/null) in
         "" | "0 "* | *" 0") stty rows 24 cols 80 2> /dev/null ;;
     esac
-    # quiet the console while urwid owns it: systemd status off (SIGRTMIN+21), kernel quiet
-    kill -55 1 2> /dev/null
-    read -r _printk _ < /proc/sys/kernel/printk
-    echo 1 > /proc/sys/kernel/printk
-    unshare --mount /usr/sbin/ibi-assemble menu-inner "$1"
-    _rc=$?
-    echo "$_printk" > /proc/sys/kernel/printk
-    kill -54 1 2> /dev/null
-    printf '\033[0m\033[H\033[J' 2> /dev/null
-    rmdir "$IBI_LOWER"/* 2> /dev/null
-    if [ ! -s "$DECISION" ]; then
-        if [ ! -e "$IBI_RUN/menu-started" ]; then
-            ibi_log err "the maintenance menu could not run (exit $_rc)"
-            return 1
+    while :; do
+        rm -f "$DECISION" "$IBI_RUN/menu-started" "$IBI_RUN/menu-stderr.log"
+        # quiet the console while urwid owns it: systemd status off (SIGRTMIN+21), kernel quiet
+        kill -55 1 2> /dev/null
+        read -r _printk _ < /proc/sys/kernel/printk
+        echo 1 > /proc/sys/kernel/printk
+        unshare --mount /usr/sbin/ibi-assemble menu-inner "$1" 2> "$IBI_RUN/menu-stderr.log"
+        _rc=$?
+        echo "$_printk" > /proc/sys/kernel/printk
+        kill -54 1 2> /dev/null
+        printf '\033[0m\033[H\033[J' 2> /dev/null
+        rmdir "$IBI_LOWER"/* 2> /dev/null
+        [ -s "$DECISION" ] && break
+        if [ -e "$IBI_RUN/menu-started" ]; then
+            _why="the menu ended without a decision (exit $_rc)"
+        else
+            _why="the menu could not be started (exit $_rc)"
         fi
-        ibi_log warning "the menu ended without a decision (exit $_rc): booting normally"
-        echo normal > "$DECISION"
-    fi
+        ibi_log err "$_why"
+        menu_failed "$_why" || break
+    done
     ibi_log notice "menu decision: $(cat "$DECISION")"
     return 0
 }
 
-# arg1: "normal" (roottab, then roottab.prev) ; sets IBI_ERROR on failure
+# The plan's normal stack (roottab), else its fallback (roottab.prev); sets IBI_ERROR on failure
 assemble_normal() {
-    _s=$IBI_DATA/$IBI_STORE
-    if ibi_read_roottab "$_s/roottab" && ibi_assemble "$NEWROOT" "$IBI_NAMES" layer; then
+    if ibi_plan_stack normal && ibi_assemble "$NEWROOT" "$IBI_NAMES" layer; then
         echo "normal roottab" > "$MODE"
-        ibi_log notice "booting the stack from roottab: $(echo "$IBI_NAMES" | tr '\n' ' ')"
+        ibi_log notice "booting the stack from roottab: $IBI_NAMES"
         return 0
     fi
     _first=$IBI_ERROR
     ibi_log warning "roottab is unusable ($_first): falling back to roottab.prev"
-    if ibi_read_roottab "$_s/roottab.prev" && ibi_assemble "$NEWROOT" "$IBI_NAMES" layer; then
+    if ibi_plan_stack fallback && ibi_assemble "$NEWROOT" "$IBI_NAMES" layer; then
         echo "normal roottab.prev" > "$MODE"
-        ibi_log warning "booting the PREVIOUS stack (roottab.prev): $(echo "$IBI_NAMES" | tr '\n' ' ')"
+        ibi_log warning "booting the PREVIOUS stack (roottab.prev): $IBI_NAMES"
         return 0
     fi
     IBI_ERROR="roottab: $_first; roottab.prev: $IBI_ERROR"
@@ -163,10 +231,10 @@ assemble_normal() {
 
 # arg1: image name
 assemble_review() {
-    ibi_review_stack "$1" || return 1
+    ibi_plan_stack review "$1" || return 1
     ibi_assemble "$NEWROOT" "$IBI_NAMES" tmpfs || return 1
     echo "review $1" > "$MODE"
-    ibi_log notice "LIVE REVIEW of '$1' (changes are kept in RAM only): $(echo "$IBI_NAMES" | tr '\n' ' ')"
+    ibi_log notice "LIVE REVIEW of '$1' (changes are kept in RAM only): $IBI_NAMES"
     return 0
 }
 
@@ -205,6 +273,7 @@ do_sysroot() {
         ibi_fail_banner "$IBI_ERROR"
         return 1
     fi
+    ensure_plan
     run_pending
     if [ -s "$DECISION" ]; then
         read -r _decision < "$DECISION"
@@ -217,13 +286,10 @@ do_sysroot() {
     # the last resort before a shell: the menu, showing what went wrong
     _err=$IBI_ERROR
     ibi_fail_banner "$_err"
-    if command -v unshare > /dev/null; then
-        if run_menu "cannot boot: $_err"; then
-            read -r _decision < "$DECISION"
-            assemble_decision "$_decision" && return 0
-            ibi_fail_banner "$IBI_ERROR"
-        fi
-    fi
+    run_menu "cannot boot: $_err"
+    read -r _decision < "$DECISION"
+    assemble_decision "$_decision" && return 0
+    ibi_fail_banner "$IBI_ERROR"
     ibi_log err "giving up: an emergency shell follows (the data partition is on $IBI_DATA)"
     return 1
 }
@@ -234,6 +300,7 @@ do_menu() {
         ibi_fail_banner "$IBI_ERROR"
         return 1
     fi
+    ensure_plan
     run_pending
     run_menu ""
 }
@@ -243,6 +310,7 @@ case $1 in
     sysroot) do_sysroot ;;
     menu-inner) image_inner menu "$2" ;;
     pending-inner) image_inner pending "" ;;
+    plan-inner) image_inner plan "" ;;
     *)
         echo "usage: ibi-assemble menu|sysroot" >&2
         exit 2
