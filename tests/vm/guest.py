@@ -124,48 +124,50 @@ stty rows 24 cols 80 2>/dev/null
 export SYSTEMD_PAGER= PAGER=cat SYSTEMD_COLORS=0
 """
 
-IBI_WRAPPER = """#!/bin/sh
-# ibi: the engine's command line (the project is installed as plain modules)
-exec python3 -m maintenance.cli "$@"
+PACKAGE_SOURCES = ("maintenance", "screens", "dracut-module", "systemd", "debian", "docs",
+                   "pyproject.toml", "README.md", "scripts/build-deb")
+
+
+def ensure_deb() -> Path:
+    """The project's Debian package, built by scripts/build-deb (cached by its sources)."""
+    c = cache_dir()
+    key = hash_paths([PROJECT / p for p in PACKAGE_SOURCES])
+    deb = c / f"ibi-{key}.deb"
+    with locked(c / "deb.lock"):
+        if deb.is_file():
+            return deb
+        out = c / f"deb-build-{os.getpid()}"
+        log("building the ibi package with scripts/build-deb")
+        t = time.monotonic()
+        with (c / "deb-build.log").open("w") as fh:
+            r = subprocess.run([str(PROJECT / "scripts/build-deb"), str(out)], text=True,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=fh)
+        if r.returncode != 0:
+            raise RuntimeError(f"scripts/build-deb failed (log: {c / 'deb-build.log'})")
+        built = Path(r.stdout.strip().splitlines()[-1])
+        shutil.move(built, deb)
+        shutil.rmtree(out, ignore_errors=True)
+        for old in c.glob("ibi-*.deb"):
+            if old != deb:
+                old.unlink()
+        log(f"package built in {time.monotonic() - t:.0f} s: {deb}")
+        return deb
+
+
+def install_project(tree: Path, deb: Path) -> None:
+    """Install the project into the guest tree the way a user does: its .deb, with dpkg
+    (its dependencies are in the guest already; the guest has no network)."""
+    shutil.copy2(deb, tree / "tmp/ibi.deb")
+    script = f"""set -e
+T={tree}
+mount -t proc proc "$T/proc"
+chroot "$T" env DEBIAN_FRONTEND=noninteractive dpkg -i /tmp/ibi.deb
 """
-
-
-def install_project(tree: Path) -> None:
-    """Put the engine, the menu, the dracut module and the units into the guest tree."""
-    site = tree / "usr/lib/python3/dist-packages"
-    for pkg in ("maintenance", "screens"):
-        src = PROJECT / pkg
-        dst = site / pkg
-        if dst.exists():
-            shutil.rmtree(dst)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    wrapper = tree / "usr/sbin/ibi"
-    wrapper.write_text(IBI_WRAPPER)
-    wrapper.chmod(0o755)
-
-    mod = tree / "usr/lib/dracut/modules.d/90ibi"
-    if mod.exists():
-        shutil.rmtree(mod)
-    shutil.copytree(PROJECT / "dracut-module/90ibi", mod)
-    for f in mod.iterdir():
-        f.chmod(0o755 if f.suffix == ".sh" else 0o644)
-
-    unitdir = tree / "usr/lib/systemd/system"
-    sysd = PROJECT / "systemd"
-    for f in sorted(sysd.iterdir()) if sysd.is_dir() else []:
-        if f.suffix in (".service", ".target", ".path", ".timer"):
-            shutil.copy2(f, unitdir / f.name)
-    grub = sysd / "42_ibi"
-    if grub.is_file():
-        (tree / "etc/grub.d").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(grub, tree / "etc/grub.d/42_ibi")
-    libexec = tree / "usr/lib/ibi"
-    libexec.mkdir(parents=True, exist_ok=True)
-    for f in sorted(sysd.glob("ibi-*.sh")) if sysd.is_dir() else []:
-        dst = libexec / f.name.removesuffix(".sh")
-        shutil.copy2(f, dst)
-        dst.chmod(0o755)
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    (tree / "tmp/ibi.deb").unlink()
+    if r.returncode != 0:
+        raise RuntimeError(f"dpkg -i of the ibi package failed:\n{r.stdout}\n{r.stderr}")
 
 
 def configure(tree: Path) -> None:
@@ -188,14 +190,6 @@ def configure(tree: Path) -> None:
     shadow.write_text("".join(
         ("root::" + ln.split(":", 2)[2] if ln.startswith("root:") else ln) + "\n"
         for ln in lines))
-    # enable the units the project ships for the booted system
-    wants = tree / "etc/systemd/system/sysinit.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    for unit in ("ibi-protect.service",):
-        if (tree / "usr/lib/systemd/system" / unit).is_file():
-            link = wants / unit
-            if not link.is_symlink():
-                link.symlink_to(f"/usr/lib/systemd/system/{unit}")
     # no firstboot questions, no waiting for a network
     for unit in ("systemd-firstboot.service", "systemd-networkd-wait-online.service"):
         mask = tree / "etc/systemd/system" / unit
@@ -258,13 +252,10 @@ class Guest:
         return path
 
 
-def project_keys(rootfs_tar: Path) -> tuple[str, str]:
-    """(initrd key, base image key)."""
-    me = Path(__file__)
-    initrd_key = hash_paths([PROJECT / "dracut-module", PROJECT / "systemd", me],
-                            rootfs_tar.name + INITRD_DRIVERS)
-    base_key = hash_paths([PROJECT / "maintenance", PROJECT / "screens"], initrd_key)
-    return initrd_key, base_key
+def project_keys(rootfs_tar: Path, deb: Path) -> tuple[str, str]:
+    """(initrd key, base image key): both follow the package and this file."""
+    key = hash_paths([Path(__file__)], rootfs_tar.name + deb.name + INITRD_DRIVERS)
+    return key, key
 
 
 def build_guest(workdir: Path) -> Guest:
@@ -274,7 +265,8 @@ def build_guest(workdir: Path) -> Guest:
     tar, spent = ensure_rootfs()
     timings["rootfs_build_s"] = round(spent, 1)
     c = cache_dir()
-    initrd_key, base_key = project_keys(tar)
+    deb = ensure_deb()
+    initrd_key, base_key = project_keys(tar, deb)
     kernel = c / f"vmlinuz-{initrd_key}"
     initrd = c / f"initrd-{initrd_key}.img"
     base = c / f"base-{base_key}.sqfs"
@@ -287,7 +279,7 @@ def build_guest(workdir: Path) -> Guest:
             t = time.monotonic()
             sh(["tar", "-xpf", str(tar), "--numeric-owner", "--xattrs",
                 "--xattrs-include=*", "-C", str(tree)])
-            install_project(tree)
+            install_project(tree, deb)
             configure(tree)
             timings["tree_s"] = round(time.monotonic() - t, 1)
             if not (initrd.is_file() and kernel.is_file()):
@@ -323,7 +315,7 @@ def make_plain_disk(disk: Path) -> Path:
     tree.mkdir(parents=True)
     sh(["tar", "-xpf", str(tar), "--numeric-owner", "--xattrs", "--xattrs-include=*",
         "-C", str(tree)])
-    install_project(tree)
+    install_project(tree, ensure_deb())
     configure(tree)
     with contextlib.suppress(FileNotFoundError):
         disk.unlink()

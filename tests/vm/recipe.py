@@ -32,6 +32,10 @@ PACKAGES = (
     "python3-psutil",
     "python3-yaml",
     "python3-pyudev",
+    # a conventional Debian disk (tests/vm/disk.py): the bootloader, partitioning, ACLs
+    "grub-pc",
+    "fdisk",
+    "acl",
 )
 
 
