@@ -68,6 +68,11 @@ def boot(guest: guestmod.Guest, vm_workdir: Path,
         return vm
 
     yield start
+    _finish(vms, logs, request)
+
+
+def _finish(vms: list[qemu.VM], logs: Path, request: pytest.FixtureRequest) -> None:
+    """Kill the test's VMs; keep their console logs under <logs>/failed if it failed."""
     for vm in vms:
         vm._kill()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
@@ -76,6 +81,46 @@ def boot(guest: guestmod.Guest, vm_workdir: Path,
                 keep = logs / "failed"
                 keep.mkdir(exist_ok=True)
                 shutil.copy2(vm.log_path, keep / vm.log_path.name)
+
+
+@pytest.fixture(scope="session")
+def conventional_disk() -> Path:
+    """The cached raw image of a conventional Debian disk (GRUB, ext4 root, empty vda2)."""
+    reason = _unavailable()
+    if reason is None:
+        missing = [t for t in ("sfdisk", "losetup", "mount", "blkid", "e2fsck")
+                   if shutil.which(t) is None]
+        if missing:
+            reason = f"missing host tools: {', '.join(missing)} (apt-get install fdisk mount)"
+    if reason:
+        _skip(reason)
+    import disk as diskmod
+
+    path = diskmod.conventional_disk()
+    print(f"\n[vm] conventional disk {path}, build timings: {diskmod.build_timings(path)}",
+          flush=True)
+    return path
+
+
+@pytest.fixture
+def bios_boot(vm_workdir: Path,
+              request: pytest.FixtureRequest) -> Iterator[Callable[..., qemu.VM]]:
+    """bios_boot(disk, name, bootloader=None, smp=1, memory="1024") -> a started VM that
+    boots ``disk`` through the BIOS and the disk's own GRUB (no -kernel); ``bootloader(vm)``
+    drives GRUB's menu (e.g. qemu.grub_choose). Killed at the end of the test."""
+    vms: list[qemu.VM] = []
+    logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
+
+    def start(disk: Path, name: str, bootloader: Callable[[qemu.VM], None] | None = None,
+              smp: int = 1, memory: str = "1024") -> qemu.VM:
+        vm = qemu.VM(None, None, disk, logs, f"{request.node.name}-{name}",
+                     smp=smp, memory=memory, bootloader=bootloader)
+        vms.append(vm)
+        vm.start()
+        return vm
+
+    yield start
+    _finish(vms, logs, request)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

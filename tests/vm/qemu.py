@@ -7,6 +7,9 @@ file and its boot time (qemu start to a root shell) is recorded and printed.
 TCG is used unless the host CPU advertises vmx/svm (the KVM on these machines cannot run a
 stock kernel). qemu 7.2 under TCG now and then oopses before the initramfs runs: such a boot
 is retried (up to ``EARLY_RETRIES`` times).
+
+A VM without a kernel boots its disk like a real machine: SeaBIOS, then the disk's GRUB on
+the serial console (:func:`grub_menu` and :func:`grub_choose` read and drive its menu).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TextIO
@@ -51,15 +54,22 @@ def use_kvm() -> bool:
     return bool(re.search(r"\b(vmx|svm)\b", flags)) and os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def qemu_argv(kernel: Path, initrd: Path, disk: Path, append: str,
-              memory: str = "1024") -> list[str]:
+def qemu_argv(kernel: Path | None, initrd: Path | None, disk: Path, append: str,
+              memory: str = "1024", smp: int = 1, serial: str = "mon:stdio") -> list[str]:
+    """The qemu command line. With ``kernel`` None the machine boots from its disk through
+    the BIOS (SeaBIOS) and the disk's own bootloader, like an installed machine."""
     fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
     argv = [
         "qemu-system-x86_64",
-        "-nodefaults", "-nographic", "-serial", "mon:stdio",
+        "-nodefaults", "-nographic", "-serial", serial,
         "-no-reboot",
-        "-m", memory, "-smp", "1",
-        "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
+        "-m", str(memory), "-smp", str(smp),
+    ]
+    if serial != "mon:stdio":
+        argv += ["-monitor", "none"]
+    if kernel is not None:
+        argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
+    argv += [
         "-drive", f"file={disk},if=virtio,format={fmt},cache=unsafe",
         "-nic", "none",
     ]
@@ -73,19 +83,28 @@ def qemu_argv(kernel: Path, initrd: Path, disk: Path, append: str,
 class VM:
     """One boot of the guest. Use as a context manager: qemu is killed on exit."""
 
-    def __init__(self, kernel: Path, initrd: Path, disk: Path, log_dir: Path, name: str,
-                 extra_append: str = "", base_append: str = BASE_APPEND) -> None:
+    def __init__(self, kernel: Path | None, initrd: Path | None, disk: Path, log_dir: Path,
+                 name: str, extra_append: str = "", base_append: str = BASE_APPEND, *,
+                 smp: int = 1, memory: str = "1024",
+                 bootloader: Callable[[VM], None] | None = None) -> None:
+        """``kernel`` None: boot the disk through the BIOS and its bootloader (``initrd`` and
+        the append arguments are then unused). ``bootloader(vm)`` runs right after qemu
+        starts, before the kernel (and again on a retry): e.g. :func:`grub_choose`."""
         self.kernel = kernel
         self.initrd = initrd
         self.disk = disk
         self.log_dir = log_dir
         self.name = name
-        self.append = f"{base_append} {extra_append}".strip()
+        self.append = f"{base_append} {extra_append}".strip() if kernel is not None else ""
+        self.smp = smp
+        self.memory = memory
+        self.bootloader = bootloader
         self.proc: pexpect.spawn | None = None
         self.log_path: Path | None = None
         self.boot_seconds: float | None = None
         self.started = 0.0
         self._log: TextIO | None = None
+        self._console: Console | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -96,13 +115,20 @@ class VM:
             self.log_path = self.log_dir / f"{self.name}-try{attempt}.log"
             log = self.log_path.open("w", encoding="utf-8", errors="replace")
             self._log = log
-            argv = qemu_argv(self.kernel, self.initrd, self.disk, self.append)
+            argv = qemu_argv(self.kernel, self.initrd, self.disk, self.append,
+                             memory=self.memory, smp=self.smp)
             log.write("# " + " ".join(argv) + "\n")
+            self._console = None
             self.started = time.monotonic()
             self.proc = pexpect.spawn(argv[0], argv[1:], encoding="utf-8",
                                       codec_errors="replace", dimensions=(24, 80),
                                       timeout=BOOT_TIMEOUT, maxread=65536)
             self.proc.logfile_read = self._log
+            if self.bootloader is not None:
+                self.bootloader(self)
+            seen = self._console.seen if self._console is not None else ""
+            if INITRD_STARTED in seen:  # already read by the bootloader driver
+                return
             i = self.proc.expect([INITRD_STARTED, *EARLY_FAILURES, pexpect.EOF,
                                   pexpect.TIMEOUT], timeout=180)
             if i == 0:
@@ -140,8 +166,15 @@ class VM:
 
     def _record_time(self) -> None:
         BOOT_TIMES.append((self.name, self.boot_seconds or 0.0))
+        how = self.append if self.kernel is not None else "(BIOS + the disk's bootloader)"
         with (self.log_dir / "boot-times.txt").open("a") as fh:
-            fh.write(f"{self.name}\t{self.boot_seconds}\t{self.append}\n")
+            fh.write(f"{self.name}\t{self.boot_seconds}\t{how}\n")
+
+    def console(self) -> Console:
+        """This boot's screen (a :class:`Console`), kept across calls (e.g. GRUB menus)."""
+        if self._console is None:
+            self._console = Console(self)
+        return self._console
 
     def expect(self, patterns: Sequence[str] | str, timeout: float = 120) -> int:
         """pexpect's expect, with a BootError naming the log on timeout or EOF."""
@@ -239,6 +272,7 @@ class Console:
         self.vm = vm
         self.screen = pyte.Screen(cols, rows)
         self.stream = pyte.Stream(self.screen)
+        self.seen = ""  # the last 64 KiB fed to the screen (pexpect will not see it again)
 
     def text(self) -> str:
         return "\n".join(self.screen.display)
@@ -255,6 +289,7 @@ class Console:
             except pexpect.EOF:
                 raise BootError(f"{self.vm.name}: qemu exited while the menu was expected "
                                 f"(log: {self.vm.log_path})") from None
+            self.seen = (self.seen + data)[-65536:]
             self.stream.feed(data)
 
     def wait_for(self, *texts: str, timeout: float = 300) -> str:
@@ -275,3 +310,97 @@ class Console:
             self.vm.send(ch)
             self.pump(0.15)
         self.pump(settle)
+
+
+# --- GRUB's menu on the serial console ------------------------------------------------------
+
+GRUB_MENU_HELP = "keys to select which entry is highlighted"
+GRUB_KEY_UP = "\x1b[A"
+GRUB_KEY_DOWN = "\x1b[B"
+_GRUB_BORDER = re.compile(r"\s*[+┌└][-─]{20,}[+┐┘]\s*")
+_GRUB_ROW = re.compile(r"(\s*[|│])(.*)[|│]\s*")
+
+
+def grub_screen(con: Console) -> tuple[list[str], int | None] | None:
+    """GRUB's menu as drawn on ``con``: (entry titles, index of the highlighted one), or None
+    while no complete menu is on the screen. GRUB's text menu draws a box of entries, marks
+    the highlighted one with ``*`` in front and reverse video, and prints its key help below."""
+    lines = con.screen.display
+    if not any(GRUB_MENU_HELP in ln for ln in lines):
+        return None
+    borders = [y for y, ln in enumerate(lines) if _GRUB_BORDER.fullmatch(ln)]
+    if len(borders) < 2:
+        return None
+    entries: list[str] = []
+    selected: int | None = None
+    for y in range(borders[0] + 1, borders[1]):
+        m = _GRUB_ROW.fullmatch(lines[y])
+        if m is None:
+            return None
+        inner = m.group(2)
+        title = inner[1:].rstrip()
+        if not title:
+            continue
+        row = con.screen.buffer[y]
+        x0 = len(m.group(1))
+        reverse = any(row[x].reverse for x in range(x0 + 1, x0 + 1 + len(title)))
+        if inner.startswith("*") or (selected is None and reverse):
+            selected = len(entries)
+        entries.append(title)
+    return (entries, selected) if entries else None
+
+
+def _grub_wait(vm: VM, timeout: float) -> tuple[list[str], int | None]:
+    """Wait for a complete GRUB menu (the same on two reads 0.3 s apart)."""
+    con = vm.console()
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        now = grub_screen(con)
+        if now is not None and now == last:
+            return now
+        last = now
+        con.pump(0.3)
+    raise BootError(f"{vm.name}: no GRUB menu on the console in {timeout} s; the screen:\n"
+                    f"{con.text()}\n(log: {vm.log_path})")
+
+
+def grub_menu(vm: VM, timeout: float = 180) -> list[str]:
+    """Wait for GRUB's menu on ``vm``'s serial console; returns the entry titles. Presses no
+    key: the countdown goes on (call :func:`grub_choose` at once to pick an entry)."""
+    return _grub_wait(vm, timeout)[0]
+
+
+def grub_choose(vm: VM, title: str, timeout: float = 180) -> str:
+    """Highlight the first GRUB entry whose title contains ``title`` (arrow keys, reading the
+    highlight back from the screen) and press Enter; returns the full title. The first key
+    stops GRUB's countdown. A submenu's entries are then drawn afresh: call again to choose
+    in it. Fails with the screen when no entry matches."""
+    con = vm.console()
+    entries, selected = _grub_wait(vm, timeout)
+    matches = [i for i, e in enumerate(entries) if title in e]
+    if not matches:
+        raise BootError(f"{vm.name}: no GRUB entry contains {title!r}; the screen:\n"
+                        f"{con.text()}\n(log: {vm.log_path})")
+    target = matches[0]
+    for _ in range(2 * len(entries) + 2):
+        if selected is None:
+            raise BootError(f"{vm.name}: cannot tell GRUB's highlighted entry; the screen:\n"
+                            f"{con.text()}\n(log: {vm.log_path})")
+        if selected == target:
+            break
+        vm.send(GRUB_KEY_DOWN if target > selected else GRUB_KEY_UP)
+        before = selected
+        end = time.monotonic() + 20
+        while selected == before and time.monotonic() < end:
+            con.pump(0.2)
+            now = grub_screen(con)
+            if now is not None:
+                entries, selected = now
+    else:
+        raise BootError(f"{vm.name}: could not move GRUB's highlight to {entries[target]!r}; "
+                        f"the screen:\n{con.text()}\n(log: {vm.log_path})")
+    vm.send("\r")
+    # a submenu is drawn afresh: the old menu must not pass for it
+    con.screen.reset()
+    return entries[target]
