@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,16 +105,17 @@ def conventional_disk() -> Path:
 @pytest.fixture
 def bios_boot(vm_workdir: Path,
               request: pytest.FixtureRequest) -> Iterator[Callable[..., qemu.VM]]:
-    """bios_boot(disk, name, bootloader=None, smp=1, memory="1024") -> a started VM that
-    boots ``disk`` through the BIOS and the disk's own GRUB (no -kernel); ``bootloader(vm)``
-    drives GRUB's menu (e.g. qemu.grub_choose). Killed at the end of the test."""
+    """bios_boot(disk, name, bootloader=None, smp=1, memory="1024", drives=()) -> a started
+    VM that boots ``disk`` through the BIOS and the disk's own GRUB (no -kernel);
+    ``bootloader(vm)`` drives GRUB's menu (e.g. qemu.grub_choose); ``drives`` are more disks
+    (vdb, ...). Killed at the end of the test."""
     vms: list[qemu.VM] = []
     logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
 
     def start(disk: Path, name: str, bootloader: Callable[[qemu.VM], None] | None = None,
-              smp: int = 1, memory: str = "1024") -> qemu.VM:
+              smp: int = 1, memory: str = "1024", drives: Sequence[Path] = ()) -> qemu.VM:
         vm = qemu.VM(None, None, disk, logs, f"{request.node.name}-{name}",
-                     smp=smp, memory=memory, bootloader=bootloader)
+                     smp=smp, memory=memory, bootloader=bootloader, drives=drives)
         vms.append(vm)
         vm.start()
         return vm

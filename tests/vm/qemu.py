@@ -55,10 +55,11 @@ def use_kvm() -> bool:
 
 
 def qemu_argv(kernel: Path | None, initrd: Path | None, disk: Path, append: str,
-              memory: str = "1024", smp: int = 1, serial: str = "mon:stdio") -> list[str]:
+              memory: str = "1024", smp: int = 1, serial: str = "mon:stdio",
+              drives: Sequence[Path] = ()) -> list[str]:
     """The qemu command line. With ``kernel`` None the machine boots from its disk through
-    the BIOS (SeaBIOS) and the disk's own bootloader, like an installed machine."""
-    fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
+    the BIOS (SeaBIOS) and the disk's own bootloader, like an installed machine. ``disk`` is
+    /dev/vda; ``drives`` are more virtio disks (vdb, ...)."""
     argv = [
         "qemu-system-x86_64",
         "-nodefaults", "-nographic", "-serial", serial,
@@ -69,10 +70,10 @@ def qemu_argv(kernel: Path | None, initrd: Path | None, disk: Path, append: str,
         argv += ["-monitor", "none"]
     if kernel is not None:
         argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
-    argv += [
-        "-drive", f"file={disk},if=virtio,format={fmt},cache=unsafe",
-        "-nic", "none",
-    ]
+    for d in (disk, *drives):
+        fmt = "qcow2" if d.suffix == ".qcow2" else "raw"
+        argv += ["-drive", f"file={d},if=virtio,format={fmt},cache=unsafe"]
+    argv += ["-nic", "none"]
     if use_kvm():
         argv += ["-accel", "kvm", "-cpu", "host"]
     else:
@@ -86,10 +87,12 @@ class VM:
     def __init__(self, kernel: Path | None, initrd: Path | None, disk: Path, log_dir: Path,
                  name: str, extra_append: str = "", base_append: str = BASE_APPEND, *,
                  smp: int = 1, memory: str = "1024",
-                 bootloader: Callable[[VM], None] | None = None) -> None:
+                 bootloader: Callable[[VM], None] | None = None,
+                 drives: Sequence[Path] = ()) -> None:
         """``kernel`` None: boot the disk through the BIOS and its bootloader (``initrd`` and
         the append arguments are then unused). ``bootloader(vm)`` runs right after qemu
-        starts, before the kernel (and again on a retry): e.g. :func:`grub_choose`."""
+        starts, before the kernel (and again on a retry): e.g. :func:`grub_choose`.
+        ``drives``: more disks after ``disk`` (vdb, ...)."""
         self.kernel = kernel
         self.initrd = initrd
         self.disk = disk
@@ -99,6 +102,7 @@ class VM:
         self.smp = smp
         self.memory = memory
         self.bootloader = bootloader
+        self.drives = list(drives)
         self.proc: pexpect.spawn | None = None
         self.log_path: Path | None = None
         self.boot_seconds: float | None = None
@@ -116,7 +120,7 @@ class VM:
             log = self.log_path.open("w", encoding="utf-8", errors="replace")
             self._log = log
             argv = qemu_argv(self.kernel, self.initrd, self.disk, self.append,
-                             memory=self.memory, smp=self.smp)
+                             memory=self.memory, smp=self.smp, drives=self.drives)
             log.write("# " + " ".join(argv) + "\n")
             self._console = None
             self.started = time.monotonic()
