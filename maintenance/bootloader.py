@@ -17,6 +17,8 @@ as Debian's grub.cfg does.
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import yaml
 
 from . import bootplan
 from .errors import StoreError
+from .run import run
 from .store import Store, atomic_write
 
 GRUB_DIR = "grub"
@@ -71,7 +74,7 @@ def read_settings(st: Store) -> Settings:
         raise StoreError(f"{path} is missing: this machine was not set up by ibi install") \
             from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, ValueError, TypeError) as e:
-        raise StoreError(f"{path.name}: unreadable ({e})") from None
+        raise StoreError(f"{path.name}: unreadable ({' '.join(str(e).split())})") from None
 
 
 def write_settings(st: Store, s: Settings) -> None:
@@ -85,9 +88,14 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+def _arg(word: str) -> str:
+    """A kernel parameter as a GRUB word: quoted unless plainly safe."""
+    return word if re.fullmatch(r"[A-Za-z0-9_.,:=/+@%-]+", word) else _q(word)
+
+
 def render(plan: bootplan.BootPlan, s: Settings) -> str:
     k = s.kernel
-    base_args = f"rd.ibi.data={s.data_spec} {s.cmdline}".strip()
+    base_args = " ".join(_arg(w) for w in [f"rd.ibi.data={s.data_spec}", *s.cmdline.split()])
     out = [
         "# GRUB menu of an ibi machine, written by ibi (maintenance/bootloader.py) whenever",
         "# the image stack changes: do not edit. Settings: DATA/boot/bootloader.yaml.",
@@ -126,8 +134,9 @@ def render(plan: bootplan.BootPlan, s: Settings) -> str:
     os_classes = "--class debian --class gnu-linux --class gnu --class os"
     if plan.normal:
         top = plan.normal[-1]
-        entry(f"{s.distributor} (ibi: {len(plan.normal)} images, top {top})", "ibi", "",
-              os_classes)
+        n = len(plan.normal)
+        entry(f"{s.distributor} (ibi: {n} image{'s' if n != 1 else ''}, top {top})", "ibi",
+              "", os_classes)
     else:  # the initramfs falls back (roottab.prev, or the menu with the error)
         entry(f"{s.distributor} (ibi: the stack needs attention)", "ibi", "", os_classes)
     entry(f"{s.distributor} (ibi Maintenance Mode)", "ibi-maintenance",
@@ -156,8 +165,19 @@ def write_grub_cfg(st: Store) -> bool:
     text = render(bootplan.build(st), read_settings(st))
     path = cfg_path(st)
     with contextlib.suppress(OSError):
-        if path.read_text(encoding="utf-8") == text:
+        if path.read_bytes() == text.encode():
             return False
     path.parent.mkdir(parents=True, exist_ok=True)
+    check = shutil.which("grub-script-check")
+    if check:  # never put a menu GRUB cannot parse in place of a working one
+        probe = path.with_name(f".check-{GRUB_CFG}")
+        probe.write_text(text)
+        try:
+            r = run([check, str(probe)], check=False)
+        finally:
+            probe.unlink()
+        if r.returncode != 0:
+            raise StoreError(f"the GRUB menu ibi rendered does not parse: "
+                             f"{(r.stdout + r.stderr).strip()}")
     atomic_write(path, text)
     return True

@@ -147,16 +147,16 @@ def path(st: Store) -> Path:
 def write(st: Store) -> bool:
     """Write the plan if it changed (durably); returns whether it was written."""
     text = render(build(st))
-    p = path(st)
-    with contextlib.suppress(OSError):
-        if p.read_text(encoding="utf-8") == text:
-            return False
-    atomic_write(p, text)
+    if is_current(st, text):
+        return False
+    atomic_write(path(st), text)
     return True
 
 
-def is_current(st: Store) -> bool:
+def is_current(st: Store, text: str | None = None) -> bool:
+    """Whether the plan on disk is the one the store calls for (a damaged file is not)."""
     try:
-        return path(st).read_text(encoding="utf-8") == render(build(st))
+        on_disk = path(st).read_bytes()
     except OSError:
         return False
+    return on_disk == (text if text is not None else render(build(st))).encode()

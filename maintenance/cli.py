@@ -228,25 +228,30 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------- output
 
 class Reporter:
-    """Progress on stderr: a live line on a terminal, phase changes otherwise."""
+    """Progress on stderr: a live line on a terminal, phase changes otherwise. A report
+    without a known total (a step of a longer action) is a line of its own."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.phase = ""
+        self.live = False  # a \r-updated line is open on the terminal
 
     def __call__(self, p: Progress) -> None:
         if self.quiet:
             return
-        if self.tty:
-            frac = p.fraction
-            pct = f"{frac * 100:5.1f}%" if frac is not None else "     "
-            sys.stderr.write(f"\r{p.phase:>10} {pct} {p.message[:50]:<50}")
-            if frac is not None and frac >= 1.0:
+        frac = p.fraction
+        if self.tty and frac is not None:
+            sys.stderr.write(f"\r{p.phase:>10} {frac * 100:5.1f}% {p.message[:50]:<50}")
+            self.live = frac < 1.0
+            if not self.live:
                 sys.stderr.write("\n")
-            sys.stderr.flush()
         elif p.phase != self.phase:
+            if self.live:
+                sys.stderr.write("\n")
+                self.live = False
             sys.stderr.write(f"{p.phase} {p.message}\n")
+        sys.stderr.flush()
         self.phase = p.phase
 
 

@@ -232,7 +232,12 @@ class Engine:
         of roottab or of the images, after their commit point."""
         changed = bootplan.write(self.store)
         if self.store.bootloader_conf.is_file():
-            changed = bootloader.write_grub_cfg(self.store) or changed
+            try:
+                changed = bootloader.write_grub_cfg(self.store) or changed
+            except (IbiError, OSError) as e:
+                # the plan (what the initramfs reads) is written; a broken menu setting
+                # must not block the store's actions: the menu keeps its last good version
+                log.warning("GRUB's menu was not renewed: %s", e)
         return changed
 
     def _recovery(self, dry_run: bool) -> list[str]:

@@ -36,14 +36,17 @@ from .model import Progress, ProgressFn
 from .run import run, which
 from .store import fsync_dir, tree_bytes
 
-# Measured: the Debian 13 test guest's root (linux-image, dracut, grub, python3; 1.03 GiB
-# in 38,000 files) squashes to 0.45 of its size with zstd level 3 (tests/vm). Kept a little
-# pessimistic, as roots with more text compress better and with more media worse.
-COMPRESSION_RATIO = 0.50
+# Measured: the Debian 13 guest of tests/vm/test_install.py (linux-image, dracut, grub,
+# python3: 412.4 MiB used on its root) squashed to a 208.3 MiB base with zstd level 3, a
+# ratio of 0.505. Rounded up, as roots with more binaries or media compress worse.
+COMPRESSION_RATIO = 0.55
 LAYER_HEADROOM = 512 << 20  # room for the writable layer's first changes
 INITRD_ESTIMATE = 128 << 20
 WORK = "install"
 FSTAB_NOT_UNDER_IBI = ("/", "/home", "/boot")
+# mounts under / that are not part of the installed system (or are handled on their own)
+NOT_SYSTEM_MOUNTS = ("/home", "/boot", "/proc", "/sys", "/dev", "/run", "/tmp", "/mnt",
+                     "/media")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class InstallPlan:
     kernel: str
     boot_disk: str  # where GRUB goes
     original: Original | None
+    target_names: tuple[str, ...]  # how /etc/fstab may name DEVICE (old UUID=, LABEL=, ...)
     cmdline: str
     terminal: str
     timeout: int
@@ -97,6 +101,27 @@ def _devnos(dev: str) -> set[str]:
     return out
 
 
+def _on_dm_crypt(devno: str) -> bool:
+    """Whether the block device ``devno`` (major:minor) sits on dm-crypt at any depth."""
+    todo = [Path(f"/sys/dev/block/{devno}")]
+    seen: set[Path] = set()
+    while todo:
+        d = todo.pop()
+        with contextlib.suppress(OSError):
+            d = d.resolve()
+            if d in seen:
+                continue
+            seen.add(d)
+            uuid = d / "dm" / "uuid"
+            if uuid.is_file() and uuid.read_text().startswith("CRYPT-"):
+                return True
+            if (d / "partition").exists():
+                todo.append(d.parent)
+            if (d / "slaves").is_dir():
+                todo.extend((d / "slaves").iterdir())
+    return False
+
+
 def _blkid(dev: str) -> dict[str, str]:
     r = run([which("blkid"), "-p", "-o", "export", dev], check=False)
     if r.returncode not in (0, 2):  # 2: nothing found
@@ -126,22 +151,28 @@ def _fs_uuid(dev: str) -> str:
     return uuid
 
 
+GRUB_VARS = ("GRUB_TERMINAL", "GRUB_TERMINAL_INPUT", "GRUB_SERIAL_COMMAND", "GRUB_TIMEOUT",
+             "GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
+
+
 def _default_grub() -> dict[str, str]:
-    """The plain assignments of /etc/default/grub (quotes removed)."""
-    out: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/etc/default/grub").read_text().splitlines():
-            m = re.match(r'\s*(GRUB_[A-Z_]+)=(["\']?)(.*)\2\s*$', line)
-            if m:
-                out[m.group(1)] = m.group(3)
-    return out
+    """GRUB's settings as grub-mkconfig sees them: /etc/default/grub and
+    /etc/default/grub.d/*.cfg sourced by sh."""
+    script = ('[ -r /etc/default/grub ] && . /etc/default/grub; '
+              'for f in /etc/default/grub.d/*.cfg; do [ -r "$f" ] && . "$f"; done; '
+              + "".join(f'printf "%s\\0" "${{{v}:-}}"; ' for v in GRUB_VARS))
+    r = run(["sh", "-c", script], check=False)
+    values = r.stdout.split("\0")
+    if r.returncode != 0 or len(values) < len(GRUB_VARS):
+        return {}
+    return {k: v for k, v in zip(GRUB_VARS, values, strict=False) if v}
 
 
-def _cmdline() -> str:
-    """This boot's kernel parameters that an ibi boot keeps (console and the like)."""
-    drop = ("BOOT_IMAGE=", "root=", "initrd=", "rd.ibi.", "rootflags=", "rootfstype=")
-    words = Path("/proc/cmdline").read_text().split()
-    return " ".join(w for w in words if w not in ("ro", "rw") and not w.startswith(drop))
+def _cmdline(dg: dict[str, str]) -> str:
+    """The kernel parameters Debian's own entry gets (GRUB_CMDLINE_LINUX and _DEFAULT):
+    not this boot's, which may carry a one-time `single` or `init=`."""
+    words = f"{dg.get('GRUB_CMDLINE_LINUX', '')} {dg.get('GRUB_CMDLINE_LINUX_DEFAULT', '')}"
+    return " ".join(w for w in words.split() if not w.startswith(("root=", "rd.ibi.")))
 
 
 def _distributor() -> str:
@@ -196,6 +227,25 @@ def make_plan(device: str, *, label: str = "ibidata", force: bool = False) -> In
     if holds and not force:
         raise Unsuitable(f"{device} holds {holds}; ibi install formats it",
                          hint="choose an empty partition, or add --force to erase it")
+    try:  # the kernel's own answer: a mount, swap, device-mapper or RAID holds it
+        os.close(os.open(device, os.O_RDONLY | os.O_EXCL))
+    except OSError as e:
+        raise Unsuitable(f"{device} is in use ({e.strerror})") from None
+    left_out = [f"{m.mountpoint} ({m.source})" for m in mounts.mountinfo()
+                if m.source.startswith("/dev/") and m.devno != root.devno
+                and m.mountpoint != "/" and not any(
+                    m.mountpoint == d or m.mountpoint.startswith(d + "/")
+                    for d in NOT_SYSTEM_MOUNTS)]
+    if left_out:
+        raise Unsuitable("file systems mounted under / would be missing from the base image: "
+                         + ", ".join(left_out),
+                         hint="ibi install squashes the root file system alone; "
+                         "unmount them (or merge them into /) first")
+    for what, devno in (("root file system", root.devno),
+                        ("/home", _mount_of("/home").devno)):
+        if _on_dm_crypt(devno):
+            raise Unsuitable(f"the {what} is on an encrypted device: ibi install would copy "
+                             f"it unencrypted onto {device}")
 
     home_bytes = tree_bytes(Path("/home")) if os.path.isdir("/home") else 0
     sv = os.statvfs("/")
@@ -235,10 +285,13 @@ def make_plan(device: str, *, label: str = "ibidata", force: bool = False) -> In
     if boot_disk == device:
         raise Unsuitable(f"{device} holds this system's /boot")
 
-    grub_cfg = "/boot/grub/grub.cfg" if boot.mountpoint == "/" else "/grub/grub.cfg"
     original = None
     if Path("/boot/grub/grub.cfg").is_file():
-        original = Original(root.source, _fs_uuid(boot.source), grub_cfg)
+        # the path GRUB sees on that file system (a btrfs subvolume adds its own prefix)
+        rel = run(["grub-mkrelpath", "/boot/grub/grub.cfg"], check=False).stdout.strip()
+        if not rel:
+            rel = "/boot/grub/grub.cfg" if boot.mountpoint == "/" else "/grub/grub.cfg"
+        original = Original(root.source, _fs_uuid(boot.source), rel)
     dg = _default_grub()
     terminal = dg.get("GRUB_SERIAL_COMMAND", "serial") \
         if "serial" in dg.get("GRUB_TERMINAL", "") + dg.get("GRUB_TERMINAL_INPUT", "") else ""
@@ -250,7 +303,8 @@ def make_plan(device: str, *, label: str = "ibidata", force: bool = False) -> In
         device=device, partition_disk=not is_part, device_size=size, holds=holds,
         label=label, root_source=root.source, root_bytes=root_bytes,
         home_bytes=home_bytes, need=need, kernel=kernel, boot_disk=boot_disk,
-        original=original, cmdline=_cmdline(), terminal=terminal, timeout=timeout,
+        original=original, target_names=tuple(sorted(_names_of(device, probe))),
+        cmdline=_cmdline(dg), terminal=terminal, timeout=timeout,
         distributor=_distributor())
 
 
@@ -308,17 +362,59 @@ def _partition(disk: str) -> str:
     raise IbiError(f"the new partition of {disk} did not appear")
 
 
-def _fstab_for_ibi(text: str) -> str:
+def _fstab_for_ibi(text: str, target_names: set[str]) -> tuple[str, list[str]]:
+    """The image's /etc/fstab: the lines of /, /home and /boot, of the data partition's old
+    identity (``target_names``: its UUID=…, LABEL=…, device paths) and of swap files on the
+    root file system turned into comments. Returns it and the swap files (left out of the
+    base: they would bake swapped-out memory into an image, and cannot be swapped on from
+    an overlay)."""
     out = ["# ibi install: / is assembled from the image stack by the initramfs, /home is the",
            "# data partition's home/ and /boot comes with the images: their lines are off."]
+    swapfiles = []
+    off = {m.rstrip("/") or "/" for m in FSTAB_NOT_UNDER_IBI}
     for line in text.splitlines():
         fields = line.split()
-        if fields and not fields[0].startswith("#") and len(fields) >= 2 \
-                and fields[1].rstrip("/") in {m.rstrip("/") for m in FSTAB_NOT_UNDER_IBI}:
+        live = len(fields) >= 3 and not fields[0].startswith("#")
+        swapfile = live and fields[2] == "swap" and fields[0].startswith("/") \
+            and not fields[0].startswith("/dev/")
+        if swapfile:
+            swapfiles.append(fields[0])
+        if live and ((fields[1].rstrip("/") or "/") in off or fields[0] in target_names
+                     or swapfile):
             out.append("#ibi# " + line)
         else:
             out.append(line)
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n", swapfiles
+
+
+def _names_of(dev: str, probe: dict[str, str]) -> set[str]:
+    """How an fstab line may name ``dev``: its path, symlinks to it, its old identity."""
+    names = {dev}
+    for key, tag in (("UUID", "UUID"), ("LABEL", "LABEL"), ("PART_ENTRY_UUID", "PARTUUID"),
+                     ("PART_ENTRY_NAME", "PARTLABEL")):
+        if probe.get(key):
+            names.add(f"{tag}={probe[key]}")
+    for sub in ("by-uuid", "by-label", "by-partuuid", "by-partlabel", "by-id", "by-path"):
+        with contextlib.suppress(OSError):
+            for link in Path("/dev/disk", sub).iterdir():
+                if os.path.realpath(link) == dev:
+                    names.add(str(link))
+    return names
+
+
+def _mirror_dirs(src: Path, upper: Path) -> None:
+    """Create ``upper``/``src`` (and ``upper`` itself) as directories with the owners, modes
+    and times of ``/``, and each component of ``src``: overlayfs shows the upper's
+    attributes for a merged directory, so they must not come from this process's umask."""
+    parts = [Path("/"), *reversed(src.parents[:-1]), src] if src != Path("/") else [Path("/")]
+    for comp in parts:
+        (upper / str(comp).lstrip("/")).mkdir(exist_ok=True)
+    for comp in reversed(parts):  # children first: making them would touch the parent's times
+        dst = upper / str(comp).lstrip("/")
+        st = os.stat(comp)
+        os.chown(dst, st.st_uid, st.st_gid)
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def install(p: InstallPlan, *, run_dir: Path, progress: ProgressFn | None = None) -> Engine:
@@ -340,25 +436,34 @@ def install(p: InstallPlan, *, run_dir: Path, progress: ProgressFn | None = None
         rootbind.mkdir(parents=True, exist_ok=True)
         m.bind(Path("/"), rootbind, readonly=True)
         m.tmpfs(work / "rw")
-        (work / "rw/upper/etc").mkdir(parents=True)
+        upper = work / "rw/upper"
         (work / "rw/work").mkdir()
+        _mirror_dirs(Path("/etc"), upper)
         fstab = Path("/etc/fstab")
-        (work / "rw/upper/etc/fstab").write_text(
-            _fstab_for_ibi(fstab.read_text() if fstab.exists() else ""))
-        os.chmod(work / "rw/upper/etc/fstab", 0o644)
+        text, swapfiles = _fstab_for_ibi(fstab.read_text() if fstab.exists() else "",
+                                         set(p.target_names))
+        (upper / "etc/fstab").write_text(text)
+        os.chmod(upper / "etc/fstab", 0o644)
+        # no grub.cfg in the image: Debian's kernel hook then leaves update-grub alone,
+        # which cannot probe an overlay root; ibi's own hook renews ibi's menu instead
+        if Path("/boot/grub/grub.cfg").is_file() and _mount_of("/boot").mountpoint == "/":
+            _mirror_dirs(Path("/boot/grub"), upper)
+            os.mknod(upper / "boot/grub/grub.cfg", stat.S_IFCHR | 0o000, os.makedev(0, 0))
         view = work / "view"
         view.mkdir(exist_ok=True)
         m.overlay(view, [rootbind], work / "rw/upper", work / "rw/work")
         _step(progress, "squashing", f"the root file system {p.root_source}")
         eng.init(source_dir=view, description=f"installed from {p.root_source}",
-                 excludes=("tmp/*", "lost+found"), progress=progress,
+                 excludes=("tmp/*", "lost+found", *(f.lstrip("/") for f in swapfiles)),
+                 progress=progress,
                  space_needed=int(p.root_bytes * COMPRESSION_RATIO))
         _step(progress, "copying", f"/home ({human(p.home_bytes)})")
         store = eng.store
         staging = data / ".home-install"
         staging.mkdir(mode=0o755)
         if os.path.isdir("/home"):
-            run(["cp", "-a", "--preserve=all", "/home/.", str(staging)])
+            # -x: what other file systems mount under /home is not /home's (fstab keeps it)
+            run(["cp", "-a", "-x", "--preserve=all", "/home/.", str(staging)])
             st = os.stat("/home")
             os.chown(staging, st.st_uid, st.st_gid)
             os.chmod(staging, stat.S_IMODE(st.st_mode))

@@ -204,12 +204,12 @@ def meta_from_yaml(text: str, where: str) -> ImageMeta:
             size=int(doc["size"]),
             description=str(doc.get("description") or ""),
             parent=doc.get("parent"),
-            stack=tuple(doc.get("stack") or ()),
+            stack=tuple(check_name(str(n)) for n in doc.get("stack") or ()),
             source_layer=doc.get("source_layer"),
             source_stamp=doc.get("source_stamp"),
             compressor=str(doc.get("compressor") or "zstd"),
         )
-    except (yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError) as e:
+    except (yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError, BadName) as e:
         raise StoreError(f"{where}: unreadable metadata ({e})") from None
 
 

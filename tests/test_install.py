@@ -49,7 +49,7 @@ def test_too_small(loopdev: tuple[str, Path]) -> None:
     assert p.returncode == 1
     err = one_line_error(p)
     assert err.startswith(f"ibi: error: {dev} is too small: 64.0 MiB, and ibi needs about ")
-    assert "squashed at 0.50" in err and "choose a larger partition" in p.stderr
+    assert "squashed at 0.55" in err and "choose a larger partition" in p.stderr
     assert blkid(dev) == ""  # nothing was written
 
 
@@ -81,3 +81,26 @@ def test_help_explains_the_install() -> None:
     assert p.returncode == 0
     for word in ("--dry-run", "--force", "--yes", "ibidata", "original system"):
         assert word in p.stdout
+
+
+def test_fstab_for_the_image() -> None:
+    from maintenance.install import _fstab_for_ibi
+
+    text, swapfiles = _fstab_for_ibi(
+        "# /etc/fstab\n"
+        "UUID=aaa / ext4 errors=remount-ro 0 1\n"
+        "UUID=bbb\t/home\text4\tdefaults 0 2\n"
+        "UUID=ccc /boot/ ext4 defaults 0 2\n"
+        "UUID=old /srv ext4 defaults 0 2\n"
+        "/swapfile none swap sw 0 0\n"
+        "/dev/sdb2 none swap sw 0 0\n"
+        "LABEL=x /home/alice/data ext4 defaults 0 2\n", {"UUID=old", "/dev/sdz1"})
+    lines = text.splitlines()
+    off = [ln.removeprefix("#ibi# ") for ln in lines if ln.startswith("#ibi# ")]
+    assert off == ["UUID=aaa / ext4 errors=remount-ro 0 1", "UUID=bbb\t/home\text4\tdefaults 0 2",
+                   "UUID=ccc /boot/ ext4 defaults 0 2", "UUID=old /srv ext4 defaults 0 2",
+                   "/swapfile none swap sw 0 0"]
+    # a swap partition and a file system mounted below /home stay
+    assert "/dev/sdb2 none swap sw 0 0" in lines
+    assert "LABEL=x /home/alice/data ext4 defaults 0 2" in lines
+    assert swapfiles == ["/swapfile"]

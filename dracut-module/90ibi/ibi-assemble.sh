@@ -39,30 +39,19 @@ ibi_fail_banner() {
     } > /dev/console 2> /dev/null
 }
 
-# Picks the stack the menu (or any Python of the image) runs from: the plan's menu stacks in
-# order, else any image alone (a store without a plan: a base or full image has Python).
-# sets: IBI_NAMES; returns: 1 if nothing can run the menu
-# arg1: "any" to also accept images outside the plan
-menu_stack() {
+# prints: the stacks the menu (or any Python of the image) can run from, best first, one a
+#         line: the plan's menu stacks, else (a store without a plan) each image alone
+menu_stacks() {
     _s=$IBI_DATA/$IBI_STORE
-    _found=$(ibi_plan_stacks menu | while read -r _stack; do
-        _ok=1
-        for _n in $_stack; do
-            [ -f "$_s/$_n.sqfs" ] || _ok=0
-        done
-        [ "$_ok" = 1 ] && echo "$_stack" && break
-    done)
-    if [ -z "$_found" ]; then
-        for _img in "$_s"/*.sqfs; do
-            [ -f "$_img" ] || continue
-            _found=${_img##*/}
-            _found=${_found%.sqfs}
-            break
-        done
+    if [ -f "$_s/bootplan" ]; then
+        ibi_plan_stacks menu
+        return 0
     fi
-    [ -n "$_found" ] || return 1
-    IBI_NAMES=$_found
-    return 0
+    for _img in "$_s"/*.sqfs; do
+        [ -f "$_img" ] || continue
+        _n=${_img##*/}
+        echo "${_n%.sqfs}"
+    done
 }
 
 # Runs inside `unshare --mount`: every mount made here vanishes with the namespace.
@@ -73,21 +62,34 @@ image_inner() {
     _what=$1
     _err=$2
     mount --make-rprivate /
-    menu_stack || {
-        echo "ibi: no usable image to run the menu from" >&2
-        return 1
-    }
-    ibi_mount_lowers "$IBI_NAMES" || {
-        echo "ibi: $IBI_ERROR" >&2
-        return 1
-    }
     mkdir -p "$IBI_RUN/menu-rw" "$MENU_ROOT"
-    mount -t tmpfs -o mode=0755 ibi-menu-rw "$IBI_RUN/menu-rw" || return 1
-    mkdir -p "$IBI_RUN/menu-rw/upper" "$IBI_RUN/menu-rw/work"
-    ibi_mount_overlay "$MENU_ROOT" "$IBI_RUN/menu-rw/upper" "$IBI_RUN/menu-rw/work" || {
-        echo "ibi: $IBI_ERROR" >&2
+    # the first candidate stack that mounts and has ibi in it
+    _ok=
+    for _stack in $(menu_stacks | tr ' ' ','); do
+        _stack=$(echo "$_stack" | tr ',' ' ')
+        if ! ibi_mount_lowers "$_stack"; then
+            echo "ibi: $IBI_ERROR" >&2
+            continue
+        fi
+        mount -t tmpfs -o mode=0755 ibi-menu-rw "$IBI_RUN/menu-rw" || return 1
+        mkdir -p "$IBI_RUN/menu-rw/upper" "$IBI_RUN/menu-rw/work"
+        if ibi_mount_overlay "$MENU_ROOT" "$IBI_RUN/menu-rw/upper" "$IBI_RUN/menu-rw/work"; then
+            if [ -x "$MENU_ROOT/usr/bin/ibi" ]; then
+                _ok=1
+                break
+            fi
+            echo "ibi: the stack [$_stack] has no /usr/bin/ibi" >&2
+            umount "$MENU_ROOT"
+        else
+            echo "ibi: $IBI_ERROR" >&2
+        fi
+        umount "$IBI_RUN/menu-rw"
+        ibi_umount_lowers
+    done
+    if [ -z "$_ok" ]; then
+        echo "ibi: no image stack can run ibi (is the ibi package installed in the images?)" >&2
         return 1
-    }
+    fi
     mount --rbind /dev "$MENU_ROOT/dev"
     mount -t proc proc "$MENU_ROOT/proc"
     mount --rbind /sys "$MENU_ROOT/sys"
@@ -142,7 +144,10 @@ ensure_plan() {
 # Says so on the console with the end of its error output, and offers a retry, a shell or
 # to go on booting. returns: 0 to retry; 1 to go on (the decision is then "normal")
 menu_failed() {
+    _cr=$(printf '\r')
     while :; do
+        # a menu that died hard may have left the terminal raw
+        stty sane < /dev/console 2> /dev/null
         {
             echo
             echo "************************************************************"
@@ -161,13 +166,14 @@ menu_failed() {
             ibi_log err "cannot read the console: continuing to boot"
             _answer=c
         fi
+        _answer=${_answer%"$_cr"}
         case $_answer in
-            r | R) return 0 ;;
-            s | S)
+            r* | R*) return 0 ;;
+            s* | S*)
                 ibi_log notice "emergency shell from Maintenance Mode"
                 PS1="ibi-initramfs# " sh -i < /dev/console > /dev/console 2>&1
                 ;;
-            c | C)
+            c* | C*)
                 ibi_log warning "Maintenance Mode failed ($1): continuing to boot as asked"
                 echo normal > "$DECISION"
                 return 1
@@ -186,16 +192,15 @@ run_menu() {
     case $(stty size 2> /dev/null) in
         "" | "0 "* | *" 0") stty rows 24 cols 80 2> /dev/null ;;
     esac
+    # quiet the console while the menu (or its failure prompt) owns it: systemd's status
+    # output off (SIGRTMIN+21), kernel messages down to emergencies
+    kill -55 1 2> /dev/null
+    read -r _printk _ < /proc/sys/kernel/printk
+    echo 1 > /proc/sys/kernel/printk
     while :; do
         rm -f "$DECISION" "$IBI_RUN/menu-started" "$IBI_RUN/menu-stderr.log"
-        # quiet the console while urwid owns it: systemd status off (SIGRTMIN+21), kernel quiet
-        kill -55 1 2> /dev/null
-        read -r _printk _ < /proc/sys/kernel/printk
-        echo 1 > /proc/sys/kernel/printk
         unshare --mount /usr/sbin/ibi-assemble menu-inner "$1" 2> "$IBI_RUN/menu-stderr.log"
         _rc=$?
-        echo "$_printk" > /proc/sys/kernel/printk
-        kill -54 1 2> /dev/null
         printf '\033[0m\033[H\033[J' 2> /dev/null
         rmdir "$IBI_LOWER"/* 2> /dev/null
         [ -s "$DECISION" ] && break
@@ -207,6 +212,8 @@ run_menu() {
         ibi_log err "$_why"
         menu_failed "$_why" || break
     done
+    echo "$_printk" > /proc/sys/kernel/printk
+    kill -54 1 2> /dev/null
     ibi_log notice "menu decision: $(cat "$DECISION")"
     return 0
 }

@@ -97,7 +97,7 @@ ibi_plan_current() {
     _plan=$IBI_DATA/$IBI_STORE/bootplan
     [ -f "$_plan" ] || return 1
     _want=
-    while read -r _kw _rest; do
+    while read -r _kw _rest || [ -n "$_kw" ]; do
         [ "$_kw" = roottab ] && _want=$_rest
     done < "$_plan"
     if [ -f "$IBI_DATA/$IBI_STORE/roottab" ]; then
@@ -112,7 +112,7 @@ ibi_plan_current() {
 # prints: the matching stacks of the boot plan, one a line, image names bottom first
 ibi_plan_stacks() {
     [ -f "$IBI_DATA/$IBI_STORE/bootplan" ] || return 0
-    while read -r _kw _rest; do
+    while read -r _kw _rest || [ -n "$_kw" ]; do
         [ "$_kw" = "$1" ] || continue
         if [ "$1" = review ]; then
             [ "${_rest%% *}" = "$2" ] && echo "${_rest#* }"

@@ -183,3 +183,41 @@ def test_grub_menu_from_the_plan(tmp_path: Path) -> None:
         r = subprocess.run(["grub-script-check", str(bootloader.cfg_path(st))],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_plan_without_a_final_newline_and_without_a_plan(tmp_path: Path) -> None:
+    st = store(tmp_path, STORE[:2], "base\ninc1\n")
+    plan = bootplan.path(st)
+    plan.write_text(plan.read_text().rstrip("\n"))  # the last line ends without a newline
+    assert plan_stack(st, "review", "base") == (0, "base")
+    plan.unlink()  # a store from before boot plans: the menu tries each image alone
+    assemble = ROOT / "dracut-module/90ibi/ibi-assemble.sh"
+    funcs = assemble.read_text().rsplit("case $1 in", 1)[0]
+    r = subprocess.run(["sh", "-c", f"{STUBS}\n. {LIB}\nIBI_DATA={st.data}\n"
+                        + funcs.split(". /usr/lib/ibi/ibi-lib.sh", 1)[1] + "\nmenu_stacks"],
+                       capture_output=True, text=True)
+    assert r.stdout.split() == ["base", "inc1"], r.stderr
+
+
+def test_a_broken_store_file_never_blocks_the_engine(tmp_path: Path) -> None:
+    st = store(tmp_path, STORE[:2], "base\ninc1\n")
+    st.bootloader_conf.parent.mkdir()
+    st.bootloader_conf.write_text("kernel: [unclosed\n")  # GRUB's settings damaged
+    bootplan.path(st).write_bytes(b"\xff\xfe not text")  # the plan damaged
+    eng = Engine(st.data, tmp_path / "run")
+    assert "renew the boot plan" in eng.recover()  # the plan is renewed, GRUB's skipped
+    assert bootplan.is_current(st)
+    st.meta_path("inc1").write_text(st.meta_path("inc1").read_text().replace(
+        "- base", "- {a: 1}"))  # ill-typed metadata: one line, not a traceback
+    with pytest.raises(IbiError, match=r"inc1\.yaml: unreadable metadata"):
+        st.read_meta("inc1")
+
+
+def test_grub_menu_quotes_odd_kernel_parameters(tmp_path: Path) -> None:
+    st = store(tmp_path, STORE[:1], "base\n")
+    bootloader.write_settings(st, bootloader.Settings(
+        data_spec="UUID=1234", data_fs_uuid="1234", kernel="6.12.7-amd64",
+        cmdline="quiet a;b c'd #e f}g $h", distributor="Debian 'GNU' {Linux}"))
+    assert bootloader.write_grub_cfg(st)
+    out = bootloader.cfg_path(st).read_text()
+    assert "rd.ibi.data=UUID=1234 quiet 'a;b' 'c'\\''d' '#e' 'f}g' '$h'" in out, out
