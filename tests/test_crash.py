@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from maintenance import engine as engine_mod
 from maintenance import bootplan, squash, store
+from maintenance import engine as engine_mod
 from maintenance.engine import Engine
 from maintenance.model import Kind
 from tests.fstree import apply_changes, build_base, snapshot

@@ -1,0 +1,102 @@
+"""A machine set up the way a user does it, cached: the conventional Debian disk
+(tests/vm/disk.py) booted through its GRUB, the ibi package installed with dpkg (brought in on
+a second disk, like a USB stick: the guest has no network), /home given a user with an ACL, an
+xattr and a hard link, then ``ibi install --yes /dev/vda2`` and a clean power-off.
+
+The result is a qcow2 overlay of the conventional disk in the VM cache, keyed by that disk,
+the package and this file; ``installed-<key>.json`` beside it keeps the timings and the
+output of ``ibi install --dry-run`` and of the install. Used by tests/vm/test_install.py and
+``scripts/demo --vm``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import disk as diskmod
+import guest as guestmod
+from qemu import VM
+
+INSTALL_MEMORY = "1536"
+HOME_SETUP = (
+    "useradd -m -s /bin/bash alice && echo 'hello from alice' > /home/alice/notes.txt && "
+    "ln /home/alice/notes.txt /home/alice/notes-link.txt && "
+    "setfacl -m u:nobody:r /home/alice/notes.txt && "
+    "python3 -c \"import os; os.setxattr('/home/alice/notes.txt', 'user.note', b'kept')\" && "
+    "chown -R alice:alice /home/alice && chmod 0750 /home/alice"
+)
+
+
+def transfer_disk(path: Path, files: list[Path]) -> Path:
+    """A small ext4 image (label ibixfer) holding ``files``: how the package reaches the
+    guest, like a USB stick (the guest has no network)."""
+    stage = path.with_name(path.name + ".d")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    for f in files:
+        shutil.copy2(f, stage / f.name)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    guestmod.sh(["mkfs.ext4", "-q", "-F", "-L", "ibixfer", "-d", str(stage), str(path), "64M"])
+    shutil.rmtree(stage)
+    return path
+
+
+def install_key(conventional: Path, deb: Path) -> str:
+    return guestmod.hash_paths([Path(__file__)], conventional.name + deb.name)
+
+
+def do_install(conventional: Path, deb: Path, out: Path, logs: Path) -> dict[str, object]:
+    """Boot the conventional disk, dpkg -i the package, ibi install onto /dev/vda2."""
+    work = out.with_name(out.name + ".work.qcow2")
+    diskmod.overlay(conventional, work)
+    xfer = transfer_disk(out.with_name("xfer.img"), [deb])
+    record: dict[str, object] = {}
+    vm = VM(None, None, work, logs, "install", smp=2, memory=INSTALL_MEMORY, drives=[xfer])
+    try:
+        record["conventional_boot_s"] = vm.boot()
+        assert vm.check("findmnt -n -o FSTYPE /") == "ext4"
+        vm.check("mkdir -p /mnt/xfer && mount -o ro LABEL=ibixfer /mnt/xfer")
+        t = time.monotonic()
+        vm.check(f"dpkg -i /mnt/xfer/{deb.name} 2>&1 | tail -n 3", timeout=600)
+        record["dpkg_s"] = round(time.monotonic() - t, 1)
+        assert vm.check("command -v ibi") == "/usr/bin/ibi"
+        vm.check(HOME_SETUP)
+        rc, dry = vm.run("ibi install --dry-run /dev/vda2", timeout=600)
+        assert rc == 0, dry
+        record["dry_run"] = dry
+        t = time.monotonic()
+        rc, out_text = vm.run("ibi install --yes /dev/vda2 2>&1", timeout=3000)
+        record["install_s"] = round(time.monotonic() - t, 1)
+        record["install_output"] = out_text
+        assert rc == 0, out_text
+        vm.check("umount /mnt/xfer")
+        vm.poweroff()
+    finally:
+        vm._kill()
+    os.replace(work, out)
+    return record
+
+
+def installed_disk(logs: Path) -> tuple[Path, dict[str, object]]:
+    """The cached disk after `dpkg -i` + `ibi install` (built if missing), and its record."""
+    conventional = diskmod.conventional_disk()
+    deb = guestmod.ensure_deb()
+    c = guestmod.cache_dir()
+    out = c / f"installed-{install_key(conventional, deb)}.qcow2"
+    info = out.with_suffix(".json")
+    with guestmod.locked(c / "installed.lock"):
+        if not (out.is_file() and info.is_file()):
+            guestmod.log("installing ibi into the conventional disk (boot, dpkg -i, "
+                         "ibi install)")
+            record = do_install(conventional, deb, out, logs)
+            info.write_text(json.dumps(record, indent=1))
+            for old in [*c.glob("installed-*.qcow2"), *c.glob("installed-*.json")]:
+                if old.name not in (out.name, info.name):
+                    old.unlink()
+    return out, json.loads(info.read_text())

@@ -1,0 +1,147 @@
+"""ibi as a user gets it: a conventional Debian disk (ext4 root, GRUB on the disk, an empty
+second partition) boots, the ibi package is installed with dpkg, ``ibi install`` converts the
+machine, and from then on every boot goes through GRUB's menu on the serial console — no
+``-kernel``/``-initrd``.
+
+The installed disk is cached (a qcow2 overlay of the conventional disk, keyed by that disk,
+the package and the install script below); each scenario boots an overlay of it.
+
+    sudo python3 -m pytest -m vm tests/vm/test_install.py -v -s
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import guest as guestmod
+import pytest
+import qemu
+from installed import installed_disk
+from qemu import VM, Console, grub_choose
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="session")
+def installed(guest: guestmod.Guest, vm_workdir: Path) -> tuple[Path, dict[str, object]]:
+    out, record = installed_disk(vm_workdir / "logs")
+    print(f"\n[vm] installed disk: {out}\n[vm] ibi install --dry-run in the guest:\n"
+          f"{record['dry_run']}\n[vm] install timings: "
+          f"{ {k: v for k, v in record.items() if k.endswith('_s')} }", flush=True)
+    return out, record
+
+
+@pytest.fixture
+def scenario(installed: tuple[Path, dict[str, object]], vm_workdir: Path,
+             request: pytest.FixtureRequest) -> Iterator[Callable[..., VM]]:
+    """scenario(name, choose=None) -> a started VM booting an overlay of the installed disk
+    through GRUB; ``choose`` picks a GRUB entry by its title (else the default boots)."""
+    disk = vm_workdir / f"{request.node.name}.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(installed[0]), str(disk)], check=True)
+    vms: list[VM] = []
+
+    def start(name: str, choose: str | None = None) -> VM:
+        pick = (lambda vm: grub_choose(vm, choose)) if choose else None
+        vm = VM(None, None, disk, vm_workdir / "logs", f"{request.node.name}-{name}",
+                bootloader=pick)
+        vms.append(vm)
+        vm.start()
+        return vm
+
+    yield start
+    for vm in vms:
+        vm._kill()
+
+
+def mode(vm: VM) -> str:
+    return vm.check("cat /run/ibi/mode")
+
+
+def test_default_boot_is_the_ibi_stack(installed: tuple[Path, dict[str, object]],
+                                       scenario: Callable[..., VM]) -> None:
+    record = installed[1]
+    dry = str(record["dry_run"])
+    assert "format /dev/vda2" in dry and "GRUB (i386-pc) on /dev/vda" in dry
+    assert "original system on /dev/vda1" in dry and "nothing was changed" in dry
+    vm = scenario("default")
+    vm.boot()
+    assert mode(vm) == "normal roottab"
+    assert vm.check("findmnt -n -o FSTYPE /") == "overlay"
+    assert vm.check("findmnt -n -o SOURCE /run/ibi/data") == "/dev/vda2"
+    # /home came across with its owner, mode, ACL, xattr and hard link
+    assert vm.check("cat /home/alice/notes.txt") == "hello from alice"
+    assert vm.check("stat -c '%U %a' /home/alice") == "alice 750"
+    assert vm.check("stat -c '%U %h' /home/alice/notes.txt") == "alice 2"
+    assert "user:nobody:r--" in vm.check("getfacl -p /home/alice/notes.txt")
+    assert vm.check("python3 -c \"import os; print(os.getxattr("
+                    "'/home/alice/notes.txt', 'user.note').decode())\"") == "kept"
+    assert vm.check("stat -c %h /home/alice/notes-link.txt") == "2"
+    # the base is the root file system alone, its fstab adjusted
+    assert "#ibi# UUID=" in vm.check("cat /etc/fstab")
+    status = vm.check("ibi status --data /run/ibi/data", timeout=180)
+    assert "base" in status and "installed from /dev/vda1" in status
+    rc, out = vm.run("ibi install --dry-run /dev/vda1 2>&1")
+    assert rc == 1 and "already an ibi image stack" in out
+    assert vm.check("systemctl is-active ibi-protect.service") == "active"
+    vm.poweroff()
+
+
+def test_grub_menu_and_maintenance_mode(scenario: Callable[..., VM]) -> None:
+    vm = scenario("maintenance", choose="Maintenance Mode")
+    con = Console(vm)
+    con.wait_for("Continue booting", timeout=qemu.BOOT_TIMEOUT)
+    assert "Image stack" in con.text() and "base" in con.text()
+    con.keys("c")
+    vm.wait_for_shell()
+    assert mode(vm) == "normal roottab"
+    assert vm.check("findmnt -n -o FSTYPE /") == "overlay"
+    vm.poweroff()
+
+
+def test_grub_live_review_entry(scenario: Callable[..., VM]) -> None:
+    vm = scenario("review", choose="Live Review of base")
+    vm.boot()
+    assert mode(vm) == "review base"
+    opts = vm.check("findmnt -n -o OPTIONS /")
+    assert "upperdir=/run/ibi/review/upper" in opts, opts
+    assert vm.check("cat /home/alice/notes.txt") == "hello from alice"
+    vm.poweroff()
+
+
+def test_original_system_still_boots(scenario: Callable[..., VM]) -> None:
+    vm = scenario("original", choose="Original system")
+    vm.boot()
+    assert vm.check("findmnt -n -o SOURCE,FSTYPE /").split() == ["/dev/vda1", "ext4"]
+    assert "#ibi#" not in vm.check("cat /etc/fstab")  # the original root is untouched
+    assert vm.run("test -e /run/ibi/mode")[0] == 1
+    vm.poweroff()
+
+
+def test_broken_menu_is_loud(scenario: Callable[..., VM]) -> None:
+    """A restore point whose menu package is gone: Maintenance Mode says so and offers a
+    retry, a shell or to continue; it never boots on silently."""
+    vm = scenario("break")
+    vm.boot()
+    vm.check("rm -rf /usr/lib/python3/dist-packages/screens && "
+             "ibi create --incremental --next-boot --name no-menu --data /run/ibi/data")
+    vm.poweroff()
+    vm = scenario("broken", choose="Maintenance Mode")
+    vm.expect("ibi: Maintenance Mode failed: ", timeout=qemu.BOOT_TIMEOUT)
+    vm.expect("the maintenance menu cannot be loaded")
+    vm.expect("Choose r, s or c: ")
+    vm.send("r\r")  # a retry fails the same way, and says so again
+    vm.expect("ibi: Maintenance Mode failed: ", timeout=300)
+    vm.expect("Choose r, s or c: ")
+    vm.send("s\r")
+    vm.expect("ibi-initramfs# ", timeout=60)
+    vm.send("ls /run/ibi/data/.root_images/no-menu.sqfs; exit\r")
+    vm.expect("no-menu.sqfs", timeout=60)
+    vm.expect("Choose r, s or c: ")
+    vm.send("c\r")
+    vm.wait_for_shell()
+    assert mode(vm) == "normal roottab"
+    assert vm.run("test -d /usr/lib/python3/dist-packages/screens")[0] == 1
+    vm.poweroff()
