@@ -394,13 +394,18 @@ def grub_choose(vm: VM, title: str, timeout: float = 180) -> str:
         if selected == target:
             break
         vm.send(GRUB_KEY_DOWN if target > selected else GRUB_KEY_UP)
+        # GRUB draws on two terminals (serial, and the BIOS console that -nographic also
+        # sends to the serial line): trust only a highlight that reads the same twice
         before = selected
         end = time.monotonic() + 20
-        while selected == before and time.monotonic() < end:
-            con.pump(0.2)
+        last = None
+        while time.monotonic() < end:
+            con.pump(0.3)
             now = grub_screen(con)
-            if now is not None:
+            if now is not None and now == last and now[1] != before:
                 entries, selected = now
+                break
+            last = now
     else:
         raise BootError(f"{vm.name}: could not move GRUB's highlight to {entries[target]!r}; "
                         f"the screen:\n{con.text()}\n(log: {vm.log_path})")

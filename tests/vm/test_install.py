@@ -19,7 +19,7 @@ import guest as guestmod
 import pytest
 import qemu
 from installed import installed_disk
-from qemu import VM, Console, grub_choose
+from qemu import VM, Console, grub_choose, grub_menu
 
 pytestmark = pytest.mark.vm
 
@@ -43,8 +43,16 @@ def scenario(installed: tuple[Path, dict[str, object]], vm_workdir: Path,
                     str(installed[0]), str(disk)], check=True)
     vms: list[VM] = []
 
-    def start(name: str, choose: str | None = None) -> VM:
-        pick = (lambda vm: grub_choose(vm, choose)) if choose else None
+    def start(name: str, choose: str | None = None, menu: list[str] | None = None) -> VM:
+        """``menu``: a list that receives GRUB's entry titles (no key is pressed)."""
+        if choose:
+            def pick(vm: VM) -> None:
+                grub_choose(vm, choose)
+        elif menu is not None:
+            def pick(vm: VM) -> None:
+                menu.extend(grub_menu(vm))
+        else:
+            pick = None  # type: ignore[assignment]
         vm = VM(None, None, disk, vm_workdir / "logs", f"{request.node.name}-{name}",
                 bootloader=pick)
         vms.append(vm)
@@ -66,8 +74,14 @@ def test_default_boot_is_the_ibi_stack(installed: tuple[Path, dict[str, object]]
     dry = str(record["dry_run"])
     assert "format /dev/vda2" in dry and "GRUB (i386-pc) on /dev/vda" in dry
     assert "original system on /dev/vda1" in dry and "nothing was changed" in dry
-    vm = scenario("default")
+    titles: list[str] = []
+    vm = scenario("default", menu=titles)
     vm.boot()
+    expected = ["Debian GNU/Linux (ibi: 1 image, top base)",
+                "Debian GNU/Linux (ibi Maintenance Mode)", "ibi Live Review of base (base, 20",
+                "Original system on /dev/vda1 (before ibi install)"]
+    assert len(titles) == len(expected), titles
+    assert all(t.startswith(e) for t, e in zip(titles, expected, strict=True)), titles
     assert mode(vm) == "normal roottab"
     assert vm.check("findmnt -n -o FSTYPE /") == "overlay"
     assert vm.check("findmnt -n -o SOURCE /run/ibi/data") == "/dev/vda2"
