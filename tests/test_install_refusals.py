@@ -1,6 +1,7 @@
 """`ibi install`'s refusals on real block devices (loop devices), as a user meets them: one
 line, a non-zero exit, nothing changed. The install itself converts the machine it runs on,
-so it is exercised end to end in a VM (tests/vm/test_install.py; this file has another name so the two modules do not clash)."""
+so it is exercised end to end in a VM (tests/vm/test_install.py: pytest collects modules by
+their base name, hence this file's other name)."""
 
 from __future__ import annotations
 
