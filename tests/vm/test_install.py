@@ -11,6 +11,7 @@ the package and the install script below); each scenario boots an overlay of it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,6 +40,7 @@ def scenario(installed: tuple[Path, dict[str, object]], vm_workdir: Path,
     """scenario(name, choose=None) -> a started VM booting an overlay of the installed disk
     through GRUB; ``choose`` picks a GRUB entry by its title (else the default boots)."""
     disk = vm_workdir / f"{request.node.name}.qcow2"
+    logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                     str(installed[0]), str(disk)], check=True)
     vms: list[VM] = []
@@ -53,7 +55,7 @@ def scenario(installed: tuple[Path, dict[str, object]], vm_workdir: Path,
                 menu.extend(grub_menu(vm))
         else:
             pick = None  # type: ignore[assignment]
-        vm = VM(None, None, disk, vm_workdir / "logs", f"{request.node.name}-{name}",
+        vm = VM(None, None, disk, logs, f"{request.node.name}-{name}",
                 bootloader=pick)
         vms.append(vm)
         vm.start()
