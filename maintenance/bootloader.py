@@ -52,6 +52,7 @@ class Settings:
     distributor: str = "Debian GNU/Linux"
     timeout: int = 5
     terminal: str = ""  # a GRUB serial command ("serial --unit=0 --speed=115200") or ""
+    terminals: str = "serial console"  # GRUB_TERMINAL: where the menu is shown and read
     original: Original | None = None
 
 
@@ -67,6 +68,7 @@ def read_settings(st: Store) -> Settings:
             kernel=str(doc["kernel"]), cmdline=str(doc.get("cmdline") or ""),
             distributor=str(doc.get("distributor") or "Debian GNU/Linux"),
             timeout=int(doc.get("timeout", 5)), terminal=str(doc.get("terminal") or ""),
+            terminals=str(doc.get("terminals") or "serial console"),
             original=Original(str(orig["device"]), str(orig["fs_uuid"]), str(orig["config"]))
             if isinstance(orig, dict) else None,
         )
@@ -113,7 +115,7 @@ def render(plan: bootplan.BootPlan, s: Settings) -> str:
         "set timeout_style=menu",
     ]
     if s.terminal:
-        out += [s.terminal, "terminal_input serial console", "terminal_output serial console"]
+        out += [s.terminal, f"terminal_input {s.terminals}", f"terminal_output {s.terminals}"]
     out += [
         "insmod part_msdos",
         "insmod part_gpt",

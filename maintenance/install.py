@@ -66,6 +66,7 @@ class InstallPlan:
     target_names: tuple[str, ...]  # how /etc/fstab may name DEVICE (old UUID=, LABEL=, ...)
     cmdline: str
     terminal: str
+    terminals: str
     timeout: int
     distributor: str
 
@@ -295,6 +296,9 @@ def make_plan(device: str, *, label: str = "ibidata", force: bool = False) -> In
     dg = _default_grub()
     terminal = dg.get("GRUB_SERIAL_COMMAND", "serial") \
         if "serial" in dg.get("GRUB_TERMINAL", "") + dg.get("GRUB_TERMINAL_INPUT", "") else ""
+    # the terminals the original menu uses (serial alone, or serial and the screen)
+    terminals = " ".join(w for w in dg.get("GRUB_TERMINAL", "").split()
+                         if re.fullmatch(r"[a-z_]+", w)) or "serial console"
     try:
         timeout = max(5, int(dg.get("GRUB_TIMEOUT", "5")))
     except ValueError:
@@ -304,6 +308,7 @@ def make_plan(device: str, *, label: str = "ibidata", force: bool = False) -> In
         label=label, root_source=root.source, root_bytes=root_bytes,
         home_bytes=home_bytes, need=need, kernel=kernel, boot_disk=boot_disk,
         original=original, target_names=tuple(sorted(_names_of(device, probe))),
+        terminals=terminals,
         cmdline=_cmdline(dg), terminal=terminal, timeout=timeout,
         distributor=_distributor())
 
@@ -480,6 +485,7 @@ def install(p: InstallPlan, *, run_dir: Path, progress: ProgressFn | None = None
         write_settings(store, Settings(
             data_spec=data_spec, data_fs_uuid=uuid, kernel=p.kernel, cmdline=p.cmdline,
             distributor=p.distributor, timeout=p.timeout, terminal=p.terminal,
+            terminals=p.terminals,
             original=p.original))
         eng.refresh_boot_files()  # GRUB's menu is there before GRUB points at it
         os.sync()

@@ -337,16 +337,21 @@ def grub_screen(con: Console) -> tuple[list[str], int | None] | None:
         return None
     entries: list[str] = []
     selected: int | None = None
+    # the entry rows sit between the box's left and right borders; GRUB draws on two
+    # terminals (its serial one, and the BIOS console that qemu -nographic also sends to the
+    # serial line), which now and then leaves a row without its border characters: read the
+    # columns instead of requiring them
+    left = _GRUB_BORDER.fullmatch(lines[borders[0]])
+    x0 = len(lines[borders[0]]) - len(lines[borders[0]].lstrip()) + 1 if left else 2
     for y in range(borders[0] + 1, borders[1]):
         m = _GRUB_ROW.fullmatch(lines[y])
-        if m is None:
-            return None
-        inner = m.group(2)
-        title = inner[1:].rstrip()
+        inner = m.group(2) if m else lines[y][x0:x0 + 76]
+        if m:
+            x0 = len(m.group(1))
+        title = inner[1:].rstrip().rstrip("|│").rstrip()
         if not title:
             continue
         row = con.screen.buffer[y]
-        x0 = len(m.group(1))
         reverse = any(row[x].reverse for x in range(x0 + 1, x0 + 1 + len(title)))
         if inner.startswith("*") or (selected is None and reverse):
             selected = len(entries)
@@ -361,7 +366,7 @@ def _grub_wait(vm: VM, timeout: float) -> tuple[list[str], int | None]:
     last = None
     while time.monotonic() < end:
         now = grub_screen(con)
-        if now is not None and now == last:
+        if now is not None and now[1] is not None and now == last:
             return now
         last = now
         con.pump(0.3)
@@ -402,7 +407,8 @@ def grub_choose(vm: VM, title: str, timeout: float = 180) -> str:
         while time.monotonic() < end:
             con.pump(0.3)
             now = grub_screen(con)
-            if now is not None and now == last and now[1] != before:
+            if now is not None and now == last and now[1] is not None and now[1] != before \
+                    and len(now[0]) == len(entries):
                 entries, selected = now
                 break
             last = now
