@@ -24,10 +24,11 @@ from pathlib import Path
 
 import yaml
 
-from . import bootplan
+from . import bootplan, kernels
 from .errors import StoreError
+from .model import KernelRef
 from .run import run
-from .store import Store, atomic_write
+from .store import BOOT, INITRD, KERNELS, VMLINUZ, Store, atomic_write
 
 GRUB_DIR = "grub"
 GRUB_CFG = "grub.cfg"
@@ -47,7 +48,8 @@ class Original:
 class Settings:
     data_spec: str  # rd.ibi.data=, e.g. UUID=…
     data_fs_uuid: str  # for GRUB's search
-    kernel: str  # the kernel version whose vmlinuz/initrd.img are in DATA/boot
+    kernel: str  # the kernel ibi install booted; for stacks whose images name no
+    # kernel (made before ibi kept kernels): DATA/boot/vmlinuz-<kernel>, initrd.img-<kernel>
     cmdline: str = ""  # more kernel parameters (console=…)
     distributor: str = "Debian GNU/Linux"
     timeout: int = 5
@@ -95,8 +97,16 @@ def _arg(word: str) -> str:
     return word if re.fullmatch(r"[A-Za-z0-9_.,:=/+@%-]+", word) else _q(word)
 
 
-def render(plan: bootplan.BootPlan, s: Settings) -> str:
-    k = s.kernel
+def entry_kernels(st: Store, plan: bootplan.BootPlan) -> dict[str, KernelRef | None]:
+    return kernels.entry_kernels(st, plan.normal, plan.fallback,
+                                 ((r.name, r.stack) for r in plan.reviews))
+
+
+def render(plan: bootplan.BootPlan, s: Settings,
+           kmap: dict[str, KernelRef | None] | None = None) -> str:
+    """GRUB's menu; ``kmap``: the kernel of each entry (see kernels.entry_kernels), None
+    or missing for the kernel ibi install booted."""
+    kmap = kmap or {}
     base_args = " ".join(_arg(w) for w in [f"rd.ibi.data={s.data_spec}", *s.cmdline.split()])
     out = [
         "# GRUB menu of an ibi machine, written by ibi (maintenance/bootloader.py) whenever",
@@ -124,12 +134,19 @@ def render(plan: bootplan.BootPlan, s: Settings) -> str:
         "",
     ]
 
-    def entry(title: str, ident: str, args: str, classes: str) -> None:
+    def entry(title: str, ident: str, args: str, classes: str,
+              kernel: KernelRef | None) -> None:
+        if kernel is None:
+            version, vmlinuz, initrd = s.kernel, f"/boot/vmlinuz-{s.kernel}", \
+                f"/boot/initrd.img-{s.kernel}"
+        else:
+            where = f"/{BOOT}/{KERNELS}/{kernel.id}"
+            version, vmlinuz, initrd = kernel.version, f"{where}/{VMLINUZ}", f"{where}/{INITRD}"
         out.extend([
             f"menuentry {_q(title)} --id {ident} {classes} {{",
-            f"  echo {_q(f'Loading Linux {k} ...')}",
-            f"  linux /boot/vmlinuz-{k} {base_args} {args}".rstrip(),
-            f"  initrd /boot/initrd.img-{k}",
+            f"  echo {_q(f'Loading Linux {version} ...')}",
+            f"  linux {vmlinuz} {base_args} {args}".rstrip(),
+            f"  initrd {initrd}",
             "}",
         ])
 
@@ -138,14 +155,16 @@ def render(plan: bootplan.BootPlan, s: Settings) -> str:
         top = plan.normal[-1]
         n = len(plan.normal)
         entry(f"{s.distributor} (ibi: {n} image{'s' if n != 1 else ''}, top {top})", "ibi",
-              "", os_classes)
+              "", os_classes, kmap.get("ibi"))
     else:  # the initramfs falls back (roottab.prev, or the menu with the error)
-        entry(f"{s.distributor} (ibi: the stack needs attention)", "ibi", "", os_classes)
+        entry(f"{s.distributor} (ibi: the stack needs attention)", "ibi", "", os_classes,
+              kmap.get("ibi"))
     entry(f"{s.distributor} (ibi Maintenance Mode)", "ibi-maintenance",
-          "rd.ibi.maintenance", "--class recovery " + os_classes)
+          "rd.ibi.maintenance", "--class recovery " + os_classes, kmap.get("ibi-maintenance"))
     for r in plan.reviews:
         entry(f"ibi Live Review of {r.name} ({r.kind}, {r.created} UTC)",
-              f"ibi-review-{r.name}", f"rd.ibi.review={r.name}", "--class recovery --class os")
+              f"ibi-review-{r.name}", f"rd.ibi.review={r.name}", "--class recovery --class os",
+              kmap.get(f"review:{r.name}"))
     if s.original:
         o = s.original
         out.extend([
@@ -164,7 +183,8 @@ def cfg_path(st: Store) -> Path:
 
 def write_grub_cfg(st: Store) -> bool:
     """Write GRUB's menu if it changed (temp file, fsync, rename); returns whether it was."""
-    text = render(bootplan.build(st), read_settings(st))
+    plan = bootplan.build(st)
+    text = render(plan, read_settings(st), entry_kernels(st, plan))
     path = cfg_path(st)
     with contextlib.suppress(OSError):
         if path.read_bytes() == text.encode():

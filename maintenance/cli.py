@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("status", "show the stack, the writable layer and disk use", """\
         Show the image stack bottom first (name, kind, created, size, whether it sits on
-        the stack it was made on), the writable layer (what Restore System would
-        discard), the data partition's use, RAM where a tmpfs upper is in play, and
-        warnings. Exits 3 when something is wrong with the stack.""", True)
+        the stack it was made on, the kernels it boots, the first one booted), the
+        writable layer (what Restore System would discard, and a kernel installed in it),
+        the kernel the next boot uses, the data partition's use, RAM where a tmpfs upper
+        is in play, and warnings. Exits 3 when something is wrong with the stack.""", True)
 
     p = add("changes", "list what the writable layer changes", """\
         List each path the writable layer adds or changes, deletes (whiteouts) or makes
@@ -149,9 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("rollback", "make the stack end at an older restore point", """\
         Make roottab end at image NAME (permanent until the next change; newer images are
         kept so you can roll forward again with the same command). The writable layer is
-        set aside as for restore. Asks for confirmation unless --yes.""", True)
+        set aside as for restore. The next boot uses NAME's kernel. Asks for confirmation
+        unless --yes.""", True)
     p.add_argument("name", metavar="NAME")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    p.add_argument("--next-boot", action="store_true",
+                   help="queue it for the next boot (for a running system)")
 
     p = add("delete", "delete a restore point", """\
         Delete image NAME and its metadata. Refused when it is in the active stack, in
@@ -172,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("pending", "show, run or cancel the action queued for the next boot", """\
         A running system cannot discard or squash the writable layer it is using, so
-        restore and create --incremental/--full with --next-boot queue the action in
+        restore, rollback and create --incremental/--full with --next-boot queue the
+        action in
         .root_images/pending; the boot path runs it (--run) before it assembles the
         root.""", True)
     g = p.add_mutually_exclusive_group()
@@ -185,11 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("boot-entries", "show or renew the boot plan and GRUB's menu", """\
         Show the boot plan: for the normal boot, its fallback, the maintenance menu and
-        each Live Review, the images the initramfs mounts (bottom first). The engine
-        writes it (DATA/.root_images/bootplan) whenever roottab or the images change, and
-        on a machine set up by ibi install also GRUB's menu (DATA/boot/grub/grub.cfg).
-        --write renews both now (the kernel hooks and a boot that finds the plan older
-        than roottab do this).""", True)
+        each Live Review, the images the initramfs mounts (bottom first), and the kernel
+        each entry boots. The engine writes it (DATA/.root_images/bootplan) whenever
+        roottab or the images change, and on a machine set up by ibi install also GRUB's
+        menu (DATA/boot/grub/grub.cfg). --write renews both now; run in the system
+        booted from the stack (as the kernel packages' hook does), it first keeps a
+        kernel installed there (DATA/boot/kernels/) so that the next boot uses it.""",
+        True)
     p.add_argument("--write", action="store_true", help="renew the plan and GRUB's menu")
 
     p = add("install", "turn this Debian system into an ibi system", """\
@@ -264,16 +271,23 @@ def print_status(s: Status) -> None:
         kind = e.kind.value if e.kind else "?"
         print(f"  {i:>2}  {e.name:<24} {kind:<11} {when}  {human(e.size):>10}  {mark}"
               + (f"  {e.description}" if e.description else ""))
+        print_kernels(e.kernels)
     if s.layer:
         ly = s.layer
         print(f"  --  writable layer: {human(ly.bytes)}, {ly.changed} changed, "
               f"{ly.deleted} deleted, {ly.opaque} opaque dirs")
+        if s.layer_kernels:
+            print("        kernel installed in the layer (Restore System discards it): "
+                  + ", ".join(s.layer_kernels))
     if s.other_images:
         print("Other restore points (not in the stack):")
         for e in s.other_images:
             when = e.created.strftime("%Y-%m-%d %H:%M") if e.created else "?"
             kind = e.kind.value if e.kind else "?"
             print(f"      {e.name:<24} {kind:<11} {when}  {human(e.size):>10}")
+            print_kernels(e.kernels)
+    if s.boot_kernel:
+        print(f"Next boot: Linux {s.boot_kernel}")
     d = s.disk
     print(f"Data partition: {human(d.used)} used, {human(d.free)} free of {human(d.total)} "
           f"(images {human(d.store)}, layer {human(d.layer)}, trash {human(d.trash)})")
@@ -283,6 +297,12 @@ def print_status(s: Status) -> None:
     for n in s.notices:
         tag = {Level.ERROR: "error", Level.WARNING: "warning", Level.INFO: "note"}[n.level]
         print(f"{tag}: {n.message}")
+
+
+def print_kernels(versions: Sequence[str]) -> None:
+    if versions:
+        more = f" (also {', '.join(versions[1:])})" if versions[1:] else ""
+        print(f"        kernel {versions[0]}{more}")
 
 
 def confirm(args: argparse.Namespace, word: str, explanation: str) -> None:
@@ -371,6 +391,10 @@ def run_command(args: argparse.Namespace) -> int:
         new = eng.stack_for(args.name)
         confirm(args, "ROLLBACK", f"The stack becomes: {' '.join(new)}.\n"
                 + restore_explanation(eng, "Roll back"))
+        if args.next_boot:
+            eng.queue("rollback", name=args.name)
+            print(f"Roll back to {args.name} will run at the next boot")
+            return 0
         stack = eng.rollback(args.name)
         emit(args, {"stack": stack}, lambda: print(f"stack is now: {' '.join(stack)}"))
     elif cmd == "delete":
@@ -425,21 +449,33 @@ def boot_entries(eng: Engine, args: argparse.Namespace) -> int:
     from . import bootloader, bootplan
 
     eng.store.require()
+    warnings: list[str] = []
     if args.write:
+        warnings = eng.sync_kernels()
         eng.refresh_boot_files()
     plan = bootplan.build(eng.store)
     current = bootplan.is_current(eng.store)
     grub = bootloader.cfg_path(eng.store) if eng.store.bootloader_conf.is_file() else None
+    kmap = bootloader.entry_kernels(eng.store, plan)
+    entries = {k: (v.version if v else None) for k, v in kmap.items()}
+    for w in warnings:
+        print(f"ibi: warning: {w}", file=sys.stderr)
 
     def text() -> None:
         print(bootplan.render(plan), end="")
         if not current:
             print("note: the boot plan on disk is out of date (ibi boot-entries --write)")
+        print("Kernels:")
+        for key, version in entries.items():
+            what = {"ibi": "normal boot", "ibi-maintenance": "Maintenance Mode"}.get(
+                key, key.replace("review:", "Live Review of "))
+            print(f"  {what}: " + (f"Linux {version}" if version else
+                                   "the kernel ibi install set up" if grub else "none kept"))
         if grub:
             print(f"GRUB's menu: {grub}")
 
-    emit(args, {"plan": plan, "current": current, "grub_cfg": str(grub) if grub else None},
-         text)
+    emit(args, {"plan": plan, "current": current, "kernels": entries,
+                "grub_cfg": str(grub) if grub else None}, text)
     return 0 if current else 3
 
 

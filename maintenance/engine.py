@@ -27,12 +27,12 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psutil
 
-from . import bootloader, bootplan, mounts, squash
+from . import bootloader, bootplan, kernels, mounts, squash
 from . import layer as layerfs
 from .errors import (
     IbiError,
@@ -47,6 +47,7 @@ from .model import (
     Change,
     DiskUsage,
     ImageMeta,
+    KernelRef,
     Kind,
     LayerStats,
     Level,
@@ -176,7 +177,14 @@ class Engine:
         for what in self._recovery(dry_run=True):
             notices.append(Notice(Level.WARNING, f"interrupted action: {what} "
                                   "(done by the next action, or: ibi recover)"))
-        return Status(str(st.data), stack, others, layer, disk, self._ram(), tuple(notices))
+        boot = kernels.entry_kernels(st, tab or None, None, ()).get("ibi") if tab else None
+        layer_ks = kernels.layer_kernels(st, tab) if tab else None
+        if tab and boot is None and st.bootloader_conf.is_file():
+            notices.append(Notice(Level.WARNING, "no image of the stack names a kernel: GRUB "
+                                  "boots the one ibi install set up"))
+        return Status(str(st.data), stack, others, layer, disk, self._ram(), tuple(notices),
+                      boot.version if boot else None,
+                      tuple(k.version for k in layer_ks or ()))
 
     def _entry(self, name: str, below: list[str] | None) -> StackEntry:
         st = self.store
@@ -203,7 +211,8 @@ class Engine:
         return StackEntry(name, meta.kind if meta else None, meta.created if meta else None,
                           st.image_path(name).stat().st_size if present else 0,
                           meta.description if meta else "", meta.parent if meta else None,
-                          present, chain_ok and meta is not None, problem)
+                          present, chain_ok and meta is not None, problem,
+                          tuple(k.version for k in meta.kernels) if meta else ())
 
     def _ram(self) -> RamUsage:
         vm = psutil.virtual_memory()
@@ -231,6 +240,8 @@ class Engine:
         the store as it is now; returns whether anything changed. Called after every change
         of roottab or of the images, after their commit point."""
         changed = bootplan.write(self.store)
+        if kernels.gc(self.store):  # the last image (or layer) that had them is gone
+            changed = True
         if self.store.bootloader_conf.is_file():
             try:
                 changed = bootloader.write_grub_cfg(self.store) or changed
@@ -239,6 +250,27 @@ class Engine:
                 # must not block the store's actions: the menu keeps its last good version
                 log.warning("GRUB's menu was not renewed: %s", e)
         return changed
+
+    def sync_kernels(self) -> list[str]:
+        """In the running system (the writable layer in use by the overlay on ``/``, or on
+        another mount point): keep the kernels installed there that the stack lacks, so the
+        next normal boot uses them, then renew the boot files. The kernel packages' hook
+        runs this (``ibi boot-entries --write``). Returns warnings; does nothing when the
+        layer is not in use."""
+        self.store.require()
+        live = self._live_overlay()
+        if live is None:
+            return []
+        tab = self.store.read_roottab()
+        need = kernels.needed_bytes(Path(live), self._known_kernels(tab))
+        self._check_space(need + SPACE_MARGIN, "keep the new kernel")
+        warnings = kernels.sync_layer(self.store, Path(live), tab)
+        self.refresh_boot_files()
+        return warnings
+
+    def _known_kernels(self, tab: list[str]) -> tuple[KernelRef, ...]:
+        return (*kernels.stack_kernels(self.store, tab),
+                *(kernels.layer_kernels(self.store, tab) or ()))
 
     def _recovery(self, dry_run: bool) -> list[str]:
         st = self.store
@@ -250,7 +282,7 @@ class Engine:
                 if not dry_run:
                     mounts.umount_all([stage])
                     shutil.rmtree(stage, ignore_errors=True)
-        for p in st.stray_tmp():
+        for p in (*st.stray_tmp(), *st.stray_kernel_tmp()):
             done.append(f"remove unfinished {p.name}")
             if not dry_run:
                 remove_tree(p)
@@ -320,11 +352,14 @@ class Engine:
              image: str | os.PathLike[str] | None = None, name: str = "base",
              description: str = "", compressor: str = squash.DEFAULT_COMPRESSOR,
              level: int | None = None, progress: ProgressFn | None = None,
-             excludes: tuple[str, ...] = (), space_needed: int | None = None) -> ImageMeta:
+             excludes: tuple[str, ...] = (), space_needed: int | None = None,
+             kernel_files: Mapping[str, tuple[Path, Path]] | None = None) -> ImageMeta:
         """Create a store whose stack is one base image, squashed from a directory tree or
         copied from an existing squashfs file. ``excludes``: more mksquashfs wildcards
         (relative to the tree) to leave out besides ``home/*``; ``space_needed``: the caller's
-        estimate of the image's size (default: the tree's size, as if nothing compressed)."""
+        estimate of the image's size (default: the tree's size, as if nothing compressed);
+        ``kernel_files``: version -> (vmlinuz, initramfs) to keep for the base and boot first
+        (ibi install's, built with the ibi module), besides the kernels found in the tree."""
         st = self.store
         check_name(name)
         if (source_dir is None) == (image is None):
@@ -341,18 +376,24 @@ class Engine:
                 if not src.is_dir():
                     raise NotFound(f"source directory {src} does not exist")
                 need = space_needed if space_needed is not None else tree_bytes(src)
+                need += kernels.needed_bytes(src, (), kernel_files)
                 self._check_space(need + SPACE_MARGIN, "squash the base image")
                 squash.mksquashfs(src, tmp, compressor=compressor, level=level,
                                   excludes=("home/*", *excludes), progress=progress,
                                   label=name)
+                kept = self._keep_kernels(src, (), (), kernel_files)
             else:
                 if not src.is_file():
                     raise NotFound(f"image file {src} does not exist")
                 self._check_space(src.stat().st_size + SPACE_MARGIN, "copy the base image")
                 squash.check_image(src)
                 self._copy(src, tmp, progress)
+                with self._image_tree(tmp) as tree:
+                    self._check_space(kernels.needed_bytes(tree, (), kernel_files)
+                                      + SPACE_MARGIN, "keep the image's kernels")
+                    kept = self._keep_kernels(tree, (), (), kernel_files)
             meta = self._commit_image(tmp, name, Kind.BASE, description, (), None,
-                                      compressor, progress)
+                                      compressor, progress, kernels=kept)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -392,22 +433,35 @@ class Engine:
             raise UsageError("the writable layer is empty: nothing to put in an incremental "
                              "restore point")
         tmp = st.tmp_path(name, IMAGE_EXT)
+        # the kernels it boots: the stack's, and the layer's (installed in it since)
+        stack_ks = kernels.stack_kernels(st, tab)
+        previous = kernels.layer_kernels(st, tab) or stack_ks
+        known = self._known_kernels(tab)
+        ks: tuple[KernelRef, ...] = stack_ks
         try:
             if kind is Kind.INCREMENTAL:
-                self._check_space(layer.bytes + layer.bytes // 100 + SPACE_MARGIN,
-                                  "squash the writable layer")
-                squash.mksquashfs(st.upper, tmp, compressor=compressor, level=level,
-                                  excludes=("home/*",), progress=progress, label=name)
+                with self._view(tab) if self._layer_touches_kernels() \
+                        else contextlib.nullcontext() as view:
+                    kbytes = kernels.needed_bytes(view, known) if view else 0
+                    self._check_space(layer.bytes + layer.bytes // 100 + kbytes
+                                      + SPACE_MARGIN, "squash the writable layer")
+                    squash.mksquashfs(st.upper, tmp, compressor=compressor, level=level,
+                                      excludes=("home/*",), progress=progress, label=name)
+                    if view:
+                        ks = self._keep_kernels(view, previous, known)
             else:
                 images = sum(st.image_path(n).stat().st_size for n in tab)
-                self._check_space(images + layer.bytes + SPACE_MARGIN, "squash the whole system")
                 with self._view(tab) as view:
+                    self._check_space(images + layer.bytes + SPACE_MARGIN
+                                      + kernels.needed_bytes(view, known),
+                                      "squash the whole system")
                     squash.mksquashfs(view, tmp, compressor=compressor, level=level,
                                       excludes=("home/*",), progress=progress, label=name)
+                    ks = self._keep_kernels(view, previous, known)
             parent = tab[-1] if kind is Kind.INCREMENTAL else None
             meta = self._commit_image(tmp, name, kind, description, tuple(tab), parent,
                                       compressor, progress, source_layer=lid,
-                                      source_stamp=layer.newest)
+                                      source_stamp=layer.newest, kernels=ks)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -426,6 +480,7 @@ class Engine:
         self._refuse_if_live()
         discarded = layerfs.stats(self.store.upper)
         trash, kept = self._fresh_layer(carry=True)
+        self.refresh_boot_files()  # a kernel installed in the layer is gone with it
         return RestoreResult(discarded, str(trash), tuple(kept))
 
     def rollback(self, name: str) -> tuple[str, ...]:
@@ -490,6 +545,20 @@ class Engine:
         items = []
         for n in names:
             items.append(self._verify_one(n, progress))
+        # the kernels those images boot (each checked once), and the layer's
+        refs: dict[str, KernelRef] = {}
+        for n in names:
+            meta = st.try_meta(n)
+            for k in meta.kernels if meta else ():
+                refs.setdefault(k.id, k)
+        with contextlib.suppress(StoreError):
+            for k in kernels.layer_kernels(st, st.read_roottab()) or ():
+                refs.setdefault(k.id, k)
+        for k in refs.values():
+            if progress:
+                progress(Progress("verifying", 0, 0, f"Linux {k.version}"))
+            problem = kernels.check(st, k)
+            items.append(VerifyItem(f"kernel {k.id}", problem is None, problem))
         return VerifyReport(tuple(items))
 
     def _verify_one(self, name: str, progress: ProgressFn | None) -> VerifyItem:
@@ -518,16 +587,21 @@ class Engine:
         the next boot, for a running system whose writable layer is in use. The boot path
         runs it (``run_pending``) before it assembles the root. Replaces any queued one."""
         self.store.require()
-        if action not in ("restore", "incremental", "full"):
+        if action not in ("restore", "incremental", "full", "rollback"):
             raise UsageError(f"cannot queue {action!r}")
         if name is not None:
             check_name(name)
+        if action == "rollback":
+            if name is None:
+                raise UsageError("a queued roll back needs the image to roll back to")
+            self.stack_for(name)  # it exists, and its stack can be assembled
         doc = {"action": action, "queued": utcnow().isoformat()}
         if name:
             doc["name"] = name
         if description:
             doc["description"] = description
         self.store.write_pending(doc)
+        self.refresh_boot_files()  # the next boot's kernel is the one after the action
 
     def pending(self) -> dict[str, str] | None:
         self.store.require()
@@ -536,6 +610,7 @@ class Engine:
     def cancel_pending(self) -> bool:
         had = self.pending() is not None
         self.store.clear_pending()
+        self.refresh_boot_files()
         return had
 
     def run_pending(self, progress: ProgressFn | None = None) -> str | None:
@@ -547,6 +622,9 @@ class Engine:
         if action == "restore":
             res = self.restore()
             done = f"restored: discarded {res.discarded.changed} changed files"
+        elif action == "rollback":
+            stack = self.rollback(doc["name"])
+            done = f"rolled back: the stack is {' '.join(stack)}"
         else:
             kind = Kind.FULL if action == "full" else Kind.INCREMENTAL
             try:
@@ -556,6 +634,7 @@ class Engine:
             except UsageError as e:  # e.g. the layer was already empty
                 done = f"nothing done: {e}"
         self.store.clear_pending()
+        self.refresh_boot_files()
         return done
 
     def purge(self) -> int:
@@ -722,7 +801,8 @@ class Engine:
     def _commit_image(self, tmp: Path, name: str, kind: Kind, description: str,
                       stack: tuple[str, ...], parent: str | None, compressor: str,
                       progress: ProgressFn | None, source_layer: str | None = None,
-                      source_stamp: int | None = None) -> ImageMeta:
+                      source_stamp: int | None = None,
+                      kernels: tuple[KernelRef, ...] = ()) -> ImageMeta:
         """fsync and check the squashed temp file, write its metadata, rename it in."""
         st = self.store
         fsync_file(tmp)
@@ -732,10 +812,33 @@ class Engine:
                          size=tmp.stat().st_size, description=description, parent=parent,
                          stack=stack,
                          source_layer=source_layer, source_stamp=source_stamp,
-                         compressor=compressor)
+                         compressor=compressor, kernels=kernels)
         st.write_meta(meta)
         durable_rename(tmp, st.image_path(name))
         return meta
+
+    def _keep_kernels(self, tree: Path, previous: tuple[KernelRef, ...],
+                      known: tuple[KernelRef, ...],
+                      extra: Mapping[str, tuple[Path, Path]] | None = None
+                      ) -> tuple[KernelRef, ...]:
+        ks, warnings = kernels.collect(self.store, tree, previous, known, extra)
+        for w in warnings:
+            log.warning("%s", w)
+        return ks
+
+    def _layer_touches_kernels(self) -> bool:
+        """Whether the writable layer changes /boot or the kernel modules (the stack's
+        kernels then need a look at the whole system)."""
+        up = self.store.upper
+        return any(os.path.lexists(up / d) for d in ("boot", *kernels.MODULE_DIRS))
+
+    @contextlib.contextmanager
+    def _image_tree(self, image: Path) -> Iterator[Path]:
+        """A squashfs file mounted read-only, for a look inside."""
+        where = self.run_dir / "stacks" / f"image-{os.getpid()}"
+        with mounts.temporary_mounts() as m:
+            yield m.image(image, where)
+        shutil.rmtree(where, ignore_errors=True)
 
     def _fresh_layer(self, carry: bool,
                      new_stack: list[str] | None = None) -> tuple[Path, list[str]]:

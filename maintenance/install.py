@@ -4,12 +4,13 @@
 :func:`install` carries it out:
 
 1. partition DEVICE if it is a whole disk, then ``mkfs.ext4 -L ibidata`` it;
-2. squash the root file system alone (a non-recursive bind of ``/``: no /home, no separate
+2. build an initramfs for the running kernel with dracut and the ibi module;
+3. squash the root file system alone (a non-recursive bind of ``/``: no /home, no separate
    /boot, nothing of /proc /sys /dev /run, no /tmp content) into the base image, through a
    read-only overlay whose only change is /etc/fstab (``/``, ``/home`` and ``/boot`` lines
    commented out: the initramfs assembles the root);
-3. copy /home into DATA/home (``cp -a``: owners, modes, ACLs, xattrs, hard links);
-4. the running kernel and an initramfs built by dracut with the ibi module into DATA/boot;
+   the base image keeps that kernel and initramfs in DATA/boot/kernels/ (maintenance.kernels);
+4. copy /home into DATA/home (``cp -a``: owners, modes, ACLs, xattrs, hard links);
 5. GRUB's menu into DATA/boot/grub (written by ibi from the boot plan), then
    ``grub-install --boot-directory=DATA/boot`` onto the boot disk: that last step makes the
    ibi stack the default. The original root file system is never written; its own GRUB menu
@@ -34,7 +35,7 @@ from .engine import Engine, human
 from .errors import CommandError, IbiError, NoSpace, Unsuitable, UsageError
 from .model import Progress, ProgressFn
 from .run import run, which
-from .store import fsync_dir, tree_bytes
+from .store import BOOT, fsync_dir, tree_bytes
 
 # Measured: the Debian 13 guest of tests/vm/test_install.py (linux-image, dracut, grub,
 # python3: 412.4 MiB used on its root) squashed to a 208.3 MiB base with zstd level 3, a
@@ -325,15 +326,15 @@ def describe(p: InstallPlan) -> list[str]:
         target = f"that partition of {p.device}"
     lines += [
         f"  {n}. format {target} as ext4, label {p.label}: everything on it is lost",
-        f"  {n + 1}. squash the root file system ({p.root_source}, {human(p.root_bytes)} "
+        f"  {n + 1}. build an initramfs for Linux {p.kernel} with the ibi dracut module; "
+        "keep it and the kernel with the base image in the data partition's boot/kernels/",
+        f"  {n + 2}. squash the root file system ({p.root_source}, {human(p.root_bytes)} "
         f"without /home) into the base image, about "
         f"{human(p.root_bytes * COMPRESSION_RATIO)}; left out: /home, a separate /boot, "
         "/proc /sys /dev /run, /tmp's content; /etc/fstab's /, /home and /boot lines are "
         "commented out in the image",
-        f"  {n + 2}. copy /home ({human(p.home_bytes)}) to the data partition's home/ "
+        f"  {n + 3}. copy /home ({human(p.home_bytes)}) to the data partition's home/ "
         "(owners, modes, ACLs, xattrs, hard links)",
-        f"  {n + 3}. build an initramfs for Linux {p.kernel} with the ibi dracut module; "
-        "keep it and the kernel in the data partition's boot/",
         f"  {n + 4}. install GRUB (i386-pc) on {p.boot_disk}, its menu on the data "
         "partition: the ibi stack (default), ibi Maintenance Mode, a Live Review of each "
         "restore point" + (f", and the original system on {p.original.device}"
@@ -457,11 +458,20 @@ def install(p: InstallPlan, *, run_dir: Path, progress: ProgressFn | None = None
         view = work / "view"
         view.mkdir(exist_ok=True)
         m.overlay(view, [rootbind], work / "rw/upper", work / "rw/work")
+        # the base boots the running kernel with an initramfs that has the ibi module (the
+        # one in /boot may predate the package); kept with the base in DATA/boot/kernels/
+        _step(progress, "initramfs", f"dracut for Linux {p.kernel} with the ibi module")
+        (data / BOOT).mkdir(exist_ok=True)
+        initrd = data / BOOT / f".tmp-initrd.img-{p.kernel}"
+        run([which("dracut"), "--force", "--quiet", "--add", "ibi", "--no-hostonly-cmdline",
+             str(initrd), p.kernel])
         _step(progress, "squashing", f"the root file system {p.root_source}")
         eng.init(source_dir=view, description=f"installed from {p.root_source}",
                  excludes=("tmp/*", "lost+found", *(f.lstrip("/") for f in swapfiles)),
                  progress=progress,
-                 space_needed=int(p.root_bytes * COMPRESSION_RATIO))
+                 space_needed=int(p.root_bytes * COMPRESSION_RATIO),
+                 kernel_files={p.kernel: (Path(f"/boot/vmlinuz-{p.kernel}"), initrd)})
+        initrd.unlink()
         _step(progress, "copying", f"/home ({human(p.home_bytes)})")
         store = eng.store
         staging = data / ".home-install"
@@ -475,12 +485,6 @@ def install(p: InstallPlan, *, run_dir: Path, progress: ProgressFn | None = None
         store.home.rmdir()  # made empty by init
         os.replace(staging, store.home)
         fsync_dir(data)
-        _step(progress, "initramfs", f"dracut for Linux {p.kernel} with the ibi module")
-        store.boot.mkdir(exist_ok=True)
-        run(["cp", "--preserve=mode,timestamps", f"/boot/vmlinuz-{p.kernel}",
-             str(store.boot / f"vmlinuz-{p.kernel}")])
-        run([which("dracut"), "--force", "--quiet", "--add", "ibi", "--no-hostonly-cmdline",
-             str(store.boot / f"initrd.img-{p.kernel}"), p.kernel])
         data_spec = f"UUID={uuid}"
         write_settings(store, Settings(
             data_spec=data_spec, data_fs_uuid=uuid, kernel=p.kernel, cmdline=p.cmdline,

@@ -22,6 +22,18 @@ class Level(enum.StrEnum):
 
 
 @dataclasses.dataclass(frozen=True)
+class KernelRef:
+    """A kernel and the initramfs (with the ibi module) that boot a stack, kept on the data
+    partition in DATA/boot/kernels/<id>/ (shared by every image that has it)."""
+
+    version: str  # uname -r, e.g. 6.12.48+deb13-amd64
+    id: str  # the directory: "<version>-<first 12 hex digits of vmlinuz's sha256>"
+    vmlinuz_sha256: str
+    initrd_sha256: str
+    size: int  # bytes of vmlinuz and initrd together
+
+
+@dataclasses.dataclass(frozen=True)
 class ImageMeta:
     """The metadata stored beside each image (``<name>.yaml``)."""
 
@@ -37,6 +49,8 @@ class ImageMeta:
     source_layer: str | None = None  # id of the writable layer it was squashed from
     source_stamp: int | None = None  # that layer's newest ctime (ns) when it was squashed
     compressor: str = "zstd"
+    kernels: tuple[KernelRef, ...] = ()  # the kernels of the system up to this image, the
+    # one its entries boot first (the newest, or the one installed last)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +66,7 @@ class StackEntry:
     present: bool  # the .sqfs exists
     chain_ok: bool  # sits on exactly the stack it was made on
     problem: str | None = None
+    kernels: tuple[str, ...] = ()  # kernel versions of the system up to it, booted one first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +131,9 @@ class Status:
     disk: DiskUsage
     ram: RamUsage
     notices: tuple[Notice, ...]
+    boot_kernel: str | None = None  # the kernel version the next normal boot uses
+    layer_kernels: tuple[str, ...] = ()  # kernels installed in the writable layer (a kernel
+    # package upgraded in the running system), booted next; Restore System discards them
 
     @property
     def ok(self) -> bool:

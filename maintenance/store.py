@@ -12,7 +12,10 @@ See docs/FORMAT.md. Under the data directory ``D``::
     D/.root_images/.tmp-*         work in progress (removed by recovery)
     D/boot/                       kernels, initramfs and GRUB's files (ibi install)
     D/boot/bootloader.yaml        the boot entries' settings (ibi install)
+    D/boot/kernels/<id>/          a kernel an image (or the layer) boots: vmlinuz,
+                                  initrd.img, kernel.yaml; shared by the images that have it
     D/layer/{upper,work,id}       the writable layer (overlay upperdir, workdir, layer id)
+    D/layer/kernels.yaml          kernels installed in the running system, not yet in an image
     D/layer.new/                  a fresh layer being prepared (renamed into place)
     D/trash/<stamp>-<id>/         layers set aside by Restore/Rollback, deleted by purge
     D/home/                       bound on /home; never part of any image
@@ -32,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from .errors import BadName, NotFound, StoreError
-from .model import ImageMeta, Kind
+from .model import ImageMeta, KernelRef, Kind
 
 STORE = ".root_images"
 ROOTTAB = "roottab"
@@ -42,6 +45,11 @@ PENDING = "pending"
 BOOTPLAN = "bootplan"
 BOOT = "boot"
 BOOTLOADER_CONF = "bootloader.yaml"
+KERNELS = "kernels"
+VMLINUZ = "vmlinuz"
+INITRD = "initrd.img"
+KERNEL_META = "kernel.yaml"
+LAYER_KERNELS = "kernels.yaml"
 LAYER = "layer"
 LAYER_NEW = "layer.new"
 TRASH = "trash"
@@ -60,7 +68,7 @@ DEFAULT_PRESERVE = (
     "/etc/machine-id",
 )
 
-PENDING_ACTIONS = ("restore", "incremental", "full")
+PENDING_ACTIONS = ("restore", "incremental", "full", "rollback")
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 
@@ -183,7 +191,33 @@ def meta_to_yaml(meta: ImageMeta) -> str:
         "source_stamp": meta.source_stamp,
         "compressor": meta.compressor,
     }
+    if meta.kernels:
+        doc["kernels"] = [kernel_to_doc(k) for k in meta.kernels]
     return str(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
+_KERNEL_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+~-]{0,127}$")
+
+
+def check_kernel_id(text: str) -> str:
+    """A kernel version or directory name: safe in a path and in GRUB's menu."""
+    if not _KERNEL_ID.fullmatch(text):
+        raise BadName(f"bad kernel name {text!r}")
+    return text
+
+
+def kernel_to_doc(k: KernelRef) -> dict[str, object]:
+    return {"version": k.version, "id": k.id, "vmlinuz_sha256": k.vmlinuz_sha256,
+            "initrd_sha256": k.initrd_sha256, "size": k.size}
+
+
+def kernel_from_doc(doc: object) -> KernelRef:
+    if not isinstance(doc, dict):
+        raise ValueError("a kernel entry is not a mapping")
+    return KernelRef(version=check_kernel_id(str(doc["version"])),
+                     id=check_kernel_id(str(doc["id"])),
+                     vmlinuz_sha256=str(doc["vmlinuz_sha256"]),
+                     initrd_sha256=str(doc["initrd_sha256"]), size=int(doc["size"]))
 
 
 def meta_from_yaml(text: str, where: str) -> ImageMeta:
@@ -208,6 +242,7 @@ def meta_from_yaml(text: str, where: str) -> ImageMeta:
             source_layer=doc.get("source_layer"),
             source_stamp=doc.get("source_stamp"),
             compressor=str(doc.get("compressor") or "zstd"),
+            kernels=tuple(kernel_from_doc(k) for k in doc.get("kernels") or ()),
         )
     except (yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError, BadName) as e:
         raise StoreError(f"{where}: unreadable metadata ({e})") from None
@@ -230,6 +265,7 @@ class Store:
         self.home = self.data / HOME
         self.boot = self.data / BOOT
         self.bootloader_conf = self.boot / BOOTLOADER_CONF
+        self.kernels = self.boot / KERNELS
 
     # existence
     def exists(self) -> bool:
@@ -377,6 +413,59 @@ class Store:
             return parse_roottab((layer / "stack").read_text(encoding="utf-8"))
         except (FileNotFoundError, StoreError):
             return None
+
+    # kernels (DATA/boot/kernels/<id>/)
+    def kernel_dir(self, kernel_id: str) -> Path:
+        return self.kernels / check_kernel_id(kernel_id)
+
+    def kernel_files(self, kernel_id: str) -> tuple[Path, Path]:
+        d = self.kernel_dir(kernel_id)
+        return d / VMLINUZ, d / INITRD
+
+    def kernel_ids(self) -> list[str]:
+        """Kernel directories in place (not unfinished ``.tmp-`` ones)."""
+        if not self.kernels.is_dir():
+            return []
+        out = []
+        for p in self.kernels.iterdir():
+            if p.is_dir() and not p.name.startswith("."):
+                with contextlib.suppress(BadName):
+                    out.append(check_kernel_id(p.name))
+        return sorted(out)
+
+    def stray_kernel_tmp(self) -> list[Path]:
+        if not self.kernels.is_dir():
+            return []
+        return sorted(p for p in self.kernels.iterdir() if p.name.startswith(TMP_PREFIX))
+
+    def read_layer_kernels(self) -> tuple[str | None, list[str], tuple[KernelRef, ...]] | None:
+        """The kernels installed in the writable layer: (layer id, stack, kernels) as
+        recorded, or None when there is no (readable) record."""
+        path = self.layer / LAYER_KERNELS
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            return (str(doc["layer"]) if doc.get("layer") else None,
+                    [check_name(str(n)) for n in doc.get("stack") or ()],
+                    tuple(kernel_from_doc(k) for k in doc.get("kernels") or ()))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, ValueError,
+                TypeError, AttributeError, BadName):
+            return None  # a damaged record: as if none (the next sync rewrites it)
+
+    def write_layer_kernels(self, layer_id: str | None, stack: Iterable[str],
+                            kernels: Iterable[KernelRef]) -> None:
+        doc = {"format": 1, "layer": layer_id, "stack": list(stack),
+               "kernels": [kernel_to_doc(k) for k in kernels]}
+        atomic_write(self.layer / LAYER_KERNELS, yaml.safe_dump(doc, sort_keys=False))
+
+    def clear_layer_kernels(self) -> bool:
+        try:
+            (self.layer / LAYER_KERNELS).unlink()
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.layer)
+        return True
 
     def trash_entries(self) -> list[Path]:
         if not self.trash.is_dir():

@@ -114,8 +114,12 @@ def _cells(num: str, name: str, kind: str, created: str, size: str, desc: str,
 def stack_rows(status: Status) -> list[urwid.Widget]:
     """The stack bottom first, the writable layer on top of it, problems flagged in place."""
     rows: list[urwid.Widget] = []
+    below: str | None = None
     for i, e in enumerate(status.stack, 1):
         rows.extend(_entry_rows(str(i), e))
+        if e.kernels and e.kernels[0] != below:  # where the booted kernel changes
+            rows.append(urwid.Text(("dim", f"   boots Linux {e.kernels[0]}"), wrap="clip"))
+            below = e.kernels[0]
     lay = status.layer
     what = (f"{human(lay.bytes)} in {plural(lay.changed, 'changed file')}, "
             f"{lay.deleted} deleted"
@@ -123,6 +127,9 @@ def stack_rows(status: Status) -> list[urwid.Widget]:
     rows.append(urwid.Columns([(2, urwid.Text("+")), (20, urwid.Text("writable layer")),
                                urwid.Text(("info" if lay else "warning", what), wrap="clip")],
                               dividechars=1))
+    if status.layer_kernels:
+        rows.append(urwid.Text(("warning", f"   Linux {status.layer_kernels[0]} installed in the "
+                                "layer: booted next; Restore discards it"), wrap="clip"))
     if status.other_images:
         names = ", ".join(e.name + ("!" if e.problem else "") for e in status.other_images)
         rows.append(urwid.Text(("dim", f"   not in the stack: {names}"), wrap="clip"))

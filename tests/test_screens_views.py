@@ -85,6 +85,21 @@ def test_chain_problem_flagged_in_place() -> None:
     assert "! made on [x] but stacked on [base]" in screen[i + 1]
 
 
+def test_kernels_shown_where_they_change_and_in_the_layer() -> None:
+    import dataclasses
+
+    st = make_status()
+    ks = [("6.1.0-9-amd64",), ("6.1.0-9-amd64",), ("6.12.9-amd64", "6.1.0-9-amd64")]
+    stack = tuple(dataclasses.replace(e, kernels=k) for e, k in zip(st.stack, ks, strict=True))
+    st = dataclasses.replace(st, stack=stack, layer_kernels=("6.13.1-amd64",))
+    screen = render_app(app_with(MainView(RecordingController(), st)), (80, 24))
+    text = "\n".join(screen)
+    assert text.count("boots Linux 6.1.0-9-amd64") == 1  # base; apps keeps it
+    i = next(i for i, r in enumerate(screen) if " tuned " in r)
+    assert "boots Linux 6.12.9-amd64" in screen[i + 1]
+    assert "Linux 6.13.1-amd64 installed in the layer: booted next" in text
+
+
 def test_low_space_warning_and_ram_bars() -> None:
     st = make_status(free=1 << 28, tmpfs=True, notices=(
         Notice(Level.WARNING, "low space on the data partition: 256.0 MiB free of 100.0 GiB"),
