@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import guest as guestmod
 import qemu
+from installed import installed_disk
 
 
 def _unavailable() -> str | None:
@@ -122,6 +124,49 @@ def bios_boot(vm_workdir: Path,
 
     yield start
     _finish(vms, logs, request)
+
+
+@pytest.fixture(scope="session")
+def installed(guest: guestmod.Guest, vm_workdir: Path) -> tuple[Path, dict[str, object]]:
+    out, record = installed_disk(vm_workdir / "logs")
+    print(f"\n[vm] installed disk: {out}\n[vm] ibi install --dry-run in the guest:\n"
+          f"{record['dry_run']}\n[vm] install timings: "
+          f"{ {k: v for k, v in record.items() if k.endswith('_s')} }", flush=True)
+    return out, record
+
+
+@pytest.fixture
+def scenario(installed: tuple[Path, dict[str, object]], vm_workdir: Path,
+             request: pytest.FixtureRequest) -> Iterator[Callable[..., qemu.VM]]:
+    """scenario(name, choose=None) -> a started VM booting an overlay of the installed disk
+    through GRUB; ``choose`` picks a GRUB entry by its title (else the default boots)."""
+    disk = vm_workdir / f"{request.node.name}.qcow2"
+    logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(installed[0]), str(disk)], check=True)
+    vms: list[qemu.VM] = []
+
+    def start(name: str, choose: str | None = None, menu: list[str] | None = None,
+              drives: tuple[Path, ...] = ()) -> qemu.VM:
+        """``menu``: a list that receives GRUB's entry titles (no key is pressed);
+        ``drives``: more disks (vdb, ...), e.g. a transfer disk."""
+        if choose:
+            def pick(vm: qemu.VM) -> None:
+                qemu.grub_choose(vm, choose)
+        elif menu is not None:
+            def pick(vm: qemu.VM) -> None:
+                menu.extend(qemu.grub_menu(vm))
+        else:
+            pick = None  # type: ignore[assignment]
+        vm = qemu.VM(None, None, disk, logs, f"{request.node.name}-{name}",
+                bootloader=pick, drives=drives)
+        vms.append(vm)
+        vm.start()
+        return vm
+
+    yield start
+    for vm in vms:
+        vm._kill()
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

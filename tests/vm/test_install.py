@@ -11,59 +11,14 @@ the package and the install script below); each scenario boots an overlay of it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import guest as guestmod
 import pytest
 import qemu
-from installed import installed_disk
-from qemu import VM, Console, grub_choose, grub_menu
+from qemu import VM, Console
 
 pytestmark = pytest.mark.vm
-
-
-@pytest.fixture(scope="session")
-def installed(guest: guestmod.Guest, vm_workdir: Path) -> tuple[Path, dict[str, object]]:
-    out, record = installed_disk(vm_workdir / "logs")
-    print(f"\n[vm] installed disk: {out}\n[vm] ibi install --dry-run in the guest:\n"
-          f"{record['dry_run']}\n[vm] install timings: "
-          f"{ {k: v for k, v in record.items() if k.endswith('_s')} }", flush=True)
-    return out, record
-
-
-@pytest.fixture
-def scenario(installed: tuple[Path, dict[str, object]], vm_workdir: Path,
-             request: pytest.FixtureRequest) -> Iterator[Callable[..., VM]]:
-    """scenario(name, choose=None) -> a started VM booting an overlay of the installed disk
-    through GRUB; ``choose`` picks a GRUB entry by its title (else the default boots)."""
-    disk = vm_workdir / f"{request.node.name}.qcow2"
-    logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
-                    str(installed[0]), str(disk)], check=True)
-    vms: list[VM] = []
-
-    def start(name: str, choose: str | None = None, menu: list[str] | None = None) -> VM:
-        """``menu``: a list that receives GRUB's entry titles (no key is pressed)."""
-        if choose:
-            def pick(vm: VM) -> None:
-                grub_choose(vm, choose)
-        elif menu is not None:
-            def pick(vm: VM) -> None:
-                menu.extend(grub_menu(vm))
-        else:
-            pick = None  # type: ignore[assignment]
-        vm = VM(None, None, disk, logs, f"{request.node.name}-{name}",
-                bootloader=pick)
-        vms.append(vm)
-        vm.start()
-        return vm
-
-    yield start
-    for vm in vms:
-        vm._kill()
 
 
 def mode(vm: VM) -> str:
