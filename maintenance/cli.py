@@ -460,6 +460,10 @@ def boot_entries(eng: Engine, args: argparse.Namespace) -> int:
     entries = {k: (v.version if v else None) for k, v in kmap.items()}
     for w in warnings:
         print(f"ibi: warning: {w}", file=sys.stderr)
+    if args.quiet and not getattr(args, "json", False):  # the kernel hook: one line
+        if args.write and entries.get("ibi"):
+            print(f"ibi: boot entries renewed; the next boot uses Linux {entries['ibi']}")
+        return 0 if current else 3
 
     def text() -> None:
         print(bootplan.render(plan), end="")

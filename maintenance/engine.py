@@ -184,7 +184,8 @@ class Engine:
                                   "boots the one ibi install set up"))
         return Status(str(st.data), stack, others, layer, disk, self._ram(), tuple(notices),
                       boot.version if boot else None,
-                      tuple(k.version for k in layer_ks or ()))
+                      tuple(k.version for k in layer_ks or ()
+                            if k not in kernels.stack_kernels(st, tab)))
 
     def _entry(self, name: str, below: list[str] | None) -> StackEntry:
         st = self.store

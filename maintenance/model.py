@@ -133,7 +133,8 @@ class Status:
     notices: tuple[Notice, ...]
     boot_kernel: str | None = None  # the kernel version the next normal boot uses
     layer_kernels: tuple[str, ...] = ()  # kernels installed in the writable layer (a kernel
-    # package upgraded in the running system), booted next; Restore System discards them
+    # package upgraded in the running system), not in the stack's images; the first is
+    # booted next; Restore System discards them
 
     @property
     def ok(self) -> bool:
