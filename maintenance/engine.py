@@ -241,15 +241,19 @@ class Engine:
         the store as it is now; returns whether anything changed. Called after every change
         of roottab or of the images, after their commit point."""
         changed = bootplan.write(self.store)
-        if kernels.gc(self.store):  # the last image (or layer) that had them is gone
-            changed = True
         if self.store.bootloader_conf.is_file():
             try:
                 changed = bootloader.write_grub_cfg(self.store) or changed
             except (IbiError, OSError) as e:
                 # the plan (what the initramfs reads) is written; a broken menu setting
-                # must not block the store's actions: the menu keeps its last good version
+                # must not block the store's actions: the menu keeps its last good version,
+                # and with it every kernel that version may boot
                 log.warning("GRUB's menu was not renewed: %s", e)
+                return changed
+        # only once the menu names them no more: kernels the last image (or layer) that had
+        # them took away
+        if kernels.gc(self.store):
+            changed = True
         return changed
 
     def sync_kernels(self) -> list[str]:
@@ -729,17 +733,20 @@ class Engine:
         """A read-only overlay of the writable layer over the stack: the whole system as
         it would boot, minus /home."""
         stage = self.run_dir / "stacks" / f"view-{os.getpid()}"
-        with mounts.temporary_mounts() as m:
-            lowers = [m.image(self.store.image_path(n), stage / "lower" / str(i))
-                      for i, n in enumerate(tab)]
-            layer = stage / "lower" / "layer"  # the upper, bound beside the images
-            layer.mkdir()
-            m.bind(self.store.upper, layer, readonly=True)
-            view = stage / "view"
-            view.mkdir(parents=True, exist_ok=True)
-            m.overlay(view, [layer, *lowers[::-1]], readonly=True)
-            yield view
-        shutil.rmtree(stage, ignore_errors=True)
+        try:
+            with mounts.temporary_mounts() as m:
+                lowers = [m.image(self.store.image_path(n), stage / "lower" / str(i))
+                          for i, n in enumerate(tab)]
+                layer = stage / "lower" / "layer"  # the upper, bound beside the images
+                layer.mkdir(exist_ok=True)
+                m.bind(self.store.upper, layer, readonly=True)
+                view = stage / "view"
+                view.mkdir(parents=True, exist_ok=True)
+                m.overlay(view, [layer, *lowers[::-1]], readonly=True)
+                yield view
+        finally:  # the mounts are down (temporary_mounts): the directories go too
+            if not mounts.mounts_under(stage):
+                shutil.rmtree(stage, ignore_errors=True)
 
     def _mounted_images(self) -> set[str]:
         out = set()
@@ -837,9 +844,12 @@ class Engine:
     def _image_tree(self, image: Path) -> Iterator[Path]:
         """A squashfs file mounted read-only, for a look inside."""
         where = self.run_dir / "stacks" / f"image-{os.getpid()}"
-        with mounts.temporary_mounts() as m:
-            yield m.image(image, where)
-        shutil.rmtree(where, ignore_errors=True)
+        try:
+            with mounts.temporary_mounts() as m:
+                yield m.image(image, where)
+        finally:
+            if not mounts.mounts_under(where):
+                shutil.rmtree(where, ignore_errors=True)
 
     def _fresh_layer(self, carry: bool,
                      new_stack: list[str] | None = None) -> tuple[Path, list[str]]:

@@ -273,3 +273,57 @@ def test_crash_leftovers_are_cleaned(store: Engine) -> None:
     store.recover()
     assert not (st.kernels / ".tmp-6.9-abc").exists() and not orphan.exists()
     assert len(st.kernel_ids()) == 2
+
+
+def test_import_of_a_squashfs_keeps_its_kernels(engine: Engine, root_ns: Path) -> None:
+    import subprocess
+
+    tree = root_ns / "tree"
+    build_base(tree)
+    add_kernel(tree, OLD)
+    image = root_ns / "given.sqfs"
+    subprocess.run(["mksquashfs", str(tree), str(image), "-quiet", "-no-progress"],
+                   check=True)
+    meta = engine.init(image=image)
+    assert [k.version for k in meta.kernels] == [OLD]
+    assert engine.store.kernel_ids() == [meta.kernels[0].id]
+    assert not list((engine.run_dir / "stacks").glob("image-*"))  # the look inside is gone
+
+
+def test_create_space_check_counts_the_new_kernel(store: Engine, root_ns: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    from maintenance import engine as engmod
+    from maintenance import layer as layerfs
+
+    mnt = root_ns / "mnt"
+    mnt.mkdir()
+    store.mount(mnt)
+    add_kernel(mnt, NEW, size=3 << 20)
+    store.umount(mnt)
+    lay = layerfs.stats(store.store.upper)
+    enough_without_kernel = lay.bytes + lay.bytes // 100 + engmod.SPACE_MARGIN
+    real = psutil.disk_usage
+    monkeypatch.setattr(psutil, "disk_usage", lambda p: real(p)._replace(
+        free=enough_without_kernel + (1 << 20)))
+    with pytest.raises(NoSpace, match="squash the writable layer"):
+        store.create(Kind.INCREMENTAL, name="inc")
+    assert store.roottab() == ["base"] and not store.store.has_image("inc")
+    monkeypatch.setattr(psutil, "disk_usage", real)
+    assert versions(store, store.create(Kind.INCREMENTAL, name="inc").name)[0] == NEW
+
+
+def test_kernels_the_old_menu_boots_stay_while_it_cannot_be_renewed(store: Engine,
+                                                                   root_ns: Path) -> None:
+    upgrade_in_layer(store, root_ns / "mnt", NEW)
+    conf = store.store.bootloader_conf
+    good = conf.read_text()
+    conf.write_text("data_spec: [unclosed\n")
+    store.restore()  # GRUB's menu cannot be rewritten: it still boots the layer's kernel
+    new_id = next(i for i in store.store.kernel_ids() if i.startswith(NEW))
+    assert f"/boot/kernels/{new_id}/vmlinuz" in bootloader.cfg_path(store.store).read_text()
+    conf.write_text(good)
+    store.refresh_boot_files()
+    assert grub_kernels(store)["ibi"] == MID
+    assert not store.store.kernel_dir(new_id).exists()
