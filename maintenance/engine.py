@@ -133,6 +133,22 @@ class Engine:
 
     review_stack = stack_for
 
+    def review_kernel_switch(self, name: str) -> str | None:
+        """The kernel a Live Review of ``name`` must boot when it is not the one running now
+        and GRUB can boot it (a machine set up by ibi install); else None: the review can
+        be assembled by the kernel that runs (the initramfs's decision)."""
+        if not self.store.bootloader_conf.is_file():
+            return None
+        ks = kernels.stack_kernels(self.store, self.stack_for(name))
+        if not ks or ks[0].version == os.uname().release:
+            return None
+        return ks[0].version
+
+    def boot_once(self, entry: str) -> None:
+        """Make GRUB boot its entry ``entry`` (e.g. ``ibi-review-NAME``) at the next boot."""
+        self.store.require()
+        bootloader.set_next_entry(self.store, entry)
+
     def status(self) -> Status:
         """The stack, the writable layer, disk and RAM use, and anything wrong."""
         self.store.require()

@@ -348,7 +348,11 @@ class Controller:
         self._work("Reading the store", "", self._choices(lambda m, t: False), shown)
 
     def _review_page(self, name: str) -> None:
-        def shown(stack: tuple[str, ...]) -> None:
+        def work(_r: ProgressFn) -> tuple[tuple[str, ...], str | None]:
+            return self.engine.review_stack(name), self.engine.review_kernel_switch(name)
+
+        def shown(res: tuple[tuple[str, ...], str | None]) -> None:
+            stack, switch = res
             lines: list[Line | str] = [
                 f"Live Review boots {name} as it was:",
                 "  stack: " + " -> ".join(stack), "",
@@ -358,13 +362,26 @@ class Controller:
                 "- /home is your real /home: files you change there do change.",
                 "- Your current system, its writable layer and the store stay as they are.",
                 "  Reboot to come back to them.", ""]
+            if switch:  # its modules are not those of the kernel running now
+                lines += [("warning", f"{name} runs Linux {switch}, not the kernel running "
+                                      "now: the machine restarts into it"),
+                          "  (GRUB's entry 'ibi Live Review of ...', once).", ""]
+                button = ("Restart into Live Review", lambda: self._restart_into(name))
+            else:
+                button = ("Boot into Live Review",
+                          lambda: self._decide(decision.REVIEW, name, decision.EXIT_REVIEW))
             page = Page(f"Live Review of {name}", lines,
-                        [ButtonRow([("Boot into Live Review",
-                                     lambda: self._decide(decision.REVIEW, name,
-                                                          decision.EXIT_REVIEW)),
-                                    ("Back", self.back)])], self.back)
+                        [ButtonRow([button, ("Back", self.back)])], self.back)
             self.host.show(page)
-        self._work("Reading the store", "", lambda _r: self.engine.review_stack(name), shown)
+        self._work("Reading the store", "", work, shown)
+
+    def _restart_into(self, name: str) -> None:
+        try:
+            self.engine.boot_once(f"ibi-review-{name}")
+        except IbiError as e:
+            self.error(e)
+            return
+        self._decide(decision.REBOOT, None, decision.EXIT_REBOOT)
 
     def rollback(self) -> None:
         def shown(res: tuple[list[tuple[str, str]], list[str] | None]) -> None:

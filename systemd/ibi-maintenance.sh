@@ -2,7 +2,8 @@
 # ibi-maintenance: run the maintenance menu in the booted system (ibi-maintenance.service)
 # and act on its decision: "normal" goes back to the default target; "review NAME" reboots
 # into that restore point's Live Review through GRUB's one-time entry (the menu ibi install
-# put on the data partition reads DATA/boot/grub/grubenv) when it can.
+# put on the data partition reads DATA/boot/grub/grubenv) when it can; "reboot" (the menu
+# may have set that one-time entry itself) and "poweroff" do so.
 
 DATA=/run/ibi/data
 DECISION=/run/ibi/decision
@@ -32,5 +33,7 @@ case $decision in
         echo "ibi: 'ibi Live Review of $name' (or add rd.ibi.review=$name to the kernel command line)"
         sleep 5
         ;;
+    reboot) exec systemctl reboot ;;
+    poweroff) exec systemctl poweroff ;;
 esac
 exec systemctl --no-block isolate default.target

@@ -101,6 +101,8 @@ class FakeEngine:
         self.layer = [Change(f"/etc/file{i}", "changed", 100) for i in range(changes)]
         self.calls: list[str] = []
         self.fail: dict[str, Exception] = {}
+        self.kernels: dict[str, str] = {}  # image -> a kernel other than the running one
+        self.next_entry: str | None = None
 
     def _check(self, what: str) -> None:
         self.calls.append(what)
@@ -125,6 +127,14 @@ class FakeEngine:
     def roottab(self) -> list[str]:
         self._check("roottab")
         return list(self.tab)
+
+    def review_kernel_switch(self, name: str) -> str | None:
+        self._check("review_kernel_switch")
+        return self.kernels.get(name)
+
+    def boot_once(self, entry: str) -> None:
+        self._check("boot_once")
+        self.next_entry = entry
 
     def review_stack(self, name: str) -> tuple[str, ...]:
         self._check("review_stack")

@@ -327,3 +327,23 @@ def test_kernels_the_old_menu_boots_stay_while_it_cannot_be_renewed(store: Engin
     store.refresh_boot_files()
     assert grub_kernels(store)["ibi"] == MID
     assert not store.store.kernel_dir(new_id).exists()
+
+
+def test_live_review_from_the_menu_restarts_into_the_points_kernel(store: Engine) -> None:
+    import shutil
+    import subprocess
+
+    from maintenance.errors import StoreError
+
+    assert store.review_kernel_switch("base") == MID  # the host runs another kernel
+    env = bootloader.cfg_path(store.store).with_name("grubenv")
+    env.write_text("# GRUB Environment Block\nsaved_entry=ibi\n" + "#" * 987)
+    store.boot_once("ibi-review-base")
+    text = env.read_text()
+    assert len(text) == 1024 and "saved_entry=ibi\nnext_entry=ibi-review-base\n" in text
+    if shutil.which("grub-editenv"):  # GRUB's own tool reads it back
+        out = subprocess.run(["grub-editenv", str(env), "list"], capture_output=True,
+                             text=True, check=True).stdout
+        assert "next_entry=ibi-review-base" in out
+    with pytest.raises(StoreError, match="no entry 'ibi-review-nope'"):
+        store.boot_once("ibi-review-nope")

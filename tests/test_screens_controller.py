@@ -120,6 +120,20 @@ def test_live_review_writes_review_decision(tmp_path: Path) -> None:
     assert decision.read_decision(tmp_path / "decision") == ("review", "apps")
 
 
+def test_live_review_of_a_point_with_another_kernel_restarts_into_it(tmp_path: Path) -> None:
+    eng = FakeEngine(("base", "apps"))
+    eng.kernels["base"] = "6.1.0-9-amd64"
+    _ctl, host, _eng = start(tmp_path, eng)
+    host.press("l", "down", "enter")
+    text = host.text()
+    assert "base runs Linux 6.1.0-9-amd64, not the kernel running now" in text
+    assert "Restart into Live Review" in text
+    host.press("enter")
+    assert eng.next_entry == "ibi-review-base"
+    assert host.exit_code == decision.EXIT_REBOOT
+    assert decision.read_decision(tmp_path / "decision") == ("reboot", None)
+
+
 def test_rollback_confirm_and_cancel(tmp_path: Path) -> None:
     _ctl, host, eng = start(tmp_path, FakeEngine(("base", "apps", "tuned")))
     host.press("b")
