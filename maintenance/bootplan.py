@@ -7,6 +7,7 @@ else of the store::
 
     ibi-boot-plan 1
     roottab 3061231284 97          # POSIX cksum of roottab when the plan was made
+    layer 5f0c8e1d2a3b4c6d         # the writable layer's id then (its kernels count)
     normal base inc1 inc2          # the active stack (roottab)
     fallback base inc1             # roottab.prev, when it differs and is usable
     menu base inc1 inc2            # stacks the menu can run from, best first
@@ -15,8 +16,11 @@ else of the store::
     review base base
 
 A plan whose ``roottab`` checksum differs from the file (a power cut between the commit of
-roottab and the plan, or roottab edited by hand) is stale: the initramfs then asks the
-image's own ``ibi boot-entries --write`` to renew it before booting.
+roottab and the plan, or roottab edited by hand), or whose ``layer`` differs from the
+writable layer's id (a power cut between Restore System's swap of the layer and the boot
+files: GRUB's menu may still boot a kernel the set-aside layer held), is stale: the
+initramfs then asks the image's own ``ibi boot-entries --write`` to renew it (and GRUB's
+menu) before booting.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class BootPlan:
     fallback: tuple[str, ...] | None
     menu: tuple[tuple[str, ...], ...]
     reviews: tuple[Review, ...] = field(default=())  # newest first
+    layer_id: str | None = None  # the writable layer's id when the plan was made
 
 
 def _crc_table() -> list[int]:
@@ -120,7 +125,7 @@ def build(st: Store) -> BootPlan:
                                   m.created.strftime("%Y-%m-%d %H:%M"), stack))
             if m.kind in (Kind.BASE, Kind.FULL) and (m.name,) not in menu:
                 menu.append((m.name,))
-    return BootPlan(cksum, normal, fallback, tuple(menu), tuple(reviews))
+    return BootPlan(cksum, normal, fallback, tuple(menu), tuple(reviews), st.layer_id())
 
 
 def render(plan: BootPlan) -> str:
@@ -131,6 +136,8 @@ def render(plan: BootPlan) -> str:
     ]
     if plan.roottab_cksum is not None:
         lines.append(f"roottab {plan.roottab_cksum[0]} {plan.roottab_cksum[1]}")
+    if plan.layer_id and plan.layer_id.isalnum():
+        lines.append(f"layer {plan.layer_id}")
     if plan.normal:
         lines.append("normal " + " ".join(plan.normal))
     if plan.fallback:

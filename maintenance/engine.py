@@ -24,11 +24,13 @@ Recovery never touches a layer that a mounted overlay is using.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psutil
 
@@ -80,6 +82,24 @@ from .store import (
 
 log = logging.getLogger(__name__)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def changes_store(method: F) -> F:
+    """Run ``method`` holding the store's lock (once per engine: the actions call each
+    other)."""
+    @functools.wraps(method)
+    def locked(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        if self._locked or not self.store.exists():
+            return method(self, *args, **kwargs)
+        with self.store.locked():
+            self._locked = True
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._locked = False
+    return locked  # type: ignore[return-value]
+
 DEFAULT_DATA = "/run/ibi/data"
 DEFAULT_RUN = "/run/ibi"
 LOW_SPACE_FRACTION = 0.10
@@ -94,6 +114,7 @@ class Engine:
                  run_dir: str | os.PathLike[str] = DEFAULT_RUN) -> None:
         self.store = Store(data_dir)
         self.run_dir = Path(run_dir).absolute()
+        self._locked = False
 
     @property
     def data_dir(self) -> Path:
@@ -144,6 +165,7 @@ class Engine:
             return None
         return ks[0].version
 
+    @changes_store
     def boot_once(self, entry: str) -> None:
         """Make GRUB boot its entry ``entry`` (e.g. ``ibi-review-NAME``) at the next boot."""
         self.store.require()
@@ -244,6 +266,7 @@ class Engine:
         return RamUsage(vm.total, vm.available, tuple(tmpfs))
 
     # ------------------------------------------------------------------ recovery
+    @changes_store
     def recover(self) -> list[str]:
         """Finish or undo an interrupted action; return what was done (empty if nothing)."""
         self.store.require()
@@ -252,6 +275,7 @@ class Engine:
             done.append("renew the boot plan")
         return done
 
+    @changes_store
     def refresh_boot_files(self) -> bool:
         """Write the boot plan (and, on a machine set up by ibi install, GRUB's menu) for
         the store as it is now; returns whether anything changed. Called after every change
@@ -272,6 +296,7 @@ class Engine:
             changed = True
         return changed
 
+    @changes_store
     def sync_kernels(self) -> list[str]:
         """In the running system (the writable layer in use by the overlay on ``/``, or on
         another mount point): keep the kernels installed there that the stack lacks, so the
@@ -284,7 +309,8 @@ class Engine:
             return []
         tab = self.store.read_roottab()
         need = kernels.needed_bytes(Path(live), self._known_kernels(tab))
-        self._check_space(need + SPACE_MARGIN, "keep the new kernel")
+        if need:  # (the hook also runs when a kernel is removed: to free space, say)
+            self._check_space(need + SPACE_MARGIN, "keep the new kernel")
         warnings = kernels.sync_layer(self.store, Path(live), tab)
         self.refresh_boot_files()
         return warnings
@@ -429,6 +455,7 @@ class Engine:
         self.refresh_boot_files()
         return meta
 
+    @changes_store
     def create(self, kind: Kind, *, name: str | None = None, description: str = "",
                compressor: str = squash.DEFAULT_COMPRESSOR, level: int | None = None,
                progress: ProgressFn | None = None) -> ImageMeta:
@@ -492,8 +519,10 @@ class Engine:
         self.refresh_boot_files()
         slot, _ = self._fresh_layer(carry=False)
         remove_tree(slot)  # its content is in the new image: nothing is lost
+        self.refresh_boot_files()  # the fresh layer's id
         return meta
 
+    @changes_store
     def restore(self) -> RestoreResult:
         """Restore System: set the writable layer aside (a rename, whatever its size) and
         put a fresh one in place, carrying over the preserved config paths."""
@@ -504,6 +533,7 @@ class Engine:
         self.refresh_boot_files()  # a kernel installed in the layer is gone with it
         return RestoreResult(discarded, str(trash), tuple(kept))
 
+    @changes_store
     def rollback(self, name: str) -> tuple[str, ...]:
         """Make the stack end at ``name`` (newer images are kept, to roll forward again),
         and set the writable layer aside, as its changes were made on another stack."""
@@ -530,6 +560,12 @@ class Engine:
             if name in st.read_roottab(prev=True):
                 return (f"{name!r} is in roottab.prev (the boot fallback); "
                         "make another change to the stack first")
+        with contextlib.suppress(StoreError):
+            queued = st.read_pending()
+            if queued and queued.get("action") == "rollback" and queued.get("name") and \
+                    name in self.stack_for(queued["name"]):
+                return (f"a roll back to {queued['name']!r} is queued for the next boot "
+                        "(ibi pending --cancel first)")
         users = [m.name for m in self.images()
                  if m.kind is Kind.INCREMENTAL and name in m.stack and m.name != name]
         if users:
@@ -538,6 +574,7 @@ class Engine:
             return f"{name!r} is mounted (a live review?); unmount it first"
         return None
 
+    @changes_store
     def delete(self, name: str) -> None:
         """Delete an image that is neither in the stack, nor the boot fallback, nor
         depended upon, nor mounted."""
@@ -603,6 +640,7 @@ class Engine:
         return VerifyItem(name, True)
 
     # ------------------------------------------------------------------ next boot
+    @changes_store
     def queue(self, action: str, *, name: str | None = None, description: str = "") -> None:
         """Queue Restore System ("restore") or a restore point ("incremental", "full") for
         the next boot, for a running system whose writable layer is in use. The boot path
@@ -628,12 +666,14 @@ class Engine:
         self.store.require()
         return self.store.read_pending()
 
+    @changes_store
     def cancel_pending(self) -> bool:
         had = self.pending() is not None
         self.store.clear_pending()
         self.refresh_boot_files()
         return had
 
+    @changes_store
     def run_pending(self, progress: ProgressFn | None = None) -> str | None:
         """Carry out the queued action, if any, and clear it; return what was done."""
         doc = self.pending()
@@ -658,6 +698,7 @@ class Engine:
         self.refresh_boot_files()
         return done
 
+    @changes_store
     def purge(self) -> int:
         """Delete the layers set aside by Restore System and Roll back."""
         self.store.require()

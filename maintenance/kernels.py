@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,12 @@ from pathlib import Path
 import yaml
 
 from . import bootplan
-from .errors import BadName, IbiError, StoreError
+from .errors import BadName, IbiError
 from .model import KernelRef
 from .store import (
     INITRD,
     KERNEL_META,
+    KERNEL_VERSION_MAX,
     TMP_PREFIX,
     VMLINUZ,
     Store,
@@ -61,12 +63,17 @@ MODULE_DIRS = ("usr/lib/modules", "lib/modules")
 _CHUNK = 1 << 20
 
 
+VMLINUZ_MAX = 256 << 20  # a bigger "kernel" in an image tree is not one (or an attack)
+INITRD_MAX = 2 << 30
+
+
 @dataclass(frozen=True)
 class Found:
     """A kernel installed in a tree."""
 
     version: str
-    vmlinuz: Path
+    vmlinuz: Path | None  # None: not in the tree's /boot (a separate /boot left out of the
+    # images): only a kernel ibi already keeps can boot it
     initrd: Path | None  # None: no initramfs beside it, it cannot boot a stack
 
 
@@ -76,16 +83,35 @@ def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
                  for t in re.findall(r"\d+|\D+", version))
 
 
-def _regular(path: Path) -> bool:
+def _inside(tree: Path, path: Path) -> bool:
+    """Whether ``path`` resolves inside ``tree`` (an image's symlinks must not lead out)."""
+    root = os.path.realpath(tree)
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip("/") + "/")
+
+
+def _regular(path: Path, limit: int) -> bool:
     with contextlib.suppress(OSError):
-        return path.is_file() and not path.is_symlink()
+        st = path.lstat()
+        return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= limit
     return False
 
 
-def scan(tree: Path) -> list[Found]:
-    """The kernels installed in ``tree``: a vmlinuz in boot/ whose modules are there too."""
-    out = []
+def _has_modules(tree: Path, version: str) -> bool:
+    for d in MODULE_DIRS:
+        p = tree / d / version
+        if os.path.isdir(p) and not os.path.islink(p) and _inside(tree, p):
+            return True
+    return False
+
+
+def scan(tree: Path) -> dict[str, Found]:
+    """The kernels installed in ``tree``, by version: a vmlinuz in boot/ whose modules are
+    there too. Symlinks that lead out of the tree, and absurd sizes, are ignored."""
+    out: dict[str, Found] = {}
     boot = tree / "boot"
+    if os.path.islink(boot) or not _inside(tree, boot):
+        return out
     with contextlib.suppress(OSError):
         for p in sorted(boot.glob("vmlinuz-*")):
             version = p.name.removeprefix("vmlinuz-")
@@ -93,12 +119,11 @@ def scan(tree: Path) -> list[Found]:
                 check_kernel_id(version)
             except BadName:
                 continue
-            if not _regular(p) or not any(
-                    os.path.isdir(tree / d / version) and not os.path.islink(tree / d / version)
-                    for d in MODULE_DIRS):
+            if len(version) > KERNEL_VERSION_MAX or not _regular(p, VMLINUZ_MAX) \
+                    or not _has_modules(tree, version):
                 continue
             initrd = boot / f"initrd.img-{version}"
-            out.append(Found(version, p, initrd if _regular(initrd) else None))
+            out[version] = Found(version, p, initrd if _regular(initrd, INITRD_MAX) else None)
     return out
 
 
@@ -127,7 +152,7 @@ def _copy_hashed(src: Path, dst: Path) -> tuple[str, int]:
 
 def _read_kept(st: Store, kernel_id: str) -> KernelRef | None:
     with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError, KeyError,
-                             ValueError, TypeError, BadName):
+                             ValueError, TypeError, AttributeError, BadName):
         doc = yaml.safe_load((st.kernel_dir(kernel_id) / KERNEL_META).read_text("utf-8"))
         ref = kernel_from_doc(doc)
         vmlinuz, initrd = st.kernel_files(kernel_id)
@@ -137,55 +162,106 @@ def _read_kept(st: Store, kernel_id: str) -> KernelRef | None:
 
 
 def keep(st: Store, version: str, vmlinuz: Path, initrd: Path,
-         vmlinuz_sha: str | None = None) -> KernelRef:
-    """Copy a kernel and its initramfs into DATA/boot/kernels/ (once per vmlinuz): a temp
-    directory, fsynced, renamed into place."""
+         source_initrd_sha: str = "") -> KernelRef:
+    """Copy a kernel and its initramfs into DATA/boot/kernels/<version>-<id>/ (once per
+    pair of files): a temp directory, fsynced, renamed into place."""
     check_kernel_id(version)
-    vsha = vmlinuz_sha or file_sha256(vmlinuz)
-    kid = check_kernel_id(f"{version}-{vsha[:12]}")
-    kept = _read_kept(st, kid)
-    if kept is not None and kept.vmlinuz_sha256 == vsha:
-        return kept
+    new_parent = not st.kernels.is_dir()
     st.kernels.mkdir(parents=True, exist_ok=True)
-    tmp = st.kernels / f"{TMP_PREFIX}{kid}"
+    if new_parent:
+        fsync_dir(st.kernels.parent)
+    tmp = st.kernels / f"{TMP_PREFIX}{version}-{os.getpid()}"
     remove_tree(tmp)
     tmp.mkdir(mode=0o700)
     try:
-        got_vsha, vsize = _copy_hashed(vmlinuz, tmp / VMLINUZ)
+        vsha, vsize = _copy_hashed(vmlinuz, tmp / VMLINUZ)
         isha, isize = _copy_hashed(initrd, tmp / INITRD)
-        if got_vsha != vsha:
-            raise StoreError(f"{vmlinuz} changed while ibi copied it")
-        ref = KernelRef(version, kid, vsha, isha, vsize + isize)
+        kid = check_kernel_id(
+            f"{version}-{hashlib.sha256(f'{vsha}:{isha}'.encode()).hexdigest()[:12]}")
+        kept = _read_kept(st, kid)
+        if kept is not None and (kept.vmlinuz_sha256, kept.initrd_sha256) == (vsha, isha):
+            remove_tree(tmp)  # the same two files are kept already
+            return kept
+        ref = KernelRef(version, kid, vsha, isha, vsize + isize, source_initrd_sha or isha)
         atomic_write(tmp / KERNEL_META, yaml.safe_dump(kernel_to_doc(ref), sort_keys=False))
         fsync_dir(tmp)
         final = st.kernel_dir(kid)
-        if final.exists():  # a damaged copy: replaced by the whole new one
-            remove_tree(final)
-        durable_rename(tmp, final)
+        if final.exists():  # a damaged copy, perhaps named by images: mended file by file
+            for name in (VMLINUZ, INITRD, KERNEL_META):
+                os.replace(tmp / name, final / name)
+            fsync_dir(final)
+            remove_tree(tmp)
+        else:
+            durable_rename(tmp, final)
     except BaseException:
         remove_tree(tmp)
         raise
     return ref
 
 
-def _pool(refs: Iterable[KernelRef]) -> dict[tuple[str, str], KernelRef]:
-    return {(k.version, k.vmlinuz_sha256): k for k in refs}
+def _key(version: str, vmlinuz_sha: str, source_initrd: str) -> tuple[str, str, str]:
+    return version, vmlinuz_sha, source_initrd
+
+
+def _pool(refs: Iterable[KernelRef]) -> dict[tuple[str, str, str], KernelRef]:
+    return {_key(k.version, k.vmlinuz_sha256, k.source_initrd_sha256 or k.initrd_sha256): k
+            for k in refs}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    reuse: dict[str, KernelRef]  # version -> a kept kernel that boots it
+    copy: dict[str, tuple[Path, Path, str]]  # version -> (vmlinuz, initrd, tree's initrd sha)
+    warnings: list[str]
+
+
+def _plan(st: Store | None, tree: Path, previous: Sequence[KernelRef],
+          known: Iterable[KernelRef],
+          extra: Mapping[str, tuple[Path, Path]] | None) -> _Plan:
+    found = scan(tree)
+    # kernels ibi keeps whose modules are still in the tree but whose vmlinuz is not (a
+    # separate /boot, left out of the images): still the system's
+    for k in previous:
+        if k.version not in found and _has_modules(tree, k.version):
+            found[k.version] = Found(k.version, None, None)
+    extra = dict(extra or {})
+    pool = _pool((*known, *previous))
+    by_version = {k.version: k for k in (*known, *previous)}
+    reuse: dict[str, KernelRef] = {}
+    copy: dict[str, tuple[Path, Path, str]] = {}
+    warnings = []
+    for v, f in found.items():
+        tree_initrd_sha = file_sha256(f.initrd) if f.initrd else ""
+        if v in extra:
+            copy[v] = (*extra[v], tree_initrd_sha)
+            continue
+        if f.vmlinuz is None:
+            ref = by_version.get(v)
+            if ref is not None and (st is None or _read_kept(st, ref.id) is not None):
+                reuse[v] = ref
+            continue
+        ref = pool.get(_key(v, file_sha256(f.vmlinuz), tree_initrd_sha))
+        if ref is not None and (st is None or _read_kept(st, ref.id) is not None):
+            reuse[v] = ref
+        elif f.initrd is None:
+            warnings.append(f"Linux {v} has no initramfs (boot/initrd.img-{v}): ibi cannot "
+                            "boot it")
+        else:
+            copy[v] = (f.vmlinuz, f.initrd, tree_initrd_sha)
+    for v, (vm, ini) in extra.items():
+        if v not in copy:
+            copy[v] = (vm, ini, "")
+    return _Plan(reuse, copy, warnings)
 
 
 def needed_bytes(tree: Path, known: Iterable[KernelRef],
                  extra: Mapping[str, tuple[Path, Path]] | None = None) -> int:
     """Bytes that collecting ``tree``'s kernels would add to DATA/boot/kernels/."""
-    pool = _pool(known)
+    known = tuple(known)
     total = 0
-    found = {f.version: f for f in scan(tree)}
-    for v, (vm, ini) in (extra or {}).items():
-        found[v] = Found(v, vm, ini)
-    for f in found.values():
-        if f.initrd is None:
-            continue
+    for vm, ini, _ in _plan(None, tree, known, known, extra).copy.values():
         with contextlib.suppress(OSError):
-            if (f.version, file_sha256(f.vmlinuz)) not in pool:
-                total += f.vmlinuz.stat().st_size + f.initrd.stat().st_size
+            total += vm.stat().st_size + ini.stat().st_size
     return total
 
 
@@ -196,32 +272,20 @@ def collect(st: Store, tree: Path, previous: Sequence[KernelRef],
     """The kernels of the system in ``tree``, kept on the data partition, the one to boot
     first at the front: those in ``extra`` (version -> (vmlinuz, initramfs), e.g. the one
     ``ibi install`` built), then kernels new since ``previous`` (newest version first),
-    then the kernels of ``previous`` still there, in its order. A kernel of ``previous``
-    or ``known`` with the same vmlinuz is reused. Returns the kernels and warnings."""
-    extra = dict(extra or {})
-    found = {f.version: f for f in scan(tree)}
-    for v, (vm, ini) in extra.items():
-        found[v] = Found(v, vm, ini)
-    pool = _pool((*known, *previous))
-    refs: dict[str, KernelRef] = {}
-    warnings = []
-    for v, f in found.items():
-        vsha = file_sha256(f.vmlinuz)
-        ref = pool.get((v, vsha))
-        if ref is not None and v not in extra and _read_kept(st, ref.id) is not None:
-            refs[v] = ref
-        elif f.initrd is None:
-            warnings.append(f"Linux {v} has no initramfs (boot/initrd.img-{v}): ibi cannot "
-                            "boot it")
-        else:
-            refs[v] = keep(st, v, f.vmlinuz, f.initrd, vsha)
+    then the kernels of ``previous`` still there, in its order. A kept kernel with the same
+    vmlinuz, made for the same initramfs of the tree, is reused. Returns the kernels and
+    warnings."""
+    plan = _plan(st, tree, previous, known, extra)
+    refs = dict(plan.reuse)
+    for v, (vm, ini, src) in plan.copy.items():
+        refs[v] = keep(st, v, vm, ini, src)
     before = [k.id for k in previous]
-    first = [refs[v] for v in extra if v in refs]
+    first = [refs[v] for v in (extra or {}) if v in refs]
     kept = sorted((k for k in refs.values() if k.id in before and k not in first),
                   key=lambda k: before.index(k.id))
     new = sorted((k for k in refs.values() if k.id not in before and k not in first),
                  key=lambda k: version_key(k.version), reverse=True)
-    return (*first, *new, *kept), warnings
+    return (*first, *new, *kept), plan.warnings
 
 
 # --------------------------------------------------------------------- which kernel boots
@@ -261,21 +325,24 @@ def entry_kernels(st: Store, normal: Sequence[str] | None, fallback: Sequence[st
     with contextlib.suppress(IbiError):
         pending = st.read_pending()
     stack_ks = stack_kernels(st, active) if active else ()
-    boot: KernelRef | None = stack_ks[0] if stack_ks else None
+    stack_boot: KernelRef | None = stack_ks[0] if stack_ks else None
+    boot = stack_boot
     if pending and pending.get("action") == "rollback" and pending.get("name"):
+        # every boot runs the queued action first, Maintenance Mode's too
         with contextlib.suppress(IbiError, OSError):
             ks = stack_kernels(st, bootplan.stack_for(st, pending["name"],
                                                       tuple(normal or ())))
-            boot = ks[0] if ks else boot
+            stack_boot = boot = ks[0] if ks else boot
     elif not (pending and pending.get("action") == "restore"):
         lk = layer_kernels(st, normal)
         if lk:
             boot = lk[0]
     out["ibi"] = boot
-    out["ibi-maintenance"] = stack_ks[0] if stack_ks else None
+    out["ibi-maintenance"] = stack_boot
     for name, stack in reviews:
         ks = stack_kernels(st, stack)
-        out[f"review:{name}"] = ks[0] if ks else None
+        # an image that names no kernel (and none below it): the stack's, which exists
+        out[f"review:{name}"] = ks[0] if ks else stack_boot
     return out
 
 
@@ -286,8 +353,7 @@ def sync_layer(st: Store, root: Path, tab: Sequence[str]) -> list[str]:
     stack_ks = stack_kernels(st, tab)
     current = layer_kernels(st, tab)
     kernels, warnings = collect(st, root, previous=current or stack_ks, known=stack_ks)
-    same = {(k.version, k.vmlinuz_sha256) for k in kernels} == \
-        {(k.version, k.vmlinuz_sha256) for k in stack_ks}
+    same = {k.id for k in kernels} == {k.id for k in stack_ks}
     if not kernels:
         warnings.append("the running system has no kernel with an initramfs: the next boot "
                         "uses the stack's")
@@ -321,10 +387,15 @@ def gc(st: Store) -> list[str]:
     keep_ids = referenced(st)
     for kid in st.kernel_ids():
         if kid not in keep_ids:
-            shutil.rmtree(st.kernel_dir(kid))
+            try:
+                shutil.rmtree(st.kernel_dir(kid))
+            except OSError as e:  # after a commit: a leftover is no reason to fail it
+                log.warning("cannot delete the unused kernel %s: %s", kid, e)
+                continue
             gone.append(kid)
     if gone:
-        fsync_dir(st.kernels)
+        with contextlib.suppress(OSError):
+            fsync_dir(st.kernels)
     return gone
 
 

@@ -27,10 +27,12 @@ class KernelRef:
     partition in DATA/boot/kernels/<id>/ (shared by every image that has it)."""
 
     version: str  # uname -r, e.g. 6.12.48+deb13-amd64
-    id: str  # the directory: "<version>-<first 12 hex digits of vmlinuz's sha256>"
+    id: str  # the directory: "<version>-<12 hex digits of the two files' checksums>"
     vmlinuz_sha256: str
     initrd_sha256: str
     size: int  # bytes of vmlinuz and initrd together
+    source_initrd_sha256: str = ""  # the tree's boot/initrd.img-<version> it was kept for
+    # ("" if none): when the tree's changes (a rebuilt initramfs), a new copy is kept
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import yaml
 
-from .errors import BadName, NotFound, StoreError
+from .errors import BadName, InUse, NotFound, StoreError
 from .model import ImageMeta, KernelRef, Kind
 
 STORE = ".root_images"
@@ -50,6 +52,8 @@ VMLINUZ = "vmlinuz"
 INITRD = "initrd.img"
 KERNEL_META = "kernel.yaml"
 LAYER_KERNELS = "kernels.yaml"
+LOCK = ".lock"
+LOCK_WAIT = 60  # seconds another ibi command may hold the store before we give up
 LAYER = "layer"
 LAYER_NEW = "layer.new"
 TRASH = "trash"
@@ -196,7 +200,8 @@ def meta_to_yaml(meta: ImageMeta) -> str:
     return str(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
-_KERNEL_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+~-]{0,127}$")
+_KERNEL_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+~-]{0,79}$")
+KERNEL_VERSION_MAX = 64  # uname -r is at most 64 characters
 
 
 def check_kernel_id(text: str) -> str:
@@ -208,7 +213,8 @@ def check_kernel_id(text: str) -> str:
 
 def kernel_to_doc(k: KernelRef) -> dict[str, object]:
     return {"version": k.version, "id": k.id, "vmlinuz_sha256": k.vmlinuz_sha256,
-            "initrd_sha256": k.initrd_sha256, "size": k.size}
+            "initrd_sha256": k.initrd_sha256, "size": k.size,
+            "source_initrd_sha256": k.source_initrd_sha256}
 
 
 def kernel_from_doc(doc: object) -> KernelRef:
@@ -217,7 +223,8 @@ def kernel_from_doc(doc: object) -> KernelRef:
     return KernelRef(version=check_kernel_id(str(doc["version"])),
                      id=check_kernel_id(str(doc["id"])),
                      vmlinuz_sha256=str(doc["vmlinuz_sha256"]),
-                     initrd_sha256=str(doc["initrd_sha256"]), size=int(doc["size"]))
+                     initrd_sha256=str(doc["initrd_sha256"]), size=int(doc["size"]),
+                     source_initrd_sha256=str(doc.get("source_initrd_sha256") or ""))
 
 
 def meta_from_yaml(text: str, where: str) -> ImageMeta:
@@ -266,6 +273,27 @@ class Store:
         self.boot = self.data / BOOT
         self.bootloader_conf = self.boot / BOOTLOADER_CONF
         self.kernels = self.boot / KERNELS
+
+    @contextlib.contextmanager
+    def locked(self, wait: float = LOCK_WAIT) -> Iterator[None]:
+        """Hold the store's lock (flock on .root_images/.lock): one changing command at a
+        time (the kernel hook in the running system and a command typed meanwhile, say)."""
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            end = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= end:
+                        raise InUse(f"another ibi command is changing the store in {self.data}"
+                                    f" (waited {wait:.0f} s)", hint="try again when it is "
+                                    "done") from None
+                    time.sleep(0.2)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # existence
     def exists(self) -> bool:

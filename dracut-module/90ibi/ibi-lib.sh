@@ -92,20 +92,27 @@ ibi_mount_data() {
 # metadata have one reader, in Python.
 
 # returns: 0 if the boot plan exists and was made from roottab as it is now (its "roottab"
-#          line holds POSIX cksum's figures of the file)
+#          line holds POSIX cksum's figures of the file) and for the writable layer there now
+#          (its "layer" line: the layer's id; which kernel GRUB boots depends on the layer)
 ibi_plan_current() {
     _plan=$IBI_DATA/$IBI_STORE/bootplan
     [ -f "$_plan" ] || return 1
     _want=
+    _want_layer=
     while read -r _kw _rest || [ -n "$_kw" ]; do
-        [ "$_kw" = roottab ] && _want=$_rest
+        case $_kw in
+            roottab) _want=$_rest ;;
+            layer) _want_layer=$_rest ;;
+        esac
     done < "$_plan"
     if [ -f "$IBI_DATA/$IBI_STORE/roottab" ]; then
         _have=$(cksum < "$IBI_DATA/$IBI_STORE/roottab") || return 1
     else
         _have=
     fi
-    [ "$_have" = "$_want" ]
+    _have_layer=
+    [ -f "$IBI_DATA/layer/id" ] && read -r _have_layer < "$IBI_DATA/layer/id"
+    [ "$_have" = "$_want" ] && [ "$_have_layer" = "$_want_layer" ]
 }
 
 # arg1: normal | fallback | menu | review; arg2: the image name (review only)
