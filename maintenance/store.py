@@ -275,11 +275,12 @@ class Store:
         self.kernels = self.boot / KERNELS
 
     @contextlib.contextmanager
-    def locked(self, wait: float = LOCK_WAIT) -> Iterator[None]:
+    def locked(self, wait: float | None = None) -> Iterator[None]:
         """Hold the store's lock (flock on .root_images/.lock): one changing command at a
         time (the kernel hook in the running system and a command typed meanwhile, say)."""
         fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
+            wait = LOCK_WAIT if wait is None else wait
             end = time.monotonic() + wait
             while True:
                 try:

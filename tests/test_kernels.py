@@ -347,3 +347,92 @@ def test_live_review_from_the_menu_restarts_into_the_points_kernel(store: Engine
         assert "next_entry=ibi-review-base" in out
     with pytest.raises(StoreError, match="no entry 'ibi-review-nope'"):
         store.boot_once("ibi-review-nope")
+
+
+def test_a_rebuilt_initramfs_is_a_new_copy(store: Engine, root_ns: Path) -> None:
+    mnt = root_ns / "mnt"
+    mnt.mkdir()
+    store.mount(mnt)
+    try:  # dracut run again in the running system (new firmware, crypttab...)
+        (mnt / "boot" / f"initrd.img-{MID}").write_bytes(os.urandom(1000))
+        store.sync_kernels()
+    finally:
+        store.umount(mnt)
+    base_mid = store.store.read_meta("base").kernels[0]
+    rec = store.store.read_layer_kernels()
+    assert rec is not None and rec[2][0].version == MID and rec[2][0].id != base_mid.id
+    assert rec[2][0].vmlinuz_sha256 == base_mid.vmlinuz_sha256
+    assert store.status().boot_kernel == MID and grub_kernels(store)["ibi"] == MID
+    store.create(Kind.INCREMENTAL, name="inc")
+    assert store.store.read_meta("inc").kernels[0].id == rec[2][0].id
+
+
+def test_kernels_without_vmlinuz_in_the_tree_stay(store: Engine, root_ns: Path) -> None:
+    """A separate /boot is left out of the images: the tree has the modules, not vmlinuz."""
+    mnt = root_ns / "mnt"
+    mnt.mkdir()
+    store.mount(mnt)
+    for p in (mnt / "boot").iterdir():
+        p.unlink()
+    store.umount(mnt)
+    meta = store.create(Kind.FULL, name="full")
+    assert [k.version for k in meta.kernels] == [MID, OLD]
+    assert grub_kernels(store)["ibi"] == MID
+
+
+def test_image_trees_cannot_point_outside(engine: Engine, root_ns: Path) -> None:
+    outside = root_ns / "outside"
+    add_kernel(outside, NEW)
+    tree = root_ns / "tree"
+    build_base(tree)
+    (tree / "usr/lib/modules").mkdir(parents=True)
+    (tree / "usr/lib/modules" / NEW).mkdir()
+    os.symlink("../outside/boot", tree / "boot")
+    assert kernels.scan(tree) == {}
+    (tree / "boot").unlink()
+    (tree / "boot").mkdir()
+    os.symlink(outside / "boot" / f"vmlinuz-{NEW}", tree / "boot" / f"vmlinuz-{NEW}")
+    assert kernels.scan(tree) == {}
+
+
+def test_one_changing_command_at_a_time(store: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+
+    from maintenance import store as storemod
+    from maintenance.errors import InUse
+
+    monkeypatch.setattr(storemod, "LOCK_WAIT", 0.3)
+    fd = os.open(store.store.root / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another ibi command, e.g. the kernel hook
+    try:
+        with pytest.raises(InUse, match="another ibi command is changing the store"):
+            store.restore()
+        assert store.status().stack  # reading needs no lock
+    finally:
+        os.close(fd)
+    store.restore()
+
+
+def test_queued_rollback_target_cannot_be_deleted(store: Engine, root_ns: Path) -> None:
+    upgrade_in_layer(store, root_ns / "mnt", NEW)
+    store.create(Kind.FULL, name="full")
+    upgrade_in_layer(store, root_ns / "mnt", "6.13.1-amd64")
+    store.create(Kind.FULL, name="full2")  # base is in neither roottab nor roottab.prev
+    assert store.delete_blocker("base") is None
+    store.queue("rollback", name="base")
+    assert "queued" in (store.delete_blocker("base") or "")
+    assert grub_kernels(store)["ibi-maintenance"] == MID  # the queued action runs first
+    store.cancel_pending()
+    assert grub_kernels(store)["ibi-maintenance"] == "6.13.1-amd64"
+
+
+def test_the_boot_plan_names_the_layer(store: Engine) -> None:
+    from maintenance import bootplan
+
+    before = store.store.layer_id()
+    assert f"\nlayer {before}\n" in bootplan.path(store.store).read_text()
+    store.restore()
+    assert f"\nlayer {store.store.layer_id()}\n" in bootplan.path(store.store).read_text()
+    assert store.store.layer_id() != before
+    store.store.renew_layer_id()  # as a power cut after the swap would leave it
+    assert not bootplan.is_current(store.store)
