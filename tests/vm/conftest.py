@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import guest as guestmod
 import qemu
-from installed import installed_disk
+from installed import installed_disk, planted_disk
 
 
 def _unavailable() -> str | None:
@@ -52,25 +52,6 @@ def guest(vm_workdir: Path) -> guestmod.Guest:
     g = guestmod.build_guest(vm_workdir)
     print(f"\n[vm] guest build timings: {g.timings}", flush=True)
     return g
-
-
-@pytest.fixture
-def boot(guest: guestmod.Guest, vm_workdir: Path,
-         request: pytest.FixtureRequest) -> Iterator[Callable[..., qemu.VM]]:
-    """boot(disk, name, extra_append="") -> a started VM (killed at the end of the test)."""
-    vms: list[qemu.VM] = []
-    logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
-
-    def start(disk: Path, name: str, extra_append: str = "",
-              base_append: str = qemu.BASE_APPEND) -> qemu.VM:
-        vm = qemu.VM(guest.kernel, guest.initrd, disk, logs, f"{request.node.name}-{name}",
-                     extra_append, base_append)
-        vms.append(vm)
-        vm.start()
-        return vm
-
-    yield start
-    _finish(vms, logs, request)
 
 
 def _finish(vms: list[qemu.VM], logs: Path, request: pytest.FixtureRequest) -> None:
@@ -138,18 +119,30 @@ def installed(guest: guestmod.Guest, vm_workdir: Path) -> tuple[Path, dict[str, 
 @pytest.fixture
 def scenario(installed: tuple[Path, dict[str, object]], vm_workdir: Path,
              request: pytest.FixtureRequest) -> Iterator[Callable[..., qemu.VM]]:
-    """scenario(name, choose=None) -> a started VM booting an overlay of the installed disk
-    through GRUB; ``choose`` picks a GRUB entry by its title (else the default boots)."""
-    disk = vm_workdir / f"{request.node.name}.qcow2"
+    """scenario(name, choose=None) -> a started VM booting the scenario's copy of the
+    installed disk through GRUB (the same disk for every call of one test); ``choose`` picks
+    a GRUB entry by its title (else the default boots)."""
     logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
-                    str(installed[0]), str(disk)], check=True)
+    disks: list[Path] = []
     vms: list[qemu.VM] = []
 
     def start(name: str, choose: str | None = None, menu: list[str] | None = None,
-              drives: tuple[Path, ...] = ()) -> qemu.VM:
+              drives: tuple[Path, ...] = (),
+              plant: Callable[[Path], None] | None = None) -> qemu.VM:
         """``menu``: a list that receives GRUB's entry titles (no key is pressed);
-        ``drives``: more disks (vdb, ...), e.g. a transfer disk."""
+        ``drives``: more disks (vdb, ...), e.g. a transfer disk; ``plant(D)``: (first call
+        only) change the data partition, mounted on D on the host, before the first boot."""
+        if not disks:
+            if plant is not None:
+                disks.append(planted_disk(installed[0],
+                                          vm_workdir / f"{request.node.name}.raw", plant))
+            else:
+                disks.append(vm_workdir / f"{request.node.name}.qcow2")
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+                                "-b", str(installed[0]), str(disks[0])], check=True)
+        else:
+            assert plant is None, "plant applies before the first boot of a scenario"
+        disk = disks[0]
         if choose:
             def pick(vm: qemu.VM) -> None:
                 qemu.grub_choose(vm, choose)
@@ -165,8 +158,9 @@ def scenario(installed: tuple[Path, dict[str, object]], vm_workdir: Path,
         return vm
 
     yield start
-    for vm in vms:
-        vm._kill()
+    _finish(vms, logs, request)
+    for d in disks:  # a raw copy is most of a GiB
+        d.unlink(missing_ok=True)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -1,17 +1,16 @@
-"""Build what a VM test boots: kernel, ibi initramfs, base.sqfs and a data disk.
+"""What the VM tests start from: the Debian guest and the project's package.
 
 Expensive pieces are cached outside the clone, under ``$IBI_VM_CACHE`` (default
 ``/var/cache/ibi-vm``), each keyed by a hash of exactly its inputs:
 
 - ``rootfs-<recipe>.tar``: the Debian guest (mmdebstrap), keyed by ``recipe.py``;
-- ``debs/``: the .deb cache that makes a rebuild of the rootfs quick;
-- ``initrd-<key>.img`` + ``vmlinuz-<key>``: dracut run in the guest tree, keyed by the rootfs,
-  ``dracut-module/``, ``systemd/`` and the configuration code in this file;
-- ``base-<key>.sqfs``: the configured guest tree with the project installed, keyed by all of
-  the above plus ``maintenance/`` and ``screens/``.
+- ``debs/``: the .deb cache that makes a rebuild of the rootfs quick (and holds the second
+  kernel flavour the kernel tests install in the guest);
+- ``ibi-<key>.deb``: the project's package (scripts/build-deb), keyed by its sources.
 
-Per run only the data disk is made (``ibi init`` into a staging directory, then
-``mkfs.ext4 -d``: no loop mount), and each scenario boots a qcow2 overlay of it.
+From them tests/vm/disk.py makes a conventional Debian disk (GRUB, ext4 root) and
+tests/vm/installed.py installs the package there with dpkg and runs ``ibi install``: every
+VM test boots that disk through GRUB, as a user's machine does.
 
 Run ``python3 -m tests.vm.guest OUTDIR`` (as root) to build by hand.
 """
@@ -27,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,22 +153,6 @@ def ensure_deb() -> Path:
         return deb
 
 
-def install_project(tree: Path, deb: Path) -> None:
-    """Install the project into the guest tree the way a user does: its .deb, with dpkg
-    (its dependencies are in the guest already; the guest has no network)."""
-    shutil.copy2(deb, tree / "tmp/ibi.deb")
-    script = f"""set -e
-T={tree}
-mount -t proc proc "$T/proc"
-chroot "$T" env DEBIAN_FRONTEND=noninteractive dpkg -i /tmp/ibi.deb
-"""
-    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    (tree / "tmp/ibi.deb").unlink()
-    if r.returncode != 0:
-        raise RuntimeError(f"dpkg -i of the ibi package failed:\n{r.stdout}\n{r.stderr}")
-
-
 def configure(tree: Path) -> None:
     """Guest settings for tests: hostname, root autologin on ttyS0, a plain prompt."""
     (tree / "etc/hostname").write_text(GUEST_HOSTNAME + "\n")
@@ -205,152 +188,28 @@ def kernel_version(tree: Path) -> str:
     return kvers[-1]
 
 
-def run_dracut(tree: Path, out: Path, log_file: Path) -> None:
-    """Build the initramfs inside the guest tree (chroot, private mount namespace)."""
-    kver = kernel_version(tree)
-    script = f"""set -e
-T={tree}
-mount --rbind /dev "$T/dev"
-mount -t proc proc "$T/proc"
-mount --rbind /sys "$T/sys"
-mount -t tmpfs tmpfs "$T/tmp"
-chroot "$T" dracut --force --no-hostonly --no-hostonly-cmdline \\
-    --drivers "{INITRD_DRIVERS}" --add ibi --compress zstd \\
-    /tmp/initrd.img {kver}
-cp "$T/tmp/initrd.img" "{out}.part"
-"""
-    with log_file.open("w") as fh:
-        subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                       check=True, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
-    os.replace(f"{out}.part", out)
-
-
-# --- everything a test boots -------------------------------------------------------------
+# --- what the VM tests start from --------------------------------------------------------
 
 @dataclass(frozen=True)
 class Guest:
-    kernel: Path
-    initrd: Path
-    base_sqfs: Path
-    data_disk: Path  # raw ext4 image (label ibidata) holding the store; boot overlays of it
+    rootfs: Path  # the Debian guest, from which tests/vm/disk.py makes a conventional disk
+    deb: Path  # the project's package, which tests/vm/installed.py installs there with dpkg
     timings: dict[str, float]
-
-    def make_disk(self, path: Path,
-                  setup: Callable[[Path], None] | None = None) -> Path:
-        """A fresh data disk at ``path`` whose store holds base.sqfs; ``setup(D)`` may add
-        files to the data directory D (e.g. into layer/upper or home) before mkfs."""
-        return make_data_disk(self.base_sqfs, path, setup)
-
-    def plain_disk(self, path: Path) -> Path:
-        """The same guest as a plain ext4 root (no ibi): the baseline boot to compare with."""
-        return make_plain_disk(path)
-
-    def overlay_disk(self, path: Path) -> Path:
-        """A qcow2 copy-on-write overlay of the data disk (one per scenario)."""
-        sh(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.data_disk),
-            str(path)])
-        return path
-
-
-def project_keys(rootfs_tar: Path, deb: Path) -> tuple[str, str]:
-    """(initrd key, base image key): both follow the package and this file."""
-    key = hash_paths([Path(__file__)], rootfs_tar.name + deb.name + INITRD_DRIVERS)
-    return key, key
 
 
 def build_guest(workdir: Path) -> Guest:
-    """Make (or take from the cache) the kernel, initramfs and base image; make a data disk."""
-    timings: dict[str, float] = {}
+    """Make (or take from the cache) the guest rootfs and the project's package."""
     t0 = time.monotonic()
     tar, spent = ensure_rootfs()
-    timings["rootfs_build_s"] = round(spent, 1)
-    c = cache_dir()
     deb = ensure_deb()
-    initrd_key, base_key = project_keys(tar, deb)
-    kernel = c / f"vmlinuz-{initrd_key}"
-    initrd = c / f"initrd-{initrd_key}.img"
-    base = c / f"base-{base_key}.sqfs"
-    with locked(c / "guest.lock"):
-        if not (kernel.is_file() and initrd.is_file() and base.is_file()):
-            tree = workdir / "tree"
-            if tree.exists():
-                shutil.rmtree(tree)
-            tree.mkdir(parents=True)
-            t = time.monotonic()
-            sh(["tar", "-xpf", str(tar), "--numeric-owner", "--xattrs",
-                "--xattrs-include=*", "-C", str(tree)])
-            install_project(tree, deb)
-            configure(tree)
-            timings["tree_s"] = round(time.monotonic() - t, 1)
-            if not (initrd.is_file() and kernel.is_file()):
-                t = time.monotonic()
-                log("building the initramfs with dracut in the guest tree")
-                run_dracut(tree, initrd, workdir / "dracut.log")
-                shutil.copy2(tree / "boot" / f"vmlinuz-{kernel_version(tree)}", kernel)
-                timings["dracut_s"] = round(time.monotonic() - t, 1)
-            t = time.monotonic()
-            log("squashing the guest tree into base.sqfs")
-            part = base.with_name(base.name + ".part")
-            sh(["mksquashfs", str(tree), str(part), "-noappend", "-quiet", "-no-progress",
-                "-comp", "zstd", "-Xcompression-level", "3", "-e", "boot/initrd.img"],
-               stdout=subprocess.DEVNULL)
-            os.replace(part, base)
-            timings["mksquashfs_s"] = round(time.monotonic() - t, 1)
-            shutil.rmtree(tree)
-            prune(c, keep={kernel.name, initrd.name, base.name})
-    t = time.monotonic()
-    disk = make_data_disk(base, workdir / "data.raw")
-    timings["data_disk_s"] = round(time.monotonic() - t, 1)
-    timings["total_s"] = round(time.monotonic() - t0, 1)
-    log(f"guest ready: {timings}")
-    return Guest(kernel, initrd, base, disk, timings)
-
-
-def make_plain_disk(disk: Path) -> Path:
-    """An ext4 image of the configured guest tree (boot it with root=/dev/vda)."""
-    tar, _ = ensure_rootfs()
-    tree = disk.with_name(disk.name + ".tree")
-    if tree.exists():
-        shutil.rmtree(tree)
-    tree.mkdir(parents=True)
-    sh(["tar", "-xpf", str(tar), "--numeric-owner", "--xattrs", "--xattrs-include=*",
-        "-C", str(tree)])
-    install_project(tree, ensure_deb())
-    configure(tree)
-    with contextlib.suppress(FileNotFoundError):
-        disk.unlink()
-    sh(["mkfs.ext4", "-q", "-F", "-L", "plainroot", "-E", "root_owner=0:0", "-d", str(tree),
-        str(disk), "3G"])
-    shutil.rmtree(tree)
-    return disk
-
-
-def prune(c: Path, keep: set[str]) -> None:
-    """Drop older kernels, initramfs and base images (a few hundred MB each)."""
+    c = cache_dir()
+    # kernels, initramfs and base images of the -kernel boots the tests no longer make
     for pat in ("vmlinuz-*", "initrd-*.img", "base-*.sqfs"):
-        for p in c.glob(pat):
-            if p.name not in keep:
-                p.unlink()
-
-
-def make_data_disk(base: Path, disk: Path,
-                   setup: Callable[[Path], None] | None = None) -> Path:
-    """An ext4 image labelled ibidata holding a store whose stack is just ``base``."""
-    staging = disk.with_name(disk.name + ".d")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    env = dict(os.environ, PYTHONPATH=str(PROJECT))
-    sh([sys.executable, "-m", "maintenance.cli", "init", "--data", str(staging),
-        "--image", str(base), "-m", "VM test base"], env=env, stdout=subprocess.DEVNULL)
-    if setup is not None:
-        setup(staging)
-    with contextlib.suppress(FileNotFoundError):
-        disk.unlink()
-    sh(["mkfs.ext4", "-q", "-F", "-L", DATA_LABEL, "-E", "root_owner=0:0", "-d", str(staging),
-        str(disk), DATA_DISK_SIZE])
-    shutil.rmtree(staging)
-    return disk
+        for old in c.glob(pat):
+            old.unlink()
+    timings = {"rootfs_build_s": round(spent, 1), "total_s": round(time.monotonic() - t0, 1)}
+    log(f"guest ready: {timings}")
+    return Guest(tar, deb, timings)
 
 
 if __name__ == "__main__":

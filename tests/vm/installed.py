@@ -15,7 +15,9 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import disk as diskmod
@@ -100,3 +102,29 @@ def installed_disk(logs: Path) -> tuple[Path, dict[str, object]]:
                 if old.name not in (out.name, info.name):
                     old.unlink()
     return out, json.loads(info.read_text())
+
+
+def planted_disk(installed: Path, out: Path, plant: Callable[[Path], None]) -> Path:
+    """A raw copy of the installed disk whose data partition (vda2) ``plant(D)`` changed
+    on the host, D being its mount point: the states a scenario needs (a deep stack, a
+    corrupt roottab, files in the writable layer) without a boot to make them."""
+    guestmod.sh(["qemu-img", "convert", "-O", "raw", str(installed), str(out)])
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(out)], check=True,
+                                      capture_output=True, text=True).stdout)
+    part = table["partitiontable"]["partitions"][1]
+    loop = subprocess.run(["losetup", "-f", "--show", "-o", str(part["start"] * 512),
+                           "--sizelimit", str(part["size"] * 512), str(out)],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    mnt = out.with_name(out.name + ".mnt")
+    mnt.mkdir(exist_ok=True)
+    try:
+        guestmod.sh(["mount", loop, str(mnt)])
+        try:
+            plant(mnt)
+        finally:
+            guestmod.sh(["umount", str(mnt)])
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+        mnt.rmdir()
+    return out
+

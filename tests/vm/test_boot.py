@@ -1,7 +1,7 @@
-"""Boot the real guest (Debian trixie, the project's dracut module and units) in qemu.
-
-Each scenario gets a fresh data disk (``ibi init`` of the cached base image, plus the files a
-scenario plants in the writable layer or /home before mkfs) and boots it once or twice.
+"""The initramfs side of ibi on the machine a user installs: each scenario boots a copy of
+the installed disk (tests/vm/installed.py: the conventional Debian disk, the package from
+dpkg, ``ibi install``) through GRUB, after changing its data partition on the host to the
+state the scenario needs (a deep stack, a corrupt roottab, files in the writable layer).
 Every boot's time is printed and appended to ``<logs>/boot-times.txt``.
 
     sudo python3 -m pytest -m vm tests/vm -v -s
@@ -15,13 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from guest import Guest
 from qemu import VM, Console
 
 pytestmark = pytest.mark.vm
 
-Boot = Callable[..., VM]
+Scenario = Callable[..., VM]
 MENU_READY = "Continue booting"
+MAINTENANCE = "Maintenance Mode"
 
 
 def plant(data: Path, rel: str, text: str, mode: int = 0o644) -> None:
@@ -87,10 +87,8 @@ def deep_stack(data: Path) -> None:
         eng.create(Kind.INCREMENTAL, name=name, level=1)
 
 
-def test_normal_boot_is_overlay_and_persists(guest: Guest, vm_workdir: Path,
-                                             boot: Boot) -> None:
-    disk = guest.make_disk(vm_workdir / "s1.raw", deep_stack)
-    vm = boot(disk, "first")
+def test_normal_boot_is_overlay_and_persists(scenario: Scenario) -> None:
+    vm = scenario("first", plant=deep_stack)
     vm.boot()
     assert vm.check("cat /run/ibi/mode") == "normal roottab"
     assert_protected(vm, "/run/ibi/data/layer/upper")
@@ -111,7 +109,7 @@ def test_normal_boot_is_overlay_and_persists(guest: Guest, vm_workdir: Path,
     vm.check("sync")
     vm.poweroff()
 
-    vm = boot(disk, "second")
+    vm = scenario("second")
     vm.boot()
     assert vm.check("cat /root/persist.txt") == "persisted"
     assert vm.check("cat /home/file.txt") == "mine"
@@ -125,14 +123,13 @@ def test_normal_boot_is_overlay_and_persists(guest: Guest, vm_workdir: Path,
 
 # --- scenario 5 ------------------------------------------------------------------------
 
-def test_corrupt_roottab_falls_back_to_prev(guest: Guest, vm_workdir: Path, boot: Boot) -> None:
+def test_corrupt_roottab_falls_back_to_prev(scenario: Scenario) -> None:
     def corrupt(data: Path) -> None:
         store = data / ".root_images"
         (store / "roottab.prev").write_bytes((store / "roottab").read_bytes())
         (store / "roottab").write_bytes(b"\x00\xff\xfe garbage: not a roottab !!\nbase\n")
 
-    disk = guest.make_disk(vm_workdir / "s5.raw", corrupt)
-    vm = boot(disk, "fallback")
+    vm = scenario("fallback", plant=corrupt)
     vm.expect("falling back to roottab.prev", timeout=400)
     vm.boot()
     assert vm.check("cat /run/ibi/mode") == "normal roottab.prev"
@@ -147,26 +144,6 @@ def test_corrupt_roottab_falls_back_to_prev(guest: Guest, vm_workdir: Path, boot
     vm.poweroff()
 
 
-# --- scenario 4 ------------------------------------------------------------------------
-
-def test_live_review_of_base(guest: Guest, vm_workdir: Path, boot: Boot) -> None:
-    def layer_file(data: Path) -> None:
-        plant(data, "layer/upper/root/layer-marker.txt", "in the layer\n")
-        upper_root(data)
-        plant(data, "home/kept.txt", "home\n")
-
-    disk = guest.make_disk(vm_workdir / "s4.raw", layer_file)
-    vm = boot(disk, "review", "rd.ibi.review=base")
-    vm.boot()
-    assert vm.check("cat /run/ibi/mode") == "review base"
-    assert_protected(vm, "/run/ibi/review/upper")
-    assert vm.run("test -e /root/layer-marker.txt")[0] == 1, "the layer leaked into the review"
-    assert vm.check("cat /home/kept.txt") == "home"
-    vm.check("echo scratch > /root/scratch.txt")
-    assert vm.run("test -e /run/ibi/data/layer/upper/root/scratch.txt")[0] == 1
-    vm.poweroff()
-
-
 # --- scenarios 2 and 3: the maintenance menu in the initramfs ---------------------------
 
 def open_menu(vm: VM) -> Console:
@@ -176,14 +153,12 @@ def open_menu(vm: VM) -> Console:
     return con
 
 
-def test_maintenance_create_incremental_then_continue(guest: Guest, vm_workdir: Path,
-                                                      boot: Boot) -> None:
+def test_maintenance_create_incremental_then_continue(scenario: Scenario) -> None:
     def layer_file(data: Path) -> None:
         plant(data, "layer/upper/root/inc-marker.txt", "squash me\n")
         upper_root(data)
 
-    disk = guest.make_disk(vm_workdir / "s2.raw", layer_file)
-    vm = boot(disk, "maint", "rd.ibi.maintenance")
+    vm = scenario("maint", choose=MAINTENANCE, plant=layer_file)
     con = open_menu(vm)
     con.keys("i")
     con.wait_for("Description", timeout=60)
@@ -203,14 +178,13 @@ def test_maintenance_create_incremental_then_continue(guest: Guest, vm_workdir: 
     vm.poweroff()
 
 
-def test_maintenance_restore_system(guest: Guest, vm_workdir: Path, boot: Boot) -> None:
+def test_maintenance_restore_system(scenario: Scenario) -> None:
     def damage(data: Path) -> None:
         plant(data, "layer/upper/etc/motd", "DAMAGED\n")
         plant(data, "layer/upper/etc/ibi-damage", "broken config\n")
         plant(data, "home/keep.txt", "my work\n")
 
-    disk = guest.make_disk(vm_workdir / "s3.raw", damage)
-    vm = boot(disk, "maint", "rd.ibi.maintenance")
+    vm = scenario("maint", choose=MAINTENANCE, plant=damage)
     con = open_menu(vm)
     con.keys("r")
     con.wait_for("Type RESTORE", timeout=120)
@@ -228,34 +202,15 @@ def test_maintenance_restore_system(guest: Guest, vm_workdir: Path, boot: Boot) 
     vm.poweroff()
 
 
-# --- the baseline: the same guest without ibi ---------------------------------------------
-
-def test_baseline_boot_without_ibi(guest: Guest, vm_workdir: Path, boot: Boot) -> None:
-    """The same kernel, initramfs and tree as a plain ext4 root: the boot time to compare
-    with, and the protection check must complain that / is not protected."""
-    if os.environ.get("IBI_VM_BASELINE", "1") == "0":
-        pytest.skip("IBI_VM_BASELINE=0: baseline boot not wanted")
-    disk = guest.plain_disk(vm_workdir / "plain.raw")
-    vm = boot(disk, "plain", "", "console=ttyS0,115200 panic=-1 root=/dev/vda rw "
-              "systemd.show_status=1 net.ifnames=0 rd.udev.log_level=err")
-    vm.boot()
-    assert mount_field(vm, "FSTYPE") == "ext4"
-    assert vm.run("systemctl is-failed ibi-protect.service")[1] == "failed"
-    assert "NOT protected" in vm.check("journalctl -b -u ibi-protect --no-pager -o cat | cat")
-    vm.poweroff()
-
-
 # --- no black screen: an unbootable store opens the menu with the error --------------------
 
-def test_unbootable_store_opens_the_menu_with_the_error(guest: Guest, vm_workdir: Path,
-                                                        boot: Boot) -> None:
+def test_unbootable_store_opens_the_menu_with_the_error(scenario: Scenario) -> None:
     def break_both(data: Path) -> None:
         store = data / ".root_images"
         (store / "roottab").write_text("no-such-image\n")
         (store / "roottab.prev").unlink(missing_ok=True)
 
-    disk = guest.make_disk(vm_workdir / "s6.raw", break_both)
-    vm = boot(disk, "broken")  # a normal boot, no rd.ibi.maintenance
+    vm = scenario("broken", plant=break_both)  # the default entry, not Maintenance Mode
     con = open_menu(vm)
     assert "the boot failed" in con.text(), con.text()
     con.keys("o", settle=0)  # Power off: the decision ends the boot
@@ -264,13 +219,12 @@ def test_unbootable_store_opens_the_menu_with_the_error(guest: Guest, vm_workdir
 
 # --- Live Review chosen in the menu ---------------------------------------------------------
 
-def test_maintenance_live_review_decision(guest: Guest, vm_workdir: Path, boot: Boot) -> None:
+def test_maintenance_live_review_decision(scenario: Scenario) -> None:
     def layer_file(data: Path) -> None:
         plant(data, "layer/upper/root/layer-marker.txt", "in the layer\n")
         upper_root(data)
 
-    disk = guest.make_disk(vm_workdir / "s7.raw", layer_file)
-    vm = boot(disk, "maint", "rd.ibi.maintenance")
+    vm = scenario("maint", choose=MAINTENANCE, plant=layer_file)
     con = open_menu(vm)
     con.keys("l")
     con.wait_for("Live Review", timeout=60)

@@ -73,21 +73,32 @@ def test_grub_menu_and_maintenance_mode(scenario: Callable[..., VM]) -> None:
 
 
 def test_grub_live_review_entry(scenario: Callable[..., VM]) -> None:
-    vm = scenario("review", choose="Live Review of base")
+    def layer_file(data: Path) -> None:
+        (data / "layer/upper/root").mkdir(mode=0o700)
+        (data / "layer/upper/root/layer-marker.txt").write_text("in the layer\n")
+
+    vm = scenario("review", choose="Live Review of base", plant=layer_file)
     vm.boot()
     assert mode(vm) == "review base"
     opts = vm.check("findmnt -n -o OPTIONS /")
     assert "upperdir=/run/ibi/review/upper" in opts, opts
     assert vm.check("cat /home/alice/notes.txt") == "hello from alice"
+    assert vm.run("test -e /root/layer-marker.txt")[0] == 1, "the layer leaked into the review"
+    vm.check("echo scratch > /root/scratch.txt")
+    assert vm.run("test -e /run/ibi/data/layer/upper/root/scratch.txt")[0] == 1
     vm.poweroff()
 
 
 def test_original_system_still_boots(scenario: Callable[..., VM]) -> None:
+    """Also the baseline boot time (the same machine without ibi): the protection check of
+    the package, installed there too, says / is not protected."""
     vm = scenario("original", choose="Original system")
     vm.boot()
     assert vm.check("findmnt -n -o SOURCE,FSTYPE /").split() == ["/dev/vda1", "ext4"]
     assert "#ibi#" not in vm.check("cat /etc/fstab")  # the original root is untouched
     assert vm.run("test -e /run/ibi/mode")[0] == 1
+    assert vm.run("systemctl is-failed ibi-protect.service")[1] == "failed"
+    assert "NOT protected" in vm.check("journalctl -b -u ibi-protect --no-pager -o cat | cat")
     vm.poweroff()
 
 
