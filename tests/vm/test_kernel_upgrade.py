@@ -11,6 +11,7 @@ One machine, five boots in sequence (each depends on the one before).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,7 +41,10 @@ def install_cloud_kernel(vm: VM, version: str) -> str:
     """dpkg -i as a user would: the package's dracut hook builds its initramfs (with the ibi
     module, from the package's dracut.conf.d), then ibi's hook keeps both for the next boot."""
     vm.check("mkdir -p /mnt/xfer && mount -o ro LABEL=ibixfer /mnt/xfer")
+    t = time.monotonic()
     out = vm.check("dpkg -i /mnt/xfer/*.deb 2>&1 | tail -n 20", timeout=1200)
+    print(f"\n[vm] dpkg -i of linux-image-{version} (its dracut hook, then ibi's): "
+          f"{time.monotonic() - t:.0f} s", flush=True)
     vm.check("umount /mnt/xfer")
     assert vm.check(f"test -d /usr/lib/modules/{version} && echo yes") == "yes", out
     assert f"ibi: boot entries renewed; the next boot uses Linux {version}" in out, out
@@ -128,6 +132,8 @@ def test_kernels_follow_the_stack(scenario: Callable[..., VM],
     status = vm.check(f"ibi status {DATA}", timeout=180)
     assert "kernel installed in the layer" not in status
     assert f"Next boot: Linux {generic}" in status
+    print("\n[vm] kept kernels:\n" + vm.check("du -sh /run/ibi/data/boot/kernels/*"),
+          flush=True)
     verify = vm.check(f"ibi verify --all {DATA}", timeout=600)
     assert verify.count("ok ") >= 4 and "BAD" not in verify, verify  # 2 images, 2 kernels
     vm.poweroff()
