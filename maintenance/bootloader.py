@@ -27,7 +27,7 @@ import yaml
 from . import bootplan, kernels
 from .errors import StoreError
 from .model import KernelRef
-from .run import run
+from .run import run, which
 from .store import BOOT, INITRD, KERNELS, VMLINUZ, Store, atomic_write
 
 GRUB_DIR = "grub"
@@ -205,14 +205,9 @@ def write_grub_cfg(st: Store) -> bool:
     return True
 
 
-GRUBENV_SIZE = 1024
-GRUBENV_HEADER = "# GRUB Environment Block\n"
-
-
 def set_next_entry(st: Store, ident: str) -> None:
-    """Make GRUB boot entry ``ident`` once, at the next boot (what ``grub-editenv grubenv set
-    next_entry=ID`` does): the other variables are kept; the 1 KiB block is replaced
-    atomically."""
+    """Make GRUB boot entry ``ident`` once, at the next boot (``grub-editenv grubenv set
+    next_entry=ID``, which the menu ibi writes honours)."""
     cfg = cfg_path(st)
     try:
         if f"--id {ident} " not in cfg.read_text(encoding="utf-8"):
@@ -220,16 +215,4 @@ def set_next_entry(st: Store, ident: str) -> None:
     except FileNotFoundError:
         raise StoreError(f"{cfg} is missing: this machine was not set up by ibi install") \
             from None
-    env = cfg.with_name(GRUBENV)
-    pairs: dict[str, str] = {}
-    with contextlib.suppress(FileNotFoundError, UnicodeDecodeError):
-        for line in env.read_text(encoding="utf-8").splitlines():
-            if line and not line.startswith("#") and "=" in line:
-                key, _, value = line.partition("=")
-                pairs[key] = value
-    pairs["next_entry"] = ident
-    body = GRUBENV_HEADER + "".join(f"{k}={v}\n" for k, v in pairs.items())
-    if len(body.encode()) > GRUBENV_SIZE:
-        raise StoreError(f"{env}: too many variables to add next_entry")
-    atomic_write(env, body + "#" * (GRUBENV_SIZE - len(body.encode())))
-
+    run([which("grub-editenv"), str(cfg.with_name(GRUBENV)), "set", f"next_entry={ident}"])

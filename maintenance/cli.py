@@ -452,7 +452,6 @@ def boot_entries(eng: Engine, args: argparse.Namespace) -> int:
     warnings: list[str] = []
     if args.write:
         warnings = eng.sync_kernels()
-        eng.refresh_boot_files()
     plan = bootplan.build(eng.store)
     current = bootplan.is_current(eng.store)
     grub = bootloader.cfg_path(eng.store) if eng.store.bootloader_conf.is_file() else None

@@ -216,14 +216,14 @@ class Engine:
             notices.append(Notice(Level.WARNING, f"interrupted action: {what} "
                                   "(done by the next action, or: ibi recover)"))
         boot = kernels.entry_kernels(st, tab or None, None, ()).get("ibi") if tab else None
-        layer_ks = kernels.layer_kernels(st, tab) if tab else None
         if tab and boot is None and st.bootloader_conf.is_file():
             notices.append(Notice(Level.WARNING, "no image of the stack names a kernel: GRUB "
                                   "boots the one ibi install set up"))
+        stack_ks = kernels.stack_kernels(st, tab)
+        layer_ks = tuple(k.version for k in kernels.layer_kernels(st, tab) or ()
+                         if k not in stack_ks)
         return Status(str(st.data), stack, others, layer, disk, self._ram(), tuple(notices),
-                      boot.version if boot else None,
-                      tuple(k.version for k in layer_ks or ()
-                            if k not in kernels.stack_kernels(st, tab)))
+                      boot.version if boot else None, layer_ks)
 
     def _entry(self, name: str, below: list[str] | None) -> StackEntry:
         st = self.store
@@ -298,26 +298,20 @@ class Engine:
 
     @changes_store
     def sync_kernels(self) -> list[str]:
-        """In the running system (the writable layer in use by the overlay on ``/``, or on
-        another mount point): keep the kernels installed there that the stack lacks, so the
-        next normal boot uses them, then renew the boot files. The kernel packages' hook
-        runs this (``ibi boot-entries --write``). Returns warnings; does nothing when the
-        layer is not in use."""
+        """Renew the boot files; first, in the running system (the writable layer in use
+        by the overlay on ``/``, or on another mount point), keep the kernels installed
+        there that the stack lacks, so that the next normal boot uses them. The kernel
+        packages' hook runs this (``ibi boot-entries --write``). Returns warnings."""
         self.store.require()
         live = self._live_overlay()
-        if live is None:
-            return []
-        tab = self.store.read_roottab()
-        need = kernels.needed_bytes(Path(live), self._known_kernels(tab))
-        if need:  # (the hook also runs when a kernel is removed: to free space, say)
-            self._check_space(need + SPACE_MARGIN, "keep the new kernel")
-        warnings = kernels.sync_layer(self.store, Path(live), tab)
+        warnings = []
+        if live is not None:  # the space check only when something is copied: the hook
+            # also runs when a kernel is removed (to free space, say)
+            warnings = kernels.sync_layer(
+                self.store, Path(live), self.store.read_roottab(),
+                lambda need: self._check_space(need + SPACE_MARGIN, "keep the new kernel"))
         self.refresh_boot_files()
         return warnings
-
-    def _known_kernels(self, tab: list[str]) -> tuple[KernelRef, ...]:
-        return (*kernels.stack_kernels(self.store, tab),
-                *(kernels.layer_kernels(self.store, tab) or ()))
 
     def _recovery(self, dry_run: bool) -> list[str]:
         st = self.store
@@ -422,13 +416,13 @@ class Engine:
             if source_dir is not None:
                 if not src.is_dir():
                     raise NotFound(f"source directory {src} does not exist")
+                kplan = kernels.plan(st, src, (), (), kernel_files)
                 need = space_needed if space_needed is not None else tree_bytes(src)
-                need += kernels.needed_bytes(src, (), kernel_files)
-                self._check_space(need + SPACE_MARGIN, "squash the base image")
+                self._check_space(need + kplan.needed + SPACE_MARGIN, "squash the base image")
                 squash.mksquashfs(src, tmp, compressor=compressor, level=level,
                                   excludes=("home/*", *excludes), progress=progress,
                                   label=name)
-                kept = self._keep_kernels(src, (), (), kernel_files)
+                kept = self._keep_kernels(kplan)
             else:
                 if not src.is_file():
                     raise NotFound(f"image file {src} does not exist")
@@ -436,9 +430,9 @@ class Engine:
                 squash.check_image(src)
                 self._copy(src, tmp, progress)
                 with self._image_tree(tmp) as tree:
-                    self._check_space(kernels.needed_bytes(tree, (), kernel_files)
-                                      + SPACE_MARGIN, "keep the image's kernels")
-                    kept = self._keep_kernels(tree, (), (), kernel_files)
+                    kplan = kernels.plan(st, tree, (), (), kernel_files)
+                    self._check_space(kplan.needed + SPACE_MARGIN, "keep the image's kernels")
+                    kept = self._keep_kernels(kplan)
             meta = self._commit_image(tmp, name, Kind.BASE, description, (), None,
                                       compressor, progress, kernels=kept)
         except BaseException:
@@ -483,29 +477,31 @@ class Engine:
         tmp = st.tmp_path(name, IMAGE_EXT)
         # the kernels it boots: the stack's, and the layer's (installed in it since)
         stack_ks = kernels.stack_kernels(st, tab)
-        previous = kernels.layer_kernels(st, tab) or stack_ks
-        known = self._known_kernels(tab)
+        layer_ks = kernels.layer_kernels(st, tab) or ()
+        previous = layer_ks or stack_ks
+        known = (*stack_ks, *layer_ks)
         ks: tuple[KernelRef, ...] = stack_ks
         try:
             if kind is Kind.INCREMENTAL:
                 with self._view(tab) if self._layer_touches_kernels() \
                         else contextlib.nullcontext() as view:
-                    kbytes = kernels.needed_bytes(view, known) if view else 0
-                    self._check_space(layer.bytes + layer.bytes // 100 + kbytes
-                                      + SPACE_MARGIN, "squash the writable layer")
+                    kplan = kernels.plan(st, view, previous, known) if view else None
+                    self._check_space(layer.bytes + layer.bytes // 100
+                                      + (kplan.needed if kplan else 0) + SPACE_MARGIN,
+                                      "squash the writable layer")
                     squash.mksquashfs(st.upper, tmp, compressor=compressor, level=level,
                                       excludes=("home/*",), progress=progress, label=name)
-                    if view:
-                        ks = self._keep_kernels(view, previous, known)
+                    if kplan:
+                        ks = self._keep_kernels(kplan)
             else:
                 images = sum(st.image_path(n).stat().st_size for n in tab)
                 with self._view(tab) as view:
-                    self._check_space(images + layer.bytes + SPACE_MARGIN
-                                      + kernels.needed_bytes(view, known),
+                    kplan = kernels.plan(st, view, previous, known)
+                    self._check_space(images + layer.bytes + kplan.needed + SPACE_MARGIN,
                                       "squash the whole system")
                     squash.mksquashfs(view, tmp, compressor=compressor, level=level,
                                       excludes=("home/*",), progress=progress, label=name)
-                    ks = self._keep_kernels(view, previous, known)
+                    ks = self._keep_kernels(kplan)
             parent = tab[-1] if kind is Kind.INCREMENTAL else None
             meta = self._commit_image(tmp, name, kind, description, tuple(tab), parent,
                                       compressor, progress, source_layer=lid,
@@ -516,10 +512,10 @@ class Engine:
             raise
         # the commit point: roottab names the new image
         st.write_roottab([*tab, name] if kind is Kind.INCREMENTAL else [name])
-        self.refresh_boot_files()
         slot, _ = self._fresh_layer(carry=False)
+        self.refresh_boot_files()  # the new image, the fresh layer's id (a power cut before
+        # this leaves a plan older than roottab: the next boot or action renews it)
         remove_tree(slot)  # its content is in the new image: nothing is lost
-        self.refresh_boot_files()  # the fresh layer's id
         return meta
 
     @changes_store
@@ -882,11 +878,8 @@ class Engine:
         durable_rename(tmp, st.image_path(name))
         return meta
 
-    def _keep_kernels(self, tree: Path, previous: tuple[KernelRef, ...],
-                      known: tuple[KernelRef, ...],
-                      extra: Mapping[str, tuple[Path, Path]] | None = None
-                      ) -> tuple[KernelRef, ...]:
-        ks, warnings = kernels.collect(self.store, tree, previous, known, extra)
+    def _keep_kernels(self, kplan: kernels.Plan) -> tuple[KernelRef, ...]:
+        ks, warnings = kernels.collect(self.store, kplan)
         for w in warnings:
             log.warning("%s", w)
         return ks

@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,15 +209,35 @@ def _pool(refs: Iterable[KernelRef]) -> dict[tuple[str, str, str], KernelRef]:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
+    """What collecting a tree's kernels will do: made once, it gives the space to check
+    before the work, then :func:`collect` carries it out (no file is read twice)."""
+
+    previous: tuple[KernelRef, ...]  # the order kept kernels keep
+    first: tuple[str, ...]  # versions booted first (the caller's own initramfs)
     reuse: dict[str, KernelRef]  # version -> a kept kernel that boots it
     copy: dict[str, tuple[Path, Path, str]]  # version -> (vmlinuz, initrd, tree's initrd sha)
     warnings: list[str]
 
+    @property
+    def needed(self) -> int:
+        """Bytes the copies will add to DATA/boot/kernels/."""
+        total = 0
+        for vm, ini, _ in self.copy.values():
+            with contextlib.suppress(OSError):
+                total += vm.stat().st_size + ini.stat().st_size
+        return total
 
-def _plan(st: Store | None, tree: Path, previous: Sequence[KernelRef],
-          known: Iterable[KernelRef],
-          extra: Mapping[str, tuple[Path, Path]] | None) -> _Plan:
+
+def plan(st: Store | None, tree: Path, previous: Sequence[KernelRef],
+         known: Iterable[KernelRef] = (),
+         extra: Mapping[str, tuple[Path, Path]] | None = None) -> Plan:
+    """Plan keeping the kernels of the system in ``tree``, the one to boot first at the
+    front: those in ``extra`` (version -> (vmlinuz, initramfs), e.g. the one ``ibi install``
+    built), then kernels new since ``previous`` (newest version first), then the kernels of
+    ``previous`` still there, in its order. A kept kernel (of ``previous`` or ``known``)
+    with the same vmlinuz, made for the same initramfs of the tree, is reused. ``st`` None:
+    only for the figures (kept files are not looked at)."""
     found = scan(tree)
     # kernels ibi keeps whose modules are still in the tree but whose vmlinuz is not (a
     # separate /boot, left out of the images): still the system's
@@ -251,41 +271,29 @@ def _plan(st: Store | None, tree: Path, previous: Sequence[KernelRef],
     for v, (vm, ini) in extra.items():
         if v not in copy:
             copy[v] = (vm, ini, "")
-    return _Plan(reuse, copy, warnings)
+    return Plan(tuple(previous), tuple(extra), reuse, copy, warnings)
 
 
 def needed_bytes(tree: Path, known: Iterable[KernelRef],
                  extra: Mapping[str, tuple[Path, Path]] | None = None) -> int:
     """Bytes that collecting ``tree``'s kernels would add to DATA/boot/kernels/."""
     known = tuple(known)
-    total = 0
-    for vm, ini, _ in _plan(None, tree, known, known, extra).copy.values():
-        with contextlib.suppress(OSError):
-            total += vm.stat().st_size + ini.stat().st_size
-    return total
+    return plan(None, tree, known, known, extra).needed
 
 
-def collect(st: Store, tree: Path, previous: Sequence[KernelRef],
-            known: Iterable[KernelRef] = (),
-            extra: Mapping[str, tuple[Path, Path]] | None = None
-            ) -> tuple[tuple[KernelRef, ...], list[str]]:
-    """The kernels of the system in ``tree``, kept on the data partition, the one to boot
-    first at the front: those in ``extra`` (version -> (vmlinuz, initramfs), e.g. the one
-    ``ibi install`` built), then kernels new since ``previous`` (newest version first),
-    then the kernels of ``previous`` still there, in its order. A kept kernel with the same
-    vmlinuz, made for the same initramfs of the tree, is reused. Returns the kernels and
-    warnings."""
-    plan = _plan(st, tree, previous, known, extra)
-    refs = dict(plan.reuse)
-    for v, (vm, ini, src) in plan.copy.items():
+def collect(st: Store, p: Plan) -> tuple[tuple[KernelRef, ...], list[str]]:
+    """Carry out plan ``p``: copy the new kernels in (:func:`keep`). Returns the kernels of
+    the tree, the one to boot first at the front, and the plan's warnings."""
+    refs = dict(p.reuse)
+    for v, (vm, ini, src) in p.copy.items():
         refs[v] = keep(st, v, vm, ini, src)
-    before = [k.id for k in previous]
-    first = [refs[v] for v in (extra or {}) if v in refs]
+    before = [k.id for k in p.previous]
+    first = [refs[v] for v in p.first if v in refs]
     kept = sorted((k for k in refs.values() if k.id in before and k not in first),
                   key=lambda k: before.index(k.id))
     new = sorted((k for k in refs.values() if k.id not in before and k not in first),
                  key=lambda k: version_key(k.version), reverse=True)
-    return (*first, *new, *kept), plan.warnings
+    return (*first, *new, *kept), p.warnings
 
 
 # --------------------------------------------------------------------- which kernel boots
@@ -346,13 +354,18 @@ def entry_kernels(st: Store, normal: Sequence[str] | None, fallback: Sequence[st
     return out
 
 
-def sync_layer(st: Store, root: Path, tab: Sequence[str]) -> list[str]:
+def sync_layer(st: Store, root: Path, tab: Sequence[str],
+               check_space: Callable[[int], None] | None = None) -> list[str]:
     """Record the kernels of the running system ``root`` (the stack ``tab`` under the
-    writable layer) that the stack lacks: called by the kernel packages' hook. Returns
+    writable layer) that the stack lacks: called by the kernel packages' hook.
+    ``check_space(bytes)`` runs before anything is copied, when something is. Returns
     warnings."""
     stack_ks = stack_kernels(st, tab)
     current = layer_kernels(st, tab)
-    kernels, warnings = collect(st, root, previous=current or stack_ks, known=stack_ks)
+    p = plan(st, root, current or stack_ks, stack_ks)
+    if p.needed and check_space is not None:
+        check_space(p.needed)
+    kernels, warnings = collect(st, p)
     same = {k.id for k in kernels} == {k.id for k in stack_ks}
     if not kernels:
         warnings.append("the running system has no kernel with an initramfs: the next boot "

@@ -337,7 +337,8 @@ def test_live_review_from_the_menu_restarts_into_the_points_kernel(store: Engine
 
     assert store.review_kernel_switch("base") == MID  # the host runs another kernel
     env = bootloader.cfg_path(store.store).with_name("grubenv")
-    env.write_text("# GRUB Environment Block\nsaved_entry=ibi\n" + "#" * 987)
+    head = "# GRUB Environment Block\nsaved_entry=ibi\n"
+    env.write_text(head + "#" * (1024 - len(head)))  # a 1 KiB block, as GRUB keeps it
     store.boot_once("ibi-review-base")
     text = env.read_text()
     assert len(text) == 1024 and "saved_entry=ibi\nnext_entry=ibi-review-base\n" in text
