@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, statecli
 from .engine import DEFAULT_DATA, DEFAULT_RUN, Engine, human
 from .errors import IbiError, Refused
-from .model import Kind, Level, Progress, Status, to_jsonable
+from .model import Kind, Level, Progress, StatePlan, Status, to_jsonable
 from .squash import COMPRESSORS
 
 log = logging.getLogger("ibi")
@@ -33,6 +33,7 @@ store layout (see docs/FORMAT.md):
   DATA/.root_images/roottab     the active stack, bottom first (editable with vi)
   DATA/.root_images/NAME.sqfs   images, each with NAME.yaml metadata
   DATA/layer/                   the writable layer;  DATA/home/  bound on /home
+  DATA/state/                   the managed config: state.yaml and its captures
 
 exit status: 0 success; 1 the action failed; 2 bad usage; 3 a check found problems
 (status with errors, verify with a bad image); 130 interrupted.
@@ -65,6 +66,17 @@ def _compress_opts(p: argparse.ArgumentParser) -> None:
                    help="squashfs compressor (default: zstd)")
     p.add_argument("--level", type=int, default=None,
                    help="compression level (default: zstd 3, gzip 6)")
+
+
+def _restore_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    p.add_argument("--next-boot", action="store_true",
+                   help="queue it for the next boot (for a running system)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what would be discarded and written; change nothing")
+    p.add_argument("--keep-current", action="append", default=[], metavar="CHOICE",
+                   help="keep this managed config's current value instead of the captured "
+                        "one: a registry operator (hostname) or a stash path; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,21 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("restore", "Restore System: discard the writable layer", """\
         Set the writable layer aside (a rename: instant whatever its size) and start a
         fresh one, so the machine is back at its last restore point. Kept: /home, every
-        image, and the config paths listed in .root_images/preserve. The old layer waits
-        in DATA/trash until ibi purge. Asks for confirmation unless --yes.""", True)
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
-    p.add_argument("--next-boot", action="store_true",
-                   help="queue it for the next boot (for a running system)")
+        image. The managed config (ibi state: hostname, timezone, SSH host keys, ...) is
+        written into the fresh layer from the last capture, not from the layer being
+        discarded; --dry-run shows, per path, the value now and the value written. The
+        old layer waits in DATA/trash until ibi purge. Asks for confirmation unless
+        --yes.""", True)
+    _restore_opts(p)
 
     p = add("rollback", "make the stack end at an older restore point", """\
         Make roottab end at image NAME (permanent until the next change; newer images are
         kept so you can roll forward again with the same command). The writable layer is
-        set aside as for restore. The next boot uses NAME's kernel. Asks for confirmation
-        unless --yes.""", True)
+        set aside as for restore, and the managed config written from the last capture.
+        The next boot uses NAME's kernel. Asks for confirmation unless --yes.""", True)
     p.add_argument("name", metavar="NAME")
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
-    p.add_argument("--next-boot", action="store_true",
-                   help="queue it for the next boot (for a running system)")
+    _restore_opts(p)
 
     p = add("delete", "delete a restore point", """\
         Delete image NAME and its metadata. Refused when it is in the active stack, in
@@ -187,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("purge", "delete set-aside writable layers", """\
         Delete the layers that Restore System and Roll back set aside in DATA/trash.""",
         True)
+
+    statecli.add_parser(add)
 
     p = add("boot-entries", "show or renew the boot plan and GRUB's menu", """\
         Show the boot plan: for the normal boot, its fallback, the maintenance menu and
@@ -316,8 +329,8 @@ def confirm(args: argparse.Namespace, word: str, explanation: str) -> None:
         raise Refused("cancelled; nothing was changed")
 
 
-def restore_explanation(engine: Engine, what: str) -> str:
-    stats, kept = engine.restore_plan()
+def restore_explanation(engine: Engine, what: str, plan: StatePlan) -> str:
+    stats, _ = engine.restore_plan()
     lines = [f"{what} discards the writable layer: {stats.changed} changed files, "
              f"{stats.deleted} deletions, {stats.opaque} replaced directories "
              f"({human(stats.bytes)})."]
@@ -325,8 +338,44 @@ def restore_explanation(engine: Engine, what: str) -> str:
     lines += [f"    {c.what:<8} {c.path}" for c in sample]
     if stats.changed + stats.deleted + stats.opaque > len(sample):
         lines.append("    ... (ibi changes lists them all)")
-    lines.append("Kept: /home, every image" + (f", and {', '.join(kept)}" if kept else "") + ".")
+    lines.append("Kept: /home, every image.")
+    lines += statecli.plan_lines(plan)
     return "\n".join(lines)
+
+
+def restore_like(eng: Engine, args: argparse.Namespace, name: str | None) -> int:
+    """ibi restore and ibi rollback: show (--dry-run), confirm, do or queue."""
+    what, word = ("Restore System", "RESTORE") if name is None else ("Roll back", "ROLLBACK")
+    plan = eng.state_plan(name, args.keep_current)
+    head = "" if name is None else f"The stack becomes: {' '.join(eng.stack_for(name))}.\n"
+    if args.dry_run:
+        stats, _ = eng.restore_plan()
+        emit(args, {"discard": stats, "state": plan}, lambda: print(
+            head + restore_explanation(eng, what, plan)))
+        return 0
+    confirm(args, word, head + restore_explanation(eng, what, plan))
+    action = "restore" if name is None else "rollback"
+    if args.next_boot:
+        eng.queue(action, name=name, keep=args.keep_current)
+        print(f"{what} will run at the next boot")
+        return 0
+    if name is not None:
+        stack = eng.rollback(name, args.keep_current)
+        emit(args, {"stack": stack}, lambda: print(f"stack is now: {' '.join(stack)}"))
+        return 0
+    res = eng.restore(args.keep_current)
+
+    def text() -> None:
+        print(f"restored: discarded {res.discarded.changed} changed files and "
+              f"{res.discarded.deleted} deletions ({human(res.discarded.bytes)})")
+        if res.written:
+            print(f"  written from the last capture: {', '.join(res.written)}")
+        if res.kept_current:
+            print(f"  kept as they were: {', '.join(res.kept_current)}")
+        for w in res.warnings:
+            print(f"ibi: warning: {w}", file=sys.stderr)
+    emit(args, res, text)
+    return 0
 
 
 # ---------------------------------------------------------------------- commands
@@ -377,26 +426,11 @@ def run_command(args: argparse.Namespace) -> int:
         emit(args, meta, lambda: print(f"created {meta.kind.value} restore point {meta.name} "
                                        f"({human(meta.size)}); the writable layer is now empty"))
     elif cmd == "restore":
-        confirm(args, "RESTORE", restore_explanation(eng, "Restore System"))
-        if args.next_boot:
-            eng.queue("restore")
-            print("Restore System will run at the next boot")
-            return 0
-        res = eng.restore()
-        emit(args, res, lambda: print(
-            f"restored: discarded {res.discarded.changed} changed files and "
-            f"{res.discarded.deleted} deletions ({human(res.discarded.bytes)}); "
-            f"kept {', '.join(res.preserved) or 'no config changes'}"))
+        return restore_like(eng, args, None)
     elif cmd == "rollback":
-        new = eng.stack_for(args.name)
-        confirm(args, "ROLLBACK", f"The stack becomes: {' '.join(new)}.\n"
-                + restore_explanation(eng, "Roll back"))
-        if args.next_boot:
-            eng.queue("rollback", name=args.name)
-            print(f"Roll back to {args.name} will run at the next boot")
-            return 0
-        stack = eng.rollback(args.name)
-        emit(args, {"stack": stack}, lambda: print(f"stack is now: {' '.join(stack)}"))
+        return restore_like(eng, args, args.name)
+    elif cmd == "state":
+        return statecli.run(eng, args)
     elif cmd == "delete":
         confirm(args, "DELETE", f"Image {args.name} will be deleted for good.")
         eng.delete(args.name)

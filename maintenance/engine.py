@@ -28,7 +28,7 @@ import functools
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ import psutil
 
 from . import bootloader, bootplan, kernels, mounts, squash
 from . import layer as layerfs
+from . import state as statemod
 from .errors import (
     IbiError,
     InUse,
@@ -46,6 +47,7 @@ from .errors import (
     UsageError,
 )
 from .model import (
+    CaptureInfo,
     Change,
     DiskUsage,
     ImageMeta,
@@ -58,24 +60,23 @@ from .model import (
     Progress,
     ProgressFn,
     RamUsage,
+    RegistryValue,
     RestoreResult,
     StackEntry,
+    StatePlan,
     Status,
     TmpfsUse,
     VerifyItem,
     VerifyReport,
 )
 from .store import (
-    DEFAULT_PRESERVE,
     IMAGE_EXT,
     Store,
-    atomic_write,
     check_name,
     durable_rename,
     fsync_dir,
     fsync_file,
     remove_tree,
-    render_preserve,
     tree_bytes,
     utcnow,
 )
@@ -137,11 +138,109 @@ class Engine:
         return layerfs.changes(self.store.upper, limit)
 
     def restore_plan(self) -> tuple[LayerStats, tuple[str, ...]]:
-        """What Restore System would discard, and which preserved config paths it keeps."""
+        """What Restore System would discard (the second item is kept for older callers:
+        the managed config is in :meth:`state_plan`)."""
         self.store.require()
-        keep = tuple(p for p in self.store.read_preserve()
-                     if os.path.lexists(self.store.upper / p.lstrip("/")))
-        return layerfs.stats(self.store.upper), keep
+        return layerfs.stats(self.store.upper), ()
+
+    # ------------------------------------------------------------------ state operators
+    def state_config(self) -> statemod.Config:
+        self.store.require()
+        return statemod.load_config(self.store)
+
+    def state_plan(self, name: str | None = None,
+                   keep_current: Collection[str] = ()) -> StatePlan:
+        """What Restore System (or Roll back to ``name``) writes into the fresh layer for
+        each managed path, beside the value the system holds now."""
+        self.store.require()
+        cfg = statemod.load_config(self.store)
+        statemod.check_choices(cfg, keep_current)
+        if name is not None:
+            self.stack_for(name)
+        cap = statemod.latest(self.store)
+        with self._system() as now:
+            upper = self.store.upper if self.store.upper.is_dir() else None
+            return statemod.plan(cfg, cap, now, upper, keep_current)
+
+    def state_values(self) -> tuple[RegistryValue, ...]:
+        """The registry's keys, with the values of the last capture."""
+        self.store.require()
+        return statemod.values(statemod.load_config(self.store),
+                               statemod.latest(self.store))
+
+    def state_captures(self) -> tuple[CaptureInfo, ...]:
+        """The captures kept, newest first."""
+        self.store.require()
+        cfg = statemod.load_config(self.store)
+        return tuple(statemod.info(c, cfg) for c in statemod.captures(self.store))
+
+    @changes_store
+    def state_set(self, values: Mapping[str, str | None]) -> CaptureInfo:
+        """A new capture with ``values`` ("operator.field" -> value; None removes it)
+        changed: what Restore System and Roll back write from now on. The running system
+        is not changed."""
+        self.store.require()
+        cfg = statemod.load_config(self.store)
+        statemod.ensure_config(self.store)
+        try:
+            tab = self.store.read_roottab()
+        except StoreError:
+            tab = []
+        cap = statemod.set_values(self.store, cfg, values, tab)
+        return statemod.info(cap, cfg)
+
+    def booted_normally(self) -> bool:
+        """Whether ``/`` is this store's normal boot (its writable layer under the
+        overlay on /), rather than a Live Review or another system."""
+        return self.store.exists() and self._live_overlay() == "/"
+
+    @changes_store
+    def state_save(self, reason: str = "save") -> CaptureInfo | None:
+        """Capture the managed state of the system as it is now (the running system, or
+        the stack with its writable layer). None when nothing changed since the last
+        capture. A stash path refused (a symlink) raises after the rest is captured."""
+        self.store.require()
+        cfg = statemod.load_config(self.store)
+        statemod.ensure_config(self.store)
+        tab = self.store.read_roottab()
+        with self._system(tab) as tree:
+            if tree is None:
+                raise StoreError("the system cannot be read (an image of the stack is "
+                                 "missing or damaged): nothing captured")
+            cap, problems = statemod.capture(self.store, cfg, tree, reason, tab)
+        if problems:
+            raise StoreError(problems[0], hint=(f"the other values were captured ({cap.id})"
+                                                if cap else "the other values are unchanged"))
+        return statemod.info(cap, cfg) if cap else None
+
+    def _capture_quietly(self, tree: Path, reason: str, stack: list[str]) -> None:
+        """A capture that must not stop the action it belongs to (install, a restore
+        point): a problem is logged."""
+        try:
+            cfg = statemod.load_config(self.store)
+            statemod.ensure_config(self.store)
+            _cap, problems = statemod.capture(self.store, cfg, tree, reason, stack)
+        except (IbiError, OSError) as e:
+            problems = [str(e)]
+        for p in problems:
+            log.warning("state capture: %s", p)
+
+    @contextlib.contextmanager
+    def _system(self, tab: list[str] | None = None) -> Iterator[Path | None]:
+        """The system as it is now, read-only: the running root when the writable layer
+        is live, else the stack with its layer; None when it cannot be assembled."""
+        live = self._live_overlay()
+        if live is not None:
+            yield Path(live)
+            return
+        with contextlib.ExitStack() as stack:
+            tree: Path | None = None
+            try:
+                tree = stack.enter_context(
+                    self._view(tab if tab is not None else self.store.read_roottab()))
+            except (IbiError, OSError) as e:
+                log.warning("the current system cannot be read: %s", e)
+            yield tree
 
     def stack_for(self, name: str) -> tuple[str, ...]:
         """The stack (bottom first) that ends at image ``name``."""
@@ -316,10 +415,12 @@ class Engine:
     def _recovery(self, dry_run: bool) -> list[str]:
         st = self.store
         done: list[str] = []
-        for stage in sorted((self.run_dir / "stacks").glob("view-*")):
-            pid = stage.name.removeprefix("view-")
+        stacks = self.run_dir / "stacks"
+        for stage in sorted((*stacks.glob("view-*"), *stacks.glob("state-*"),
+                             *stacks.glob("image-*"))):
+            pid = stage.name.partition("-")[2]
             if pid.isdigit() and not psutil.pid_exists(int(pid)):
-                done.append(f"take down the view left by an interrupted full create ({pid})")
+                done.append(f"take down the mounts left by an interrupted action ({pid})")
                 if not dry_run:
                     mounts.umount_all([stage])
                     shutil.rmtree(stage, ignore_errors=True)
@@ -423,6 +524,7 @@ class Engine:
                                   excludes=("home/*", *excludes), progress=progress,
                                   label=name)
                 kept = self._keep_kernels(kplan)
+                self._capture_quietly(src, "install", [name])
             else:
                 if not src.is_file():
                     raise NotFound(f"image file {src} does not exist")
@@ -433,15 +535,13 @@ class Engine:
                     kplan = kernels.plan(st, tree, (), (), kernel_files)
                     self._check_space(kplan.needed + SPACE_MARGIN, "keep the image's kernels")
                     kept = self._keep_kernels(kplan)
+                    self._capture_quietly(tree, "install", [name])
             meta = self._commit_image(tmp, name, Kind.BASE, description, (), None,
                                       compressor, progress, kernels=kept)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        preserve = st.preserve_path
-        if not preserve.exists():
-            atomic_write(preserve, render_preserve(DEFAULT_PRESERVE))
         st.home.mkdir(mode=0o755, exist_ok=True)
         if not st.layer.exists():
             st.make_layer(st.layer)
@@ -483,12 +583,14 @@ class Engine:
         ks: tuple[KernelRef, ...] = stack_ks
         try:
             if kind is Kind.INCREMENTAL:
-                with self._view(tab) if self._layer_touches_kernels() \
-                        else contextlib.nullcontext() as view:
-                    kplan = kernels.plan(st, view, previous, known) if view else None
+                with self._view(tab) as view:
+                    # the state of a restore point is known good: captured with it
+                    kplan = kernels.plan(st, view, previous, known) \
+                        if self._layer_touches_kernels() else None
                     self._check_space(layer.bytes + layer.bytes // 100
                                       + (kplan.needed if kplan else 0) + SPACE_MARGIN,
                                       "squash the writable layer")
+                    self._capture_quietly(view, "restore-point", tab)
                     squash.mksquashfs(st.upper, tmp, compressor=compressor, level=level,
                                       excludes=("home/*",), progress=progress, label=name)
                     if kplan:
@@ -499,6 +601,7 @@ class Engine:
                     kplan = kernels.plan(st, view, previous, known)
                     self._check_space(images + layer.bytes + kplan.needed + SPACE_MARGIN,
                                       "squash the whole system")
+                    self._capture_quietly(view, "restore-point", tab)
                     squash.mksquashfs(view, tmp, compressor=compressor, level=level,
                                       excludes=("home/*",), progress=progress, label=name)
                     ks = self._keep_kernels(kplan)
@@ -512,34 +615,41 @@ class Engine:
             raise
         # the commit point: roottab names the new image
         st.write_roottab([*tab, name] if kind is Kind.INCREMENTAL else [name])
-        slot, _ = self._fresh_layer(carry=False)
+        slot, *_ = self._fresh_layer(carry=False)
         self.refresh_boot_files()  # the new image, the fresh layer's id (a power cut before
         # this leaves a plan older than roottab: the next boot or action renews it)
         remove_tree(slot)  # its content is in the new image: nothing is lost
         return meta
 
     @changes_store
-    def restore(self) -> RestoreResult:
+    def restore(self, keep_current: Collection[str] = ()) -> RestoreResult:
         """Restore System: set the writable layer aside (a rename, whatever its size) and
-        put a fresh one in place, carrying over the preserved config paths."""
+        put a fresh one in place, with the managed config rendered from the last capture
+        (or, for the choices in ``keep_current``, kept as it is now)."""
         self.recover()
         self._refuse_if_live()
+        statemod.check_choices(statemod.load_config(self.store), keep_current)
         discarded = layerfs.stats(self.store.upper)
-        trash, kept = self._fresh_layer(carry=True)
+        trash, written, kept, warnings = self._fresh_layer(carry=True, keep=keep_current)
         self.refresh_boot_files()  # a kernel installed in the layer is gone with it
-        return RestoreResult(discarded, str(trash), tuple(kept))
+        return RestoreResult(discarded, str(trash), tuple(written), tuple(kept),
+                             tuple(warnings))
 
     @changes_store
-    def rollback(self, name: str) -> tuple[str, ...]:
+    def rollback(self, name: str, keep_current: Collection[str] = ()) -> tuple[str, ...]:
         """Make the stack end at ``name`` (newer images are kept, to roll forward again),
-        and set the writable layer aside, as its changes were made on another stack."""
+        and set the writable layer aside, as its changes were made on another stack. The
+        managed config is rendered into the fresh layer as for :meth:`restore`."""
         self.recover()
         new = self.stack_for(name)
         for n in new:
             if not self.store.has_image(n):
                 raise NotFound(f"image {n!r} is missing")
         self._refuse_if_live()
-        self._fresh_layer(carry=True, new_stack=list(new))
+        statemod.check_choices(statemod.load_config(self.store), keep_current)
+        *_, warnings = self._fresh_layer(carry=True, new_stack=list(new), keep=keep_current)
+        for w in warnings:
+            log.warning("%s", w)
         self.refresh_boot_files()
         return new
 
@@ -637,15 +747,24 @@ class Engine:
 
     # ------------------------------------------------------------------ next boot
     @changes_store
-    def queue(self, action: str, *, name: str | None = None, description: str = "") -> None:
+    def queue(self, action: str, *, name: str | None = None, description: str = "",
+              keep: Collection[str] = ()) -> None:
         """Queue Restore System ("restore") or a restore point ("incremental", "full") for
         the next boot, for a running system whose writable layer is in use. The boot path
-        runs it (``run_pending``) before it assembles the root. Replaces any queued one."""
+        runs it (``run_pending``) before it assembles the root. Replaces any queued one.
+        ``keep``: for a restore or roll back, the managed paths whose value at that time is
+        kept (as ``keep_current``)."""
         self.store.require()
         if action not in ("restore", "incremental", "full", "rollback"):
             raise UsageError(f"cannot queue {action!r}")
         if name is not None:
             check_name(name)
+        if keep:
+            if action not in ("restore", "rollback"):
+                raise UsageError(f"a queued {action} keeps no config choices")
+            statemod.check_choices(statemod.load_config(self.store), keep)
+            if any("," in k for k in keep):
+                raise UsageError("a path to keep cannot contain a comma")
         if action == "rollback":
             if name is None:
                 raise UsageError("a queued roll back needs the image to roll back to")
@@ -655,6 +774,8 @@ class Engine:
             doc["name"] = name
         if description:
             doc["description"] = description
+        if keep:
+            doc["keep"] = ",".join(keep)
         self.store.write_pending(doc)
         self.refresh_boot_files()  # the next boot's kernel is the one after the action
 
@@ -676,11 +797,12 @@ class Engine:
         if doc is None:
             return None
         action = doc["action"]
+        keep = [k for k in doc.get("keep", "").split(",") if k]
         if action == "restore":
-            res = self.restore()
+            res = self.restore(keep)
             done = f"restored: discarded {res.discarded.changed} changed files"
         elif action == "rollback":
-            stack = self.rollback(doc["name"])
+            stack = self.rollback(doc["name"], keep)
             done = f"rolled back: the stack is {' '.join(stack)}"
         else:
             kind = Kind.FULL if action == "full" else Kind.INCREMENTAL
@@ -901,41 +1023,59 @@ class Engine:
             if not mounts.mounts_under(where):
                 shutil.rmtree(where, ignore_errors=True)
 
-    def _fresh_layer(self, carry: bool,
-                     new_stack: list[str] | None = None) -> tuple[Path, list[str]]:
+    def _fresh_layer(self, carry: bool, new_stack: list[str] | None = None,
+                     keep: Collection[str] = ()
+                     ) -> tuple[Path, list[str], list[str], list[str]]:
         """Swap in an empty writable layer (for ``new_stack``, written to roottab as the
         commit point, or for the current stack); the old one goes to trash/. With
-        ``carry``, the preserved config paths are copied into the fresh layer first."""
+        ``carry``, the managed config is rendered into the fresh layer first. Returns the
+        old layer's new place, the paths written, the paths kept, and warnings."""
         st = self.store
         tab = st.read_roottab()
         target = tab if new_stack is None else new_stack
         if st.layer_new.exists():
             remove_tree(st.layer_new)
         st.make_layer(st.layer_new)
+        written: list[str] = []
         kept: list[str] = []
+        warnings: list[str] = []
         if carry:
-            kept = self._carry_config(tab, changes_stack=target != tab)
+            written, kept, warnings = self._render_state(tab, target, keep)
             fsync_tree(st.layer_new / "upper")
         st.mark_layer_ready(st.layer_new, target)
         if target != tab:
             st.write_roottab(target)
-        return self._swap_in_new_layer(), kept
+        return self._swap_in_new_layer(), written, kept, warnings
 
-    def _carry_config(self, tab: list[str], changes_stack: bool) -> list[str]:
-        """Copy the preserved config paths into ``layer.new``. For a Restore the source is
-        the writable layer (what it changed); for a Roll back, the system as it runs now
-        (a read-only view of layer + stack), as the older stack may predate the config."""
+    def _render_state(self, tab: list[str], target: list[str],
+                      keep: Collection[str]) -> tuple[list[str], list[str], list[str]]:
+        """Write the managed config into ``layer.new``: through an overlay of ``target``'s
+        images with the fresh layer as its upper, so each operator sees the system it
+        writes for (its /etc/hosts, its zone database). The current system (``tab`` with
+        the old layer) is read only for the paths in ``keep``."""
         st = self.store
-        paths = st.read_preserve()
-        if changes_stack and paths:
-            try:
-                with self._view(tab) as view:
-                    return layerfs.carry(view, st.layer_new / "upper", paths)
-            except IbiError as e:  # a broken stack: rolling back is how it gets mended
-                log.warning("cannot read the current system (%s); carrying from the layer", e)
-        if not st.upper.is_dir():
-            return []
-        return layerfs.carry(st.upper, st.layer_new / "upper", paths)
+        try:
+            cfg = statemod.load_config(st)
+        except StoreError as e:
+            return [], [], [f"{e}: no managed config was written"]
+        cap = statemod.latest(st)
+        if cap is None and not keep:
+            return [], [], []
+        stage = self.run_dir / "stacks" / f"state-{os.getpid()}"
+        try:
+            with mounts.temporary_mounts() as m, \
+                    (self._system(tab) if keep else contextlib.nullcontext()) as now:
+                lowers = [m.image(st.image_path(n), stage / "lower" / str(i))
+                          for i, n in enumerate(target)]
+                fresh = stage / "fresh"
+                fresh.mkdir(parents=True, exist_ok=True)
+                m.overlay(fresh, lowers[::-1], st.layer_new / "upper", st.layer_new / "work")
+                return statemod.apply(cfg, cap, fresh, now, keep)
+        except (IbiError, OSError) as e:
+            return [], [], [f"the managed config could not be written: {e}"]
+        finally:
+            if not mounts.mounts_under(stage):
+                shutil.rmtree(stage, ignore_errors=True)
 
     def _swap_in_new_layer(self) -> Path:
         st = self.store

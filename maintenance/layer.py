@@ -1,5 +1,5 @@
-"""Reading an overlay upper directory: what it adds, changes and deletes, and carrying
-chosen config paths from one layer into a fresh one."""
+"""Reading an overlay upper directory (what it adds, changes and deletes), and copying
+file system entries with their owner, mode, times and extended attributes."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def changes(upper: Path, limit: int | None = None) -> list[Change]:
     return out[:limit] if limit is not None else out
 
 
-def _copy_xattrs(src: str, dst: str) -> None:
+def copy_xattrs(src: str, dst: str) -> None:
     with contextlib.suppress(OSError):
         for name in os.listxattr(src, follow_symlinks=False):
             with contextlib.suppress(OSError):
@@ -83,50 +83,25 @@ def _copy_xattrs(src: str, dst: str) -> None:
                             follow_symlinks=False)
 
 
-def _copy_meta(src: str, dst: str, st: os.stat_result, xattrs: bool = True) -> None:
+def copy_meta(src: str, dst: str, st: os.stat_result, xattrs: bool = True) -> None:
     os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(dst, stat.S_IMODE(st.st_mode))
     if xattrs:
-        _copy_xattrs(src, dst)
+        copy_xattrs(src, dst)
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def _copy_entry(src: str, dst: str) -> None:
+def copy_entry(src: str, dst: str) -> None:
     st = os.lstat(src)
     if stat.S_ISDIR(st.st_mode):
         os.mkdir(dst)
         for name in sorted(os.listdir(src)):
-            _copy_entry(os.path.join(src, name), os.path.join(dst, name))
+            copy_entry(os.path.join(src, name), os.path.join(dst, name))
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), dst)
     elif stat.S_ISREG(st.st_mode):
         shutil.copyfile(src, dst)
     else:  # whiteouts, device nodes, fifos, sockets
         os.mknod(dst, st.st_mode, st.st_rdev)
-    _copy_meta(src, dst, st)
-
-
-def carry(old_upper: Path, new_upper: Path, paths: list[str]) -> list[str]:
-    """Copy each of ``paths`` that the old layer changed (or deleted) into the new upper,
-    creating parent directories with their owner and mode but not their opaque flag.
-    Returns the paths carried."""
-    carried = []
-    for p in paths:
-        rel = p.lstrip("/")
-        src = old_upper / rel
-        if not os.path.lexists(src):
-            continue
-        parts = Path(rel).parts
-        for i in range(1, len(parts)):
-            d_src = old_upper.joinpath(*parts[:i])
-            d_dst = new_upper.joinpath(*parts[:i])
-            if not d_dst.exists():
-                os.mkdir(d_dst)
-                _copy_meta(str(d_src), str(d_dst), os.lstat(d_src), xattrs=False)
-        dst = new_upper / rel
-        if os.path.lexists(dst):
-            continue
-        _copy_entry(str(src), str(dst))
-        carried.append(p)
-    return carried
+    copy_meta(src, dst, st)

@@ -164,7 +164,66 @@ ProgressFn = Callable[[Progress], None]
 class RestoreResult:
     discarded: LayerStats
     trash: str  # where the old layer was set aside (deleted later by purge)
-    preserved: tuple[str, ...]  # config paths carried into the fresh layer
+    written: tuple[str, ...]  # managed paths rendered into the fresh layer (from the capture)
+    kept_current: tuple[str, ...] = ()  # managed paths the owner kept as they were
+    warnings: tuple[str, ...] = ()  # managed paths that could not be written, and why
+
+
+@dataclasses.dataclass(frozen=True)
+class StateItem:
+    """One managed path (docs/FORMAT.md, "State"), as Restore System or Roll back would
+    leave it: the value in the system as it is now (the layer being discarded) and the
+    value the fresh layer gets."""
+
+    path: str  # e.g. /etc/hostname
+    operator: str  # a registry operator's name ("hostname", "timezone", ...), "stash" or
+    # "reference"
+    choice: str  # what ``keep_current`` names to keep this path's current value: the
+    # registry operator's name, or the stash path ("" for a reference path)
+    now: str  # the current value, one line ("(deleted)", "(empty)", "unparsable: ...")
+    now_valid: bool  # False when deleted, empty or unparsable: never carried over
+    written: str  # what the fresh layer gets, one line
+    source: str  # "capture <id>", "the image" (no value captured, or a reference path),
+    # or "kept" (the owner chose the current value)
+    changed: bool  # whether ``written`` differs from ``now``
+    can_keep: bool  # the current value may be kept instead: valid, different, not reference
+
+
+@dataclasses.dataclass(frozen=True)
+class StatePlan:
+    capture: str | None  # the capture the values come from; None: none made yet
+    created: datetime | None  # when it was made
+    items: tuple[StateItem, ...]
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The ``keep_current`` names that are allowed (each once, in order)."""
+        return tuple(dict.fromkeys(i.choice for i in self.items if i.can_keep))
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryValue:
+    """A value a registry operator keeps (``ibi state get/set``)."""
+
+    key: str  # "<operator>.<field>", e.g. "hostname.name"
+    value: str | None  # None: not captured (the image's file is used)
+    operator: str
+    paths: tuple[str, ...]  # the files it is rendered into
+    help: str  # one line: what it is, and its syntax
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureInfo:
+    """One capture of the managed state (DATA/state/captures/<id>/)."""
+
+    id: str  # sortable: "<UTC stamp>-<reason>"
+    created: datetime
+    reason: str  # install, boot, save, restore-point, set
+    stack: tuple[str, ...]  # the stack of the system it was read from
+    values: tuple[RegistryValue, ...]
+    stashed: tuple[str, ...]  # the stash paths it holds
+    notes: tuple[str, ...]  # values not taken from the system (deleted, empty, unparsable),
+    # kept from the capture before
 
 
 @dataclasses.dataclass(frozen=True)

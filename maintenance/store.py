@@ -4,7 +4,7 @@ See docs/FORMAT.md. Under the data directory ``D``::
 
     D/.root_images/roottab        active stack, bottom first (text; vi-editable)
     D/.root_images/roottab.prev   the version before the last change (fallback)
-    D/.root_images/preserve       config paths carried across Restore System (text)
+    D/.root_images/preserve       (older stores) config paths, imported into state.yaml
     D/.root_images/pending        an action queued for the next boot (yaml)
     D/.root_images/<name>.sqfs    read-only images
     D/.root_images/<name>.yaml    their metadata
@@ -19,6 +19,9 @@ See docs/FORMAT.md. Under the data directory ``D``::
     D/layer.new/                  a fresh layer being prepared (renamed into place)
     D/trash/<stamp>-<id>/         layers set aside by Restore/Rollback, deleted by purge
     D/home/                       bound on /home; never part of any image
+    D/state/state.yaml            which operator manages each config path (state operators)
+    D/state/captures/<id>/        captured values and stashed files (maintenance/state.py)
+    D/state/.tmp-*                a capture being written, or an old one being deleted
 """
 
 from __future__ import annotations
@@ -58,19 +61,15 @@ LAYER = "layer"
 LAYER_NEW = "layer.new"
 TRASH = "trash"
 HOME = "home"
+STATE = "state"
+STATE_CONF = "state.yaml"
+CAPTURES = "captures"
+CAPTURE_META = "capture.yaml"
+STASH = "stash"
 TMP_PREFIX = ".tmp-"
 IMAGE_EXT = ".sqfs"
 META_EXT = ".yaml"
 FORMAT_VERSION = 1
-
-DEFAULT_PRESERVE = (
-    "/etc/hostname",
-    "/etc/hosts",
-    "/etc/timezone",
-    "/etc/localtime",
-    "/etc/adjtime",
-    "/etc/machine-id",
-)
 
 PENDING_ACTIONS = ("restore", "incremental", "full", "rollback")
 
@@ -172,14 +171,6 @@ def parse_preserve(text: str) -> list[str]:
     return paths
 
 
-def render_preserve(paths: Iterable[str]) -> str:
-    return (
-        "# ibi preserve: paths whose changes Restore System and Roll back carry into the\n"
-        "# fresh writable layer (one absolute path per line; files or directories).\n"
-        + "".join(f"{p}\n" for p in paths)
-    )
-
-
 def meta_to_yaml(meta: ImageMeta) -> str:
     doc = {
         "format": FORMAT_VERSION,
@@ -273,6 +264,9 @@ class Store:
         self.boot = self.data / BOOT
         self.bootloader_conf = self.boot / BOOTLOADER_CONF
         self.kernels = self.boot / KERNELS
+        self.state = self.data / STATE
+        self.state_conf = self.state / STATE_CONF
+        self.captures = self.state / CAPTURES
 
     @contextlib.contextmanager
     def locked(self, wait: float | None = None) -> Iterator[None]:
@@ -394,7 +388,7 @@ class Store:
             self.pending_path.unlink()
             fsync_dir(self.root)
 
-    # preserve
+    # preserve (older stores; state.yaml replaces it)
     def read_preserve(self) -> list[str]:
         try:
             return parse_preserve(self.preserve_path.read_text(encoding="utf-8"))
@@ -502,7 +496,10 @@ class Store:
         return sorted(p for p in self.trash.iterdir())
 
     def stray_tmp(self) -> list[Path]:
-        return sorted(p for p in self.root.iterdir() if p.name.startswith(TMP_PREFIX))
+        out = sorted(p for p in self.root.iterdir() if p.name.startswith(TMP_PREFIX))
+        if self.state.is_dir():  # an unfinished capture, an old one half deleted
+            out += sorted(p for p in self.state.iterdir() if p.name.startswith(TMP_PREFIX))
+        return out
 
     def new_trash_slot(self, layer_id: str | None) -> Path:
         self.trash.mkdir(exist_ok=True)

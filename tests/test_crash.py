@@ -5,6 +5,7 @@ same when mounted."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from maintenance import bootplan, squash, store
 from maintenance import engine as engine_mod
+from maintenance import state as statemod
 from maintenance.engine import Engine
 from maintenance.model import Kind
 from tests.fstree import apply_changes, build_base, snapshot
@@ -128,8 +130,13 @@ def test_interrupted_create(changed_store, root_ns: Path, point: str, kind: Kind
     assert st.ok and not [n for n in st.notices if "interrupted" in n.message]
 
 
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 RESTORE_POINTS = {
     "fresh layer made": lambda mp: after_nth(mp, store.Store, "make_layer", 1, before=False),
+    "config rendered": lambda mp: after_nth(mp, statemod, "apply", 1, before=False),
     "old layer set aside": lambda mp: after_nth(mp, engine_mod, "durable_rename", 1,
                                                 before=False),
 }
@@ -138,16 +145,20 @@ RESTORE_POINTS = {
 @pytest.mark.parametrize("point", list(RESTORE_POINTS))
 def test_interrupted_restore(changed_store, root_ns: Path, point: str) -> None:  # type: ignore[no-untyped-def]
     eng, before = changed_store
+    captured = [c.id for c in eng.state_captures()]
     assert crash_in_child(eng.restore, RESTORE_POINTS[point]) == CRASH
     fresh = Engine(eng.data_dir, eng.run_dir)
     fresh.recover()
     view = view_of(fresh, root_ns)
     if fresh.changes() and len(fresh.changes()) > 1:
         assert view == before  # old state
-    else:
-        assert view["etc/hostname"] == before["etc/hostname"]  # new state keeps preserved
+    else:  # new state: the captured hostname, not the damaged layer's
+        assert view["etc/hostname"]["sha"] == sha("base-host\n")
         assert "etc/new.conf" not in view
     assert not fresh.store.layer_new.exists()
+    # the captures are never touched by Restore: the next one renders the same values
+    assert [c.id for c in fresh.state_captures()] == captured
+    assert fresh.restore().written == ("/etc/hostname",)
 
 
 ROLLBACK_POINTS = {
@@ -162,7 +173,7 @@ ROLLBACK_POINTS = {
 
 @pytest.mark.parametrize("point", list(ROLLBACK_POINTS))
 def test_interrupted_rollback(changed_store, root_ns: Path, point: str) -> None:  # type: ignore[no-untyped-def]
-    eng, before = changed_store
+    eng, _ = changed_store
     mnt = root_ns / "mnt"
     eng.create(Kind.INCREMENTAL, name="inc")
     eng.mount(mnt)
@@ -177,10 +188,10 @@ def test_interrupted_rollback(changed_store, root_ns: Path, point: str) -> None:
     view = view_of(fresh, root_ns)
     if fresh.roottab() == ["base", "inc"]:  # old state, all of it
         assert view == with_layer
-    else:  # new state: the base, a fresh layer carrying the preserved hostname
+    else:  # new state: the base, a fresh layer with the captured hostname
         assert fresh.roottab() == ["base"]
         assert "etc/after-inc" not in view and "etc/new.conf" not in view
-        assert view["etc/hostname"] == before["etc/hostname"]
+        assert view["etc/hostname"]["sha"] == sha(fresh.state_values()[0].value + "\n")
     assert not fresh.store.layer_new.exists() and fresh.recover() == []
 
 
@@ -201,3 +212,29 @@ def test_recovery_never_clears_a_layer_written_after_the_crash(changed_store,  #
     assert view["etc/written-after-crash"]["size"] == 8
     view.pop("etc/written-after-crash")
     assert view == before
+
+
+CAPTURE_POINTS = {
+    "capture written, not renamed": lambda mp: after_nth(mp, statemod, "durable_rename", 1,
+                                                         before=True),
+    "capture renamed in": lambda mp: after_nth(mp, statemod, "durable_rename", 1,
+                                               before=False),
+}
+
+
+@pytest.mark.parametrize("point", list(CAPTURE_POINTS))
+def test_interrupted_capture(changed_store, root_ns: Path, point: str) -> None:  # type: ignore[no-untyped-def]
+    """A power cut while a capture is written leaves the captures before it, or those and
+    the new one; never a half-written capture that Restore would read."""
+    eng, _ = changed_store
+    old = [c.id for c in eng.state_captures()]
+    assert crash_in_child(lambda: eng.state_save(), CAPTURE_POINTS[point]) == CRASH
+    fresh = Engine(eng.data_dir, eng.run_dir)
+    assert any(p.name.startswith(".tmp-") for p in fresh.store.state.iterdir()) == (
+        point == "capture written, not renamed")
+    fresh.recover()
+    assert not [p for p in fresh.store.state.iterdir() if p.name.startswith(".tmp-")]
+    now = [c.id for c in fresh.state_captures()]
+    assert now == old or (now[1:] == old and now[0].endswith("-save"))
+    if now != old:  # the new capture holds the changed layer's hostname, whole
+        assert fresh.state_values()[0].value == "changed-host"

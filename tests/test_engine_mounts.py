@@ -79,8 +79,8 @@ def test_incremental_whiteouts_stay_deleted_under_a_second_incremental(
     assert all(e.chain_ok for e in st.stack) and st.ok
 
 
-def test_restore_discards_layer_keeps_home_and_preserved_config(store: Engine,
-                                                                root_ns: Path) -> None:
+def test_restore_discards_layer_keeps_home_and_renders_the_captured_config(
+        store: Engine, root_ns: Path) -> None:
     base = mounted_view(store, root_ns / "mnt")
 
     def damage(r: Path) -> None:
@@ -88,20 +88,23 @@ def test_restore_discards_layer_keeps_home_and_preserved_config(store: Engine,
         (r / "home/user-file").write_text("mine\n")
 
     mounted_view(store, root_ns / "mnt", damage)
-    stats, kept = store.restore_plan()
-    assert stats.changed > 5 and stats.deleted >= 2 and kept == ("/etc/hostname",)
+    stats, _ = store.restore_plan()
+    assert stats.changed > 5 and stats.deleted >= 2
+    plan = store.state_plan()
+    row = next(i for i in plan.items if i.path == "/etc/hostname")
+    assert (row.now, row.written, row.can_keep) == ("changed-host", "base-host", True)
+    assert plan.capture is not None and plan.capture.endswith("-install")
     res = store.restore()
-    assert res.preserved == ("/etc/hostname",)
+    assert "/etc/hostname" in res.written and res.kept_current == ()
     assert res.discarded.changed == stats.changed
     assert Path(res.trash).is_dir()
     after = mounted_view(store, root_ns / "mnt")
-    expected = dict(base)
-    expected["etc/hostname"] = after["etc/hostname"]
-    assert after == expected
+    assert after == base  # the captured hostname equals the image's: nothing in the layer
+    assert not (store.store.upper / "etc/hostname").exists()
     mnt = root_ns / "mnt"
     store.mount(mnt)
     try:
-        assert (mnt / "etc/hostname").read_text() == "changed-host\n"
+        assert (mnt / "etc/hostname").read_text() == "base-host\n"
         assert (mnt / "home/user-file").read_text() == "mine\n"
     finally:
         store.umount(mnt)

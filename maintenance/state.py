@@ -1,0 +1,782 @@
+"""State operators: the owner's configuration, captured while the system is good and
+rendered into the fresh writable layer by Restore System and Roll back.
+
+Each managed path has exactly one operator (declared in ``DATA/state/state.yaml``):
+
+- **registry**: typed values parsed from a few files (maintenance/operators.py) and
+  rendered back in the layout of the system they are written into;
+- **stash**: files and directories kept byte for byte (content, mode, owner, xattrs; the
+  links inside a directory as links);
+- **reference**: always the image's version (also inside a stashed directory).
+
+A *capture* (``DATA/state/captures/<id>/``: capture.yaml, and stash/ holding the stashed
+entries at their paths) is made when the system is known to be good: at install, when a
+restore point is made, on ``ibi state save``, and after a boot that reached
+multi-user.target (ibi-state-save.service). A value the system holds no more (a file
+deleted, empty or unparsable) is never captured: the capture keeps the one before. A
+capture is written under ``DATA/state/.tmp-<id>``, fsynced and renamed into place, so a
+power cut leaves the old set of captures or the new one; the newest ``keep`` are kept.
+Restore never reads the layer it discards, except for the paths the owner chose to keep.
+The format is documented in docs/FORMAT.md, "State".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import filecmp
+import fnmatch
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Callable, Collection, Iterable, Mapping
+from pathlib import Path
+
+import yaml
+
+from . import layer as layerfs
+from .errors import StoreError, UsageError
+from .model import CaptureInfo, RegistryValue, StateItem, StatePlan
+from .operators import Invalid, RegistryOperator, Values, available, raw, real_parent
+from .store import (
+    CAPTURE_META,
+    STASH,
+    TMP_PREFIX,
+    Store,
+    atomic_write,
+    durable_rename,
+    fsync_dir,
+    remove_tree,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+DEFAULT_KEEP = 5
+KINDS = ("registry", "stash", "reference")
+GLOB_CHARS = set("*?[")
+NOT_SYSTEM = ("/home", "/proc", "/sys", "/dev", "/run", "/tmp")
+
+DEFAULT_CONFIG = """\
+# ibi state: the configuration kept across Restore System and Roll back (docs/FORMAT.md).
+# Each path has one operator. Values are captured while the system is good (at install,
+# when a restore point is made, after each boot that reaches multi-user.target, and on
+# `ibi state save`) and written into the fresh writable layer by Restore and Roll back.
+format: 1
+keep: 5             # captures kept (the newest)
+
+# Parsed into values (ibi state get/set) and rendered back into the files:
+registry:
+  - hostname        # /etc/hostname, and the 127.0.1.1 line of /etc/hosts
+  - timezone        # /etc/localtime, /etc/timezone
+  - machine-id      # /etc/machine-id
+  - locale          # /etc/default/locale or /etc/locale.conf
+
+# Kept byte for byte (files or directories; *, ? and [...] in the last part):
+stash:
+  - /etc/adjtime
+  - /etc/ssh/ssh_host_*
+  - /etc/NetworkManager/system-connections
+  - /etc/wireguard
+
+# Always the image's version: local changes are discarded, also inside a stash path:
+reference: []
+"""
+
+
+# ---------------------------------------------------------------------- declarations
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    registry: tuple[RegistryOperator, ...]
+    stash: tuple[str, ...]
+    reference: tuple[str, ...]
+    keep: int = DEFAULT_KEEP
+
+    def operator(self, name: str) -> RegistryOperator | None:
+        return next((op for op in self.registry if op.name == name), None)
+
+    def is_reference(self, path: str) -> bool:
+        return any(_covers(r, path) for r in self.reference)
+
+
+def _covers(pattern: str, path: str) -> bool:
+    """Whether ``path`` is ``pattern``'s path (matched by its glob) or lies below it."""
+    pp, qq = pattern.split("/")[1:], path.split("/")[1:]
+    return len(qq) >= len(pp) and all(fnmatch.fnmatchcase(q, p)
+                                      for p, q in zip(pp, qq, strict=False))
+
+
+def _overlap(a: str, b: str) -> bool:
+    pa, pb = a.split("/")[1:], b.split("/")[1:]
+    return all(fnmatch.fnmatchcase(x, y) or fnmatch.fnmatchcase(y, x)
+               for x, y in zip(pa, pb, strict=False))
+
+
+def _check_path(p: object, where: str) -> str:
+    if not isinstance(p, str):
+        raise StoreError(f"{where}: {p!r} is not a path")
+    parts = p.split("/")
+    if not p.startswith("/") or any(x in ("..", ".") for x in parts) or p != "/" + "/".join(
+            x for x in parts if x) or p == "/":
+        raise StoreError(f"{where}: {p!r} is not a path under / (absolute, without . or ..)")
+    if any(GLOB_CHARS & set(x) for x in parts[:-1]):
+        raise StoreError(f"{where}: {p!r}: wildcards only in the last part of a path")
+    for top in NOT_SYSTEM:
+        if p == top or p.startswith(top + "/"):
+            raise StoreError(f"{where}: {p!r} is not part of the system's files ({top} is "
+                             "never in the images or the writable layer)")
+    return p
+
+
+def parse_config(text: str, where: str = "state.yaml",
+                 ops: Mapping[str, type[RegistryOperator]] | None = None) -> Config:
+    """The declarations; :class:`StoreError` naming the line for anything wrong."""
+    ops = available() if ops is None else ops
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise StoreError(f"{where}{line}: not valid YAML "
+                         f"({getattr(e, 'problem', None) or e})") from None
+    if root is None:
+        return Config((), (), ())
+    if not isinstance(root, yaml.MappingNode):
+        raise StoreError(f"{where} line {root.start_mark.line + 1}: expected "
+                         "'registry:', 'stash:' and 'reference:' lists")
+    lists: dict[str, list[tuple[str, int]]] = {k: [] for k in KINDS}
+    keep = DEFAULT_KEEP
+    for knode, vnode in root.value:
+        key, line = knode.value, knode.start_mark.line + 1
+        at = f"{where} line {line}"
+        if key == "format":
+            if vnode.value != str(FORMAT):
+                raise StoreError(f"{at}: format {vnode.value} is not known (this ibi reads "
+                                 f"format {FORMAT})")
+        elif key == "keep":
+            try:
+                keep = int(vnode.value)
+            except (TypeError, ValueError):
+                keep = 0
+            if not 1 <= keep <= 100:
+                raise StoreError(f"{at}: keep must be a number of captures from 1 to 100")
+        elif key in KINDS:
+            if isinstance(vnode, yaml.ScalarNode) and vnode.value in ("", "null", "~"):
+                continue
+            if not isinstance(vnode, yaml.SequenceNode):
+                raise StoreError(f"{at}: {key} must be a list (one '- item' per line)")
+            for item in vnode.value:
+                iline = item.start_mark.line + 1
+                if not isinstance(item, yaml.ScalarNode):
+                    raise StoreError(f"{where} line {iline}: one name or path per item")
+                lists[key].append((item.value, iline))
+        else:
+            raise StoreError(f"{at}: unknown operator {key!r} (the operators are registry, "
+                             "stash and reference; also: format, keep)")
+    registry: list[RegistryOperator] = []
+    claims: list[tuple[str, str, int]] = []  # (path, operator, line)
+    for name, nline in lists["registry"]:
+        if name not in ops:
+            raise StoreError(f"{where} line {nline}: unknown registry operator {name!r} "
+                             f"(known: {', '.join(sorted(ops))})")
+        if any(op.name == name for op in registry):
+            raise StoreError(f"{where} line {nline}: {name} is listed twice")
+        op = ops[name]()
+        registry.append(op)
+        claims += [(p, f"registry {name}", nline) for p in op.paths]
+    for kind in ("stash", "reference"):
+        for p, pline in lists[kind]:
+            claims.append((_check_path(p, f"{where} line {pline}"), kind, pline))
+    for i, (p, who, cline) in enumerate(claims):
+        for q, other, oline in claims[:i]:
+            if not _overlap(p, q):
+                continue
+            if who == "reference" and other == "stash" and _covers(q, p) and p != q:
+                continue  # a reference path inside a stash directory: carved out of it
+            if other == "reference" and who == "stash" and _covers(p, q) and p != q:
+                continue
+            if who == other and who.startswith("registry"):
+                continue
+            raise StoreError(f"{where} line {cline}: {p} ({who}) overlaps {q} ({other}, line "
+                             f"{oline}): each path has one operator")
+    return Config(tuple(registry), tuple(p for p, _ in lists["stash"]),
+                  tuple(p for p, _ in lists["reference"]), keep)
+
+
+def default_text(store: Store) -> str:
+    """The default declarations, with the paths of an older store's ``preserve`` list that
+    no default operator manages added as stash paths."""
+    text = DEFAULT_CONFIG
+    try:
+        legacy = store.read_preserve()
+    except StoreError:
+        legacy = []
+    cfg = parse_config(text)
+    managed = [p for op in cfg.registry for p in op.paths] + list(cfg.stash)
+    extra = [p for p in legacy
+             if not any(_overlap(p, m) for m in managed) and not p.startswith("/home")]
+    if extra:
+        text = text.replace("  - /etc/wireguard\n", "  - /etc/wireguard\n" + "".join(
+            f"  - {p}    # from .root_images/preserve\n" for p in extra))
+    return text
+
+
+def load_config(store: Store) -> Config:
+    try:
+        text = store.state_conf.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = default_text(store)
+    except OSError as e:
+        raise StoreError(f"{store.state_conf}: unreadable ({e.strerror})") from None
+    return parse_config(text, str(store.state_conf))
+
+
+def ensure_config(store: Store) -> None:
+    """Write the default declarations when there are none (so the owner can edit them)."""
+    if not store.state_conf.exists():
+        store.state.mkdir(exist_ok=True)
+        atomic_write(store.state_conf, default_text(store))
+
+
+# ---------------------------------------------------------------------- stashed entries
+
+def expand(tree: Path, pattern: str) -> list[str]:
+    """The paths of the tree ``pattern`` matches (sorted). A path on the way that is a
+    symlink, or a match that is one, is refused: a stash keeps the system's own files."""
+    parent, _, last = pattern.rpartition("/")
+    try:
+        real_parent(tree, pattern)
+    except FileNotFoundError:
+        return []
+    except Invalid as e:
+        raise StoreError(f"stash {pattern}: {e}") from None
+    if GLOB_CHARS & set(last):
+        try:
+            names = sorted(n for n in os.listdir(tree / parent.lstrip("/"))
+                           if fnmatch.fnmatchcase(n, last))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    else:
+        names = [last] if os.path.lexists(tree / pattern.lstrip("/")) else []
+    out = []
+    for n in names:
+        p = f"{parent}/{n}"
+        full = tree / p.lstrip("/")
+        if full.is_symlink():
+            target = os.readlink(full)
+            out_of = _climbs_out(parent, target)
+            raise StoreError(f"stash {p}: a symlink (-> {target})"
+                             + (" out of the tree" if out_of else "")
+                             + "; a stash keeps files and directories: declare the path "
+                             "it leads to")
+        out.append(p)
+    return out
+
+
+def _climbs_out(parent: str, target: str) -> bool:
+    depth = len([x for x in parent.split("/") if x])
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part and part != ".":
+            depth += 1
+    return False
+
+
+def _entry_digest(root: Path, path: str, skip: Callable[[str], bool]) -> tuple[str, str]:
+    """(a one-line description, a sha256 over content, type, mode, owner and xattrs) of
+    the entry at ``path`` in ``root`` and everything below it (minus ``skip``)."""
+    h = hashlib.sha256()
+    files = dirs = size = 0
+    top = root / path.lstrip("/")
+    todo = [(top, path)]
+    while todo:
+        full, p = todo.pop()
+        if skip(p):
+            continue
+        st = os.lstat(full)
+        h.update(f"{p}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode)}\0"
+                 f"{st.st_uid}\0{st.st_gid}\0".encode())
+        with contextlib.suppress(OSError):
+            for x in sorted(os.listxattr(full, follow_symlinks=False)):
+                h.update(x.encode() + b"\0" + os.getxattr(full, x, follow_symlinks=False))
+        if stat.S_ISDIR(st.st_mode):
+            dirs += 1
+            todo += [(full / n, f"{p}/{n}") for n in sorted(os.listdir(full), reverse=True)]
+        elif stat.S_ISLNK(st.st_mode):
+            h.update(os.readlink(full).encode())
+        elif stat.S_ISREG(st.st_mode):
+            files += 1
+            size += st.st_size
+            with open(full, "rb") as f:
+                while chunk := f.read(1 << 16):
+                    h.update(chunk)
+        else:
+            h.update(str(st.st_rdev).encode())
+    digest = h.hexdigest()
+    if stat.S_ISDIR(os.lstat(top).st_mode):
+        what = f"directory, {files} file{'s' if files != 1 else ''}"
+    else:
+        what = f"file, {size} bytes"
+    return f"{what}, sha256 {digest[:12]}", digest
+
+
+def _copy(src: Path, dst: Path, path: str, skip: Callable[[str], bool]) -> None:
+    """Copy the entry ``src`` (at ``path``) to ``dst``, as layer.copy_entry, minus ``skip``."""
+    st = os.lstat(src)
+    if stat.S_ISDIR(st.st_mode):
+        os.mkdir(dst)
+        for n in sorted(os.listdir(src)):
+            if not skip(f"{path}/{n}"):
+                _copy(src / n, dst / n, f"{path}/{n}", skip)
+        layerfs.copy_meta(str(src), str(dst), st)
+    else:
+        layerfs.copy_entry(str(src), str(dst))
+
+
+def _make_parents(src_root: Path, dst_root: Path, path: str) -> None:
+    """Create the directories above ``path`` in ``dst_root`` that are missing, with the
+    owner and mode they have in ``src_root``; refuse a symlink on the way."""
+    parts = path.strip("/").split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        d = dst_root.joinpath(*parts[:i])
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            os.mkdir(d)
+            s = src_root.joinpath(*parts[:i])
+            if s.is_dir() and not s.is_symlink():
+                layerfs.copy_meta(str(s), str(d), os.lstat(s), xattrs=False)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise Invalid(f"/{'/'.join(parts[:i])} is not a directory in this system")
+
+
+def _same(src: Path, s: os.stat_result, dst: Path, d: os.stat_result) -> bool:
+    if stat.S_IFMT(s.st_mode) != stat.S_IFMT(d.st_mode) or (s.st_uid, s.st_gid) != (
+            d.st_uid, d.st_gid):
+        return False
+    if stat.S_ISLNK(s.st_mode):
+        return os.readlink(src) == os.readlink(dst)
+    if stat.S_ISREG(s.st_mode):
+        return stat.S_IMODE(s.st_mode) == stat.S_IMODE(d.st_mode) and \
+            filecmp.cmp(src, dst, shallow=False)
+    return False
+
+
+def sync_entry(src: Path, dst: Path, path: str, skip: Callable[[str], bool]) -> None:
+    """Make ``dst`` (at ``path`` of the fresh system) what ``src`` is, touching only what
+    differs: an identical file stays the image's (no copy in the layer); what a stashed
+    directory lacks is removed; ``skip`` (reference paths) is left alone."""
+    if skip(path):
+        return
+    s = os.lstat(src)
+    try:
+        d: os.stat_result | None = os.lstat(dst)
+    except FileNotFoundError:
+        d = None
+    if d is not None and stat.S_ISDIR(s.st_mode) and stat.S_ISDIR(d.st_mode):
+        names = set(os.listdir(src))
+        for n in sorted(os.listdir(dst)):
+            if n not in names and not skip(f"{path}/{n}"):
+                remove_tree(dst / n)
+        for n in sorted(names):
+            sync_entry(src / n, dst / n, f"{path}/{n}", skip)
+        if (stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid) != (
+                stat.S_IMODE(d.st_mode), d.st_uid, d.st_gid):
+            layerfs.copy_meta(str(src), str(dst), s)
+        return
+    if d is not None:
+        if _same(src, s, dst, d):
+            return
+        remove_tree(dst)
+    _copy(src, dst, path, skip)
+
+
+# ---------------------------------------------------------------------- captures
+
+@dataclasses.dataclass(frozen=True)
+class Capture:
+    id: str
+    created: dt.datetime
+    reason: str
+    stack: tuple[str, ...]
+    registry: dict[str, Values]  # operator -> values
+    stash: dict[str, dict[str, dict[str, str]]]  # pattern -> path -> {what, digest}
+    notes: tuple[str, ...]
+    dir: Path
+
+    @property
+    def stash_root(self) -> Path:
+        return self.dir / STASH
+
+    def stashed(self) -> dict[str, dict[str, str]]:
+        return {p: e for entries in self.stash.values() for p, e in entries.items()}
+
+
+def _load(d: Path) -> Capture:
+    where = f"capture {d.name}"
+    try:
+        doc = yaml.safe_load((d / CAPTURE_META).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise StoreError(f"{where}: unreadable ({e})") from None
+    try:
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ValueError("not a capture of a known format")
+        created = dt.datetime.fromisoformat(str(doc["created"]).replace("Z", "+00:00"))
+        registry = {str(k): {str(f): str(v) for f, v in vals.items()}
+                    for k, vals in (doc.get("registry") or {}).items()}
+        stash = {str(pat): {str(p): {"what": str(e["what"]), "digest": str(e["digest"])}
+                            for p, e in (entries or {}).items()}
+                 for pat, entries in (doc.get("stash") or {}).items()}
+        cap = Capture(d.name, created, str(doc.get("reason", "")),
+                      tuple(str(n) for n in doc.get("stack") or ()), registry, stash,
+                      tuple(str(n) for n in doc.get("notes") or ()), d)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise StoreError(f"{where}: damaged ({e})") from None
+    for p in cap.stashed():
+        if not os.path.lexists(cap.stash_root / p.lstrip("/")):
+            raise StoreError(f"{where}: the stashed {p} is missing")
+    return cap
+
+
+def captures(store: Store) -> list[Capture]:
+    """The readable captures, newest first (a damaged one is logged and passed over)."""
+    out = []
+    try:
+        dirs = sorted((p for p in store.captures.iterdir()
+                       if not p.name.startswith(".")), reverse=True)
+    except FileNotFoundError:
+        return []
+    for d in dirs:
+        try:
+            out.append(_load(d))
+        except StoreError as e:
+            log.warning("%s (passed over)", e)
+    return out
+
+
+def latest(store: Store) -> Capture | None:
+    caps = captures(store)
+    return caps[0] if caps else None
+
+
+def _summary(op: RegistryOperator, values: Values) -> str:
+    return op.show(values)[op.paths[0]]
+
+
+def capture(store: Store, cfg: Config, tree: Path, reason: str,
+            stack: Iterable[str]) -> tuple[Capture | None, list[str]]:
+    """Capture the managed state of the system in ``tree``. Returns the new capture (None
+    when nothing changed since the last one: no new version is written) and the
+    problems met (a stash path refused): the rest is captured all the same."""
+    prev = latest(store)
+    registry: dict[str, Values] = {}
+    notes: list[str] = []
+    for op in cfg.registry:
+        try:
+            registry[op.name] = op.read(tree)
+        except Invalid as e:
+            old = prev.registry.get(op.name) if prev else None
+            if old:
+                registry[op.name] = dict(old)
+                notes.append(f"{op.paths[0]} {e}: kept {_summary(op, old)} from capture "
+                             f"{prev.id}")  # type: ignore[union-attr]
+            else:
+                notes.append(f"{op.paths[0]} {e}: not captured")
+    problems: list[str] = []
+
+    def fill(root: Path) -> dict[str, dict[str, dict[str, str]]]:
+        stash: dict[str, dict[str, dict[str, str]]] = {}
+        for pat in cfg.stash:
+            try:
+                matches = expand(tree, pat)
+            except StoreError as e:
+                problems.append(str(e))
+                matches = []
+                if prev and prev.stash.get(pat):
+                    stash[pat] = _carry_stash(prev, pat, root, cfg)
+                    notes.append(f"{pat}: refused now; kept from capture {prev.id}")
+                continue
+            if matches:
+                stash[pat] = {}
+                for p in matches:
+                    _make_parents(tree, root, p)
+                    _copy(tree / p.lstrip("/"), root / p.lstrip("/"), p, cfg.is_reference)
+                    what, digest = _entry_digest(root, p, cfg.is_reference)
+                    stash[pat][p] = {"what": what, "digest": digest}
+            elif prev and prev.stash.get(pat):
+                stash[pat] = _carry_stash(prev, pat, root, cfg)
+                notes.append(f"{pat} deleted: kept from capture {prev.id}")
+        return stash
+
+    cap = _write(store, cfg, reason, tuple(stack), registry, notes, fill, prev)
+    return cap, problems
+
+
+def _carry_stash(prev: Capture, pattern: str, root: Path,
+                 cfg: Config) -> dict[str, dict[str, str]]:
+    for p in prev.stash[pattern]:
+        _make_parents(prev.stash_root, root, p)
+        _copy(prev.stash_root / p.lstrip("/"), root / p.lstrip("/"), p, cfg.is_reference)
+    return dict(prev.stash[pattern])
+
+
+def _write(store: Store, cfg: Config, reason: str, stack: tuple[str, ...],
+           registry: dict[str, Values], notes: list[str],
+           fill: Callable[[Path], dict[str, dict[str, dict[str, str]]]],
+           prev: Capture | None, force: bool = False) -> Capture | None:
+    now = dt.datetime.now(dt.UTC)
+    cid = f"{now:%Y%m%d-%H%M%S-%f}-{reason}"
+    store.state.mkdir(exist_ok=True)
+    store.captures.mkdir(exist_ok=True)
+    tmp = store.state / f"{TMP_PREFIX}{cid}"
+    try:
+        os.mkdir(tmp, 0o700)  # stashed keys are secrets
+        (tmp / STASH).mkdir(mode=0o700)
+        stash = fill(tmp / STASH)
+        if prev is not None and not force and prev.registry == registry and \
+                {p: {q: e["digest"] for q, e in v.items()} for p, v in prev.stash.items()} \
+                == {p: {q: e["digest"] for q, e in v.items()} for p, v in stash.items()}:
+            remove_tree(tmp)
+            return None
+        doc = {"format": FORMAT, "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "reason": reason, "stack": list(stack), "registry": registry,
+               "stash": stash, "notes": notes}
+        (tmp / CAPTURE_META).write_text(yaml.safe_dump(doc, sort_keys=False,
+                                                       allow_unicode=True), encoding="utf-8")
+        _fsync_tree(tmp)
+        durable_rename(tmp, store.captures / cid)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            remove_tree(tmp)
+        raise
+    _prune(store, cfg.keep)
+    return _load(store.captures / cid)
+
+
+def _prune(store: Store, keep: int) -> None:
+    """Delete the captures older than the newest ``keep`` readable ones (each renamed to
+    a .tmp- name first, so that a half-deleted one is never read)."""
+    caps = captures(store)
+    for old in caps[keep:]:
+        gone = store.state / f"{TMP_PREFIX}old-{old.id}"
+        with contextlib.suppress(OSError):
+            durable_rename(old.dir, gone)
+            remove_tree(gone)
+
+
+def _fsync_tree(path: Path) -> None:
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        fsync_dir(Path(root))
+
+
+def set_values(store: Store, cfg: Config, changes: Mapping[str, str | None],
+               stack: Iterable[str]) -> Capture:
+    """A new capture: the last one with ``changes`` (``"operator.field"`` -> value, None to
+    remove) applied. :class:`UsageError` naming the key for anything malformed."""
+    prev = latest(store)
+    registry = {k: dict(v) for k, v in (prev.registry if prev else {}).items()}
+    for key, value in changes.items():
+        name, _, field = key.partition(".")
+        op = cfg.operator(name)
+        if op is None or field not in op.fields:
+            raise UsageError(f"unknown key {key!r} (ibi state list shows the keys)")
+        vals = registry.setdefault(name, {})
+        if value is None or value == "":
+            vals.pop(field, None)
+        else:
+            vals[field] = value
+    for name, vals in list(registry.items()):
+        op = cfg.operator(name)
+        if not vals:
+            del registry[name]
+        elif op is not None:
+            try:
+                op.check(vals)
+            except Invalid as e:
+                raise UsageError(str(e)) from None
+
+    def fill(root: Path) -> dict[str, dict[str, dict[str, str]]]:
+        if prev is None:
+            return {}
+        for pat in prev.stash:
+            _carry_stash(prev, pat, root, cfg)
+        return dict(prev.stash)
+
+    cap = _write(store, cfg, "set", tuple(stack) or (prev.stack if prev else ()), registry,
+                 [], fill, prev, force=True)
+    assert cap is not None
+    return cap
+
+
+def info(cap: Capture, cfg: Config) -> CaptureInfo:
+    return CaptureInfo(cap.id, cap.created, cap.reason, cap.stack, values(cfg, cap),
+                       tuple(cap.stashed()), cap.notes)
+
+
+def values(cfg: Config, cap: Capture | None) -> tuple[RegistryValue, ...]:
+    """Each operator's fields: the required and the first one always, others when set."""
+    out = []
+    for op in cfg.registry:
+        vals = cap.registry.get(op.name, {}) if cap else {}
+        for i, (f, help_) in enumerate(op.fields.items()):
+            if i == 0 or f in op.required or f in vals:
+                out.append(RegistryValue(f"{op.name}.{f}", vals.get(f), op.name, op.paths,
+                                         help_))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------- Restore's plan
+
+def _now_registry(op: RegistryOperator, tree: Path | None
+                  ) -> tuple[Values | None, dict[str, str]]:
+    if tree is None:
+        return None, {p: "(unknown: the system cannot be read)" for p in op.paths}
+    try:
+        vals = op.read(tree)
+        return vals, op.show(vals)
+    except Invalid as e:
+        shown = {p: raw(tree, p) for p in op.paths}
+        msg = str(e)
+        shown[op.paths[0]] = f"({msg})" if msg in ("deleted", "empty") else msg
+        return None, shown
+
+
+def plan(cfg: Config, cap: Capture | None, now: Path | None, upper: Path | None,
+         keep: Collection[str] = ()) -> StatePlan:
+    """Per managed path: the value now (``now``: the system as it is, None if it cannot
+    be read) and what Restore or Roll back writes (from ``cap``, or kept)."""
+    items: list[StateItem] = []
+    source = f"capture {cap.id}" if cap else "the image"
+    for op in cfg.registry:
+        now_vals, now_shown = _now_registry(op, now)
+        cap_vals = cap.registry.get(op.name) if cap else None
+        can_keep = now_vals is not None and now_vals != cap_vals
+        if op.name in keep and can_keep:
+            w_shown, src = now_shown, "kept"
+        elif cap_vals:
+            w_shown, src = op.show(cap_vals), source
+        else:  # nothing captured: the image's file, which differs only where the layer
+            # changed it (a file neither the image nor the system has is no news)
+            w_shown, src = {p: "(the image's file)" for p in op.paths}, "the image"
+            for p in op.paths:
+                in_layer = upper is not None and os.path.lexists(upper / p.lstrip("/"))
+                items.append(StateItem(p, op.name, op.name, now_shown[p],
+                                       now_vals is not None or not in_layer, w_shown[p], src,
+                                       in_layer, can_keep))
+            continue
+        for p in op.paths:
+            items.append(StateItem(p, op.name, op.name, now_shown[p], now_vals is not None,
+                                   w_shown[p], src, now_shown[p] != w_shown[p], can_keep))
+    stashed = cap.stashed() if cap else {}
+    for pat in cfg.stash:
+        paths: set[str] = {p for p in stashed if _covers(pat, p) and p.count("/") ==
+                           pat.count("/")}
+        now_paths: list[str] = []
+        if now is not None:
+            with contextlib.suppress(StoreError):
+                now_paths = expand(now, pat)
+        for p in sorted(paths | set(now_paths)):
+            if p in now_paths:
+                what_now, dig_now = _entry_digest(now, p, cfg.is_reference)  # type: ignore[arg-type]
+            else:
+                what_now, dig_now = "(deleted)", ""
+            cap_e = stashed.get(p)
+            can_keep = bool(dig_now) and (cap_e is None or cap_e["digest"] != dig_now)
+            if p in keep and can_keep:
+                written, src = what_now, "kept"
+            elif cap_e:
+                written, src = cap_e["what"], source
+            else:
+                written, src = "(the image's)", "the image"
+            items.append(StateItem(p, "stash", p, what_now, bool(dig_now), written, src,
+                                   what_now != written, can_keep))
+    for ref in cfg.reference:
+        changed = upper is not None and any(
+            True for _ in _layer_matches(upper, ref))
+        items.append(StateItem(ref, "reference", "", "changed in the writable layer"
+                               if changed else "the image's", True, "the image's",
+                               "the image", changed, False))
+    return StatePlan(cap.id if cap else None, cap.created if cap else None, tuple(items))
+
+
+def _layer_matches(upper: Path, pattern: str) -> Iterable[str]:
+    parent, _, last = pattern.rpartition("/")
+    with contextlib.suppress(OSError):
+        for n in os.listdir(upper / parent.lstrip("/")):
+            if fnmatch.fnmatchcase(n, last):
+                yield f"{parent}/{n}"
+
+
+def check_choices(cfg: Config, keep: Collection[str]) -> None:
+    for k in keep:
+        if cfg.operator(k) is None and not any(_covers(pat, k) and k.count("/") ==
+                                               pat.count("/") for pat in cfg.stash):
+            raise UsageError(f"--keep-current {k!r}: not a registry operator or a stash path "
+                             "(ibi restore --dry-run lists them)")
+
+
+# ---------------------------------------------------------------------- applying
+
+def apply(cfg: Config, cap: Capture | None, fresh: Path, now: Path | None,
+          keep: Collection[str] = ()) -> tuple[list[str], list[str], list[str]]:
+    """Write the managed state into ``fresh`` (the new system: an overlay of its stack
+    with the fresh layer as upper): each registry operator's values and each stashed
+    entry from ``cap``, or, for the choices in ``keep``, from ``now`` (the system as it
+    was) when its value there is valid. Returns (paths written, paths kept, warnings)."""
+    written: list[str] = []
+    kept: list[str] = []
+    warnings: list[str] = []
+    for op in cfg.registry:
+        vals: Values | None = None
+        if op.name in keep and now is not None:
+            with contextlib.suppress(Invalid):
+                vals = op.read(now)
+            if vals is None:
+                warnings.append(f"{op.name}: the current value is not valid; the captured "
+                                "one is written")
+        from_now = vals is not None
+        if vals is None:
+            vals = cap.registry.get(op.name) if cap else None
+        if not vals:
+            continue
+        try:
+            paths = op.write(fresh, vals)
+        except (Invalid, OSError) as e:
+            warnings.append(f"{op.name}: not written: {e}")
+            continue
+        (kept if from_now else written).extend(paths)
+    stashed = cap.stashed() if cap else {}
+    for pat in cfg.stash:
+        todo: dict[str, Path] = {p: cap.stash_root for p in stashed  # type: ignore[union-attr]
+                                 if _covers(pat, p) and p.count("/") == pat.count("/")}
+        if now is not None and any(_covers(pat, k) for k in keep):
+            try:
+                for p in expand(now, pat):
+                    if p in keep:
+                        todo[p] = now
+            except StoreError as e:
+                warnings.append(str(e))
+        for p, root in sorted(todo.items()):
+            try:
+                _make_parents(root, fresh, p)
+                sync_entry(root / p.lstrip("/"), fresh / p.lstrip("/"), p, cfg.is_reference)
+            except (Invalid, OSError) as e:
+                warnings.append(f"{p}: not written: {e}")
+                continue
+            (kept if root is now else written).append(p)
+    return written, kept, warnings

@@ -1,0 +1,423 @@
+"""State operators: the parsers and renderers (plain trees), the declarations' errors, and
+Restore System / Roll back rendering the captured config on real stores and mounts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from maintenance import operators as ops
+from maintenance import state as statemod
+from maintenance.engine import Engine
+from maintenance.errors import StoreError, UsageError
+from maintenance.model import Kind
+from tests.fstree import build_base
+from tests.test_cli import ibi, one_line_error
+
+# ---------------------------------------------------------------------- operators
+
+
+def etc(tree: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        p = tree / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return tree
+
+
+def zoneinfo(tree: Path, *zones: str) -> None:
+    for z in zones:
+        p = tree / "usr/share/zoneinfo" / z
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"TZif2" + z.encode())
+
+
+def test_hostname_reads_and_renders_with_the_hosts_line(tmp_path: Path) -> None:
+    a = etc(tmp_path / "a", {"etc/hostname": "office-pc\n",
+                             "etc/hosts": "127.0.0.1 localhost\n127.0.1.1 office-pc.example.org "
+                                          "office-pc\n::1 ip6-localhost\n"})
+    h = ops.Hostname()
+    vals = h.read(a)
+    assert vals == {"name": "office-pc", "fqdn": "office-pc.example.org"}
+    b = etc(tmp_path / "b", {"etc/hostname": "debian\n",
+                             "etc/hosts": "127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n# mine\n"})
+    assert h.write(b, vals) == ["/etc/hostname", "/etc/hosts"]
+    assert (b / "etc/hostname").read_text() == "office-pc\n"
+    assert (b / "etc/hosts").read_text() == (
+        "127.0.0.1\tlocalhost\n127.0.1.1\toffice-pc.example.org office-pc\n# mine\n")
+    c = etc(tmp_path / "c", {"etc/hostname": "x\n", "etc/hosts": "127.0.0.1 localhost\n"})
+    h.write(c, {"name": "lab"})  # no 127.0.1.1 line: one is added after localhost
+    assert (c / "etc/hosts").read_text() == "127.0.0.1 localhost\n127.0.1.1\tlab\n"
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (None, "deleted"), ("", "empty"), ("\n  \n", "empty"),
+    ("bad_name!\n", "unparsable: hostname.name 'bad_name!'"),
+    ("-dash\n", "unparsable"),
+])
+def test_hostname_never_reads_a_broken_file(tmp_path: Path, content: str | None,
+                                            problem: str) -> None:
+    (tmp_path / "etc").mkdir()
+    if content is not None:
+        (tmp_path / "etc/hostname").write_text(content)
+    with pytest.raises(ops.Invalid) as e:
+        ops.Hostname().read(tmp_path)
+    assert str(e.value).startswith(problem)
+
+
+def test_timezone_follows_the_layout_of_the_system_it_is_written_into(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    etc(old, {"etc/timezone": "Europe/Berlin\n"})
+    zoneinfo(old, "Europe/Berlin", "Etc/UTC")
+    os.symlink("/usr/share/zoneinfo/Europe/Berlin", old / "etc/localtime")
+    tz = ops.Timezone()
+    assert tz.read(old) == {"zone": "Europe/Berlin"}
+    new = tmp_path / "new"  # a newer base: no /etc/timezone any more
+    zoneinfo(new, "Europe/Berlin", "Etc/UTC")
+    (new / "etc").mkdir()
+    os.symlink("/usr/share/zoneinfo/Etc/UTC", new / "etc/localtime")
+    assert tz.write(new, {"zone": "Europe/Berlin"}) == ["/etc/localtime"]
+    assert os.readlink(new / "etc/localtime") == "/usr/share/zoneinfo/Europe/Berlin"
+    assert not (new / "etc/timezone").exists()
+    with pytest.raises(ops.Invalid, match="not in this system"):
+        tz.write(new, {"zone": "Mars/Olympus"})
+    # a broken link with /etc/timezone still naming a zone: the zone is read from it
+    os.unlink(old / "etc/localtime")
+    os.symlink("/nowhere", old / "etc/localtime")
+    assert tz.read(old) == {"zone": "Europe/Berlin"}
+    os.unlink(old / "etc/timezone")
+    with pytest.raises(ops.Invalid, match="points to /nowhere"):
+        tz.read(old)
+
+
+def test_machine_id_and_locale(tmp_path: Path) -> None:
+    t = etc(tmp_path / "t", {"etc/machine-id": "uninitialized\n",
+                             "etc/default/locale": "# made by hand\nLANG=\"de_DE.UTF-8\"\n"
+                                                   "LC_TIME=en_GB.UTF-8\n"})
+    with pytest.raises(ops.Invalid, match="unparsable"):
+        ops.MachineId().read(t)
+    assert ops.Locale().read(t) == {"LANG": "de_DE.UTF-8", "LC_TIME": "en_GB.UTF-8"}
+    # a system whose locale lives in /etc/locale.conf, /etc/default/locale linking to it
+    n = etc(tmp_path / "n", {"etc/locale.conf": "LANG=C.UTF-8\n"})
+    (n / "etc/default").mkdir()
+    os.symlink("../locale.conf", n / "etc/default/locale")
+    assert ops.Locale().write(n, {"LANG": "de_DE.UTF-8"}) == ["/etc/locale.conf"]
+    assert (n / "etc/locale.conf").read_text() == "LANG=de_DE.UTF-8\n"
+    assert (n / "etc/default/locale").is_symlink()
+    ops.MachineId().write(n, {"id": "0123456789abcdef0123456789abcdef"})  # a new file
+    assert oct((n / "etc/machine-id").stat().st_mode & 0o777) == "0o444"
+    with pytest.raises(ops.Invalid, match="LANG"):
+        etc(t, {"etc/default/locale": "LANG=de_DE.UTF-8; rm -rf /\n"})
+        ops.Locale().read(t)
+
+
+def test_writes_never_go_through_a_symlink_out_of_the_tree(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    os.symlink(str(outside), tree / "etc")  # /etc -> a directory out of the tree
+    with pytest.raises(ops.Invalid, match="is a symlink"):
+        ops.Hostname().write(tree, {"name": "x"})
+    assert list(outside.iterdir()) == []
+    # reads resolve links inside the tree: an absolute target is the tree's, not the host's
+    t2 = etc(tmp_path / "t2", {"srv/hostname": "inside\n"})
+    (t2 / "etc").mkdir()
+    os.symlink("/srv/hostname", t2 / "etc/hostname")
+    assert ops.Hostname().read(t2) == {"name": "inside"}
+
+
+# ---------------------------------------------------------------------- declarations
+
+def test_the_default_declarations_parse() -> None:
+    cfg = statemod.parse_config(statemod.DEFAULT_CONFIG)
+    assert [op.name for op in cfg.registry] == ["hostname", "timezone", "machine-id", "locale"]
+    assert "/etc/ssh/ssh_host_*" in cfg.stash and cfg.keep == 5
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("registry: [hostname\n", "state.yaml line 2: not valid YAML"),
+    ("format: 1\nmagic:\n  - /etc/x\n", "line 2: unknown operator 'magic'"),
+    ("registry:\n  - hostname\n  - hostnam\n", "line 3: unknown registry operator 'hostnam'"),
+    ("stash:\n  - /etc/ssh\n  - /etc/ssh/ssh_host_*\n",
+     "line 3: /etc/ssh/ssh_host_* (stash) overlaps /etc/ssh (stash, line 2)"),
+    ("registry: [hostname]\nstash:\n  - /etc/hosts\n",
+     "line 3: /etc/hosts (stash) overlaps /etc/hosts (registry hostname, line 1)"),
+    ("stash:\n  - /etc/x\nreference:\n  - /etc/x\n", "line 4: /etc/x (reference) overlaps"),
+    ("stash:\n  - etc/relative\n", "line 2: 'etc/relative' is not a path under /"),
+    ("stash:\n  - /etc/../root/.ssh\n", "line 2: '/etc/../root/.ssh' is not a path under /"),
+    ("reference:\n  - /home/alice\n", "line 2: '/home/alice' is not part of the system"),
+    ("stash:\n  - /etc/*/keys\n", "wildcards only in the last part"),
+    ("keep: 0\n", "line 1: keep must be"),
+    ("stash: /etc/x\n", "line 1: stash must be a list"),
+])
+def test_bad_declarations_are_one_line_errors_naming_the_line(text: str, message: str) -> None:
+    with pytest.raises(StoreError) as e:
+        statemod.parse_config(text)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_reference_path_may_carve_a_file_out_of_a_stash_directory() -> None:
+    cfg = statemod.parse_config("stash:\n  - /etc/nm\nreference:\n  - /etc/nm/managed.conf\n")
+    assert cfg.is_reference("/etc/nm/managed.conf") and not cfg.is_reference("/etc/nm/a")
+
+
+class Motd(ops.RegistryOperator):
+    """An owner's operator: the first line of /etc/motd as a value."""
+
+    name = "motd"
+    paths = ("/etc/motd",)
+    fields = {"greeting": "one line"}  # noqa: RUF012
+    required = ("greeting",)
+
+    def read(self, tree: Path) -> ops.Values:
+        text = ops.read_text(tree, "/etc/motd")
+        if not text or not text.strip():
+            raise ops.Invalid("deleted" if text is None else "empty")
+        return {"greeting": text.splitlines()[0]}
+
+    def write(self, tree: Path, values: dict[str, str]) -> list[str]:  # type: ignore[override]
+        ops.write_file(tree, "/etc/motd", values["greeting"] + "\n")
+        return ["/etc/motd"]
+
+    def show(self, values: dict[str, str]) -> dict[str, str]:  # type: ignore[override]
+        return {"/etc/motd": values["greeting"]}
+
+
+def test_an_owner_operator_plugs_in(tmp_path: Path) -> None:
+    cfg = statemod.parse_config("registry:\n  - motd\n", ops={"motd": Motd})
+    src = etc(tmp_path / "src", {"etc/motd": "welcome home\n"})
+    dst = etc(tmp_path / "dst", {"etc/motd": "stock\n"})
+    assert cfg.registry[0].read(src) == {"greeting": "welcome home"}
+    cfg.registry[0].write(dst, {"greeting": "welcome home"})
+    assert (dst / "etc/motd").read_text() == "welcome home\n"
+
+
+# ---------------------------------------------------------------------- real stores
+
+KEY = "etc/ssh/ssh_host_ed25519_key"
+
+
+def base_tree(root: Path) -> Path:
+    tree = root / "tree"
+    build_base(tree)
+    etc(tree, {"etc/hosts": "127.0.0.1\tlocalhost\n127.0.1.1\tbase-host\n",
+               "etc/timezone": "Etc/UTC\n", KEY: "base-key\n",
+               "etc/default/locale": "LANG=C.UTF-8\n",
+               "etc/machine-id": "0123456789abcdef0123456789abcdef\n"})
+    os.chmod(tree / KEY, 0o600)
+    zoneinfo(tree, "Etc/UTC", "Europe/Berlin")
+    os.symlink("/usr/share/zoneinfo/Etc/UTC", tree / "etc/localtime")
+    return tree
+
+
+@pytest.fixture
+def state_store(engine: Engine, root_ns: Path) -> Engine:
+    engine.init(source_dir=base_tree(root_ns))
+    (root_ns / "mnt").mkdir()
+    return engine
+
+
+def edit(eng: Engine, root: Path, change) -> None:  # type: ignore[no-untyped-def]
+    mnt = root / "mnt"
+    eng.mount(mnt)
+    try:
+        change(mnt)
+    finally:
+        eng.umount(mnt)
+
+
+def read(eng: Engine, root: Path, *paths: str) -> list[str | None]:
+    out: list[str | None] = []
+    edit(eng, root, lambda m: out.extend(
+        (os.readlink(m / p) if (m / p).is_symlink() else (m / p).read_text())
+        if os.path.lexists(m / p) else None for p in paths))
+    return out
+
+
+def configure(m: Path) -> None:
+    """What an owner does on a good day: name the machine, pick a zone, new host key."""
+    (m / "etc/hostname").write_text("office-pc\n")
+    (m / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\toffice-pc\n")
+    os.unlink(m / "etc/localtime")
+    os.symlink("/usr/share/zoneinfo/Europe/Berlin", m / "etc/localtime")
+    (m / "etc/timezone").write_text("Europe/Berlin\n")
+    (m / KEY).write_text("key-v1\n")
+    (m / "etc/unrelated.conf").write_text("a change nobody manages\n")
+
+
+def break_it(m: Path) -> None:
+    os.unlink(m / "etc/hostname")
+    (m / KEY).write_text("key-v2 (an intruder's)\n")
+
+
+def test_restore_renders_the_captured_config_not_the_damage(state_store: Engine,
+                                                             root_ns: Path) -> None:
+    eng = state_store
+    edit(eng, root_ns, configure)
+    cap = eng.state_save()
+    assert cap is not None and cap.reason == "save"
+    assert {v.key: v.value for v in cap.values}["hostname.name"] == "office-pc"
+    assert eng.state_save() is None  # nothing changed: no new version
+    edit(eng, root_ns, break_it)
+    plan = eng.state_plan()
+    rows = {i.path: i for i in plan.items}
+    host = rows["/etc/hostname"]
+    assert (host.now, host.now_valid, host.written, host.can_keep) == (
+        "(deleted)", False, "office-pc", False)
+    assert host.source == f"capture {cap.id}"
+    key = rows["/" + KEY]
+    assert key.now_valid and key.can_keep and key.changed and "/" + KEY in plan.choices
+    assert "hostname" not in plan.choices  # a deleted value is never carried over
+    res = eng.restore()
+    assert "/etc/hostname" in res.written and "/" + KEY in res.written
+    assert read(eng, root_ns, "etc/hostname", "etc/hosts", "etc/localtime", "etc/timezone",
+                KEY, "etc/unrelated.conf") == [
+        "office-pc\n", "127.0.0.1\tlocalhost\n127.0.1.1\toffice-pc\n",
+        "/usr/share/zoneinfo/Europe/Berlin", "Europe/Berlin\n", "key-v1\n", None]
+    assert oct((eng.store.upper / KEY).stat().st_mode & 0o777) == "0o600"
+    # only what differs from the image is in the fresh layer
+    assert not (eng.store.upper / "etc/machine-id").exists()
+
+
+def test_a_capture_never_takes_a_deleted_value(state_store: Engine, root_ns: Path) -> None:
+    eng = state_store
+    edit(eng, root_ns, configure)
+    first = eng.state_save()
+    edit(eng, root_ns, break_it)
+    second = eng.state_save()  # a boot after the damage: the hostname is not taken
+    assert first is not None and second is not None
+    assert {v.key: v.value for v in second.values}["hostname.name"] == "office-pc"
+    assert second.notes == (f"/etc/hostname deleted: kept office-pc from capture {first.id}",)
+    assert eng.state_plan().items[0].written == "office-pc"
+
+
+def test_keep_current_keeps_a_valid_current_value(state_store: Engine, root_ns: Path) -> None:
+    eng = state_store
+    edit(eng, root_ns, configure)
+    eng.state_save()
+    edit(eng, root_ns, lambda m: (m / KEY).write_text("key-v2, rotated on purpose\n"))
+    with pytest.raises(UsageError, match="not a registry operator or a stash path"):
+        eng.restore(keep_current=["/etc/passwd"])
+    res = eng.restore(keep_current=["/" + KEY])
+    assert res.kept_current == ("/" + KEY,) and "/" + KEY not in res.written
+    assert read(eng, root_ns, KEY, "etc/hostname") == ["key-v2, rotated on purpose\n",
+                                                       "office-pc\n"]
+
+
+def test_a_new_layout_gets_well_formed_files(state_store: Engine, root_ns: Path) -> None:
+    """A newer base drops /etc/timezone and keeps the locale in /etc/locale.conf: the
+    registry's values are rendered the new way."""
+    eng = state_store
+    edit(eng, root_ns, configure)
+    eng.state_save()
+
+    def new_layout(m: Path) -> None:
+        os.unlink(m / "etc/timezone")
+        os.unlink(m / "etc/default/locale")
+        (m / "etc/locale.conf").write_text("LANG=C.UTF-8\n")
+        os.symlink("../locale.conf", m / "etc/default/locale")
+        os.unlink(m / "etc/localtime")
+        os.symlink("/usr/share/zoneinfo/Etc/UTC", m / "etc/localtime")
+    edit(eng, root_ns, new_layout)
+    eng.create(Kind.FULL, name="newbase")  # its values are captured with it: UTC, C.UTF-8
+    assert {v.key: v.value for v in eng.state_values()}["timezone.zone"] == "Etc/UTC"
+    eng.state_set({"timezone.zone": "Europe/Berlin", "locale.LANG": "de_DE.UTF-8"})
+    eng.rollback("newbase")  # the same stack: a fresh layer with the captures applied
+    assert read(eng, root_ns, "etc/timezone", "etc/localtime", "etc/locale.conf",
+                "etc/default/locale", "etc/hostname") == [
+        None, "/usr/share/zoneinfo/Europe/Berlin", "LANG=de_DE.UTF-8\n", "../locale.conf",
+        "office-pc\n"]
+
+
+def test_roll_back_applies_the_captures_to_the_older_stack(state_store: Engine,
+                                                           root_ns: Path) -> None:
+    eng = state_store
+    edit(eng, root_ns, configure)
+    eng.create(Kind.INCREMENTAL, name="configured")  # captured with the restore point
+    assert eng.state_captures()[0].reason == "restore-point"
+    edit(eng, root_ns, lambda m: (m / "etc/unrelated.conf").write_text("later\n"))
+    eng.rollback("base")
+    assert read(eng, root_ns, "etc/hostname", KEY, "etc/unrelated.conf") == [
+        "office-pc\n", "key-v1\n", None]
+
+
+def test_stash_refuses_a_symlink_out_of_the_tree(state_store: Engine, root_ns: Path) -> None:
+    eng = state_store
+    eng.state_save()
+    conf = eng.store.state_conf
+    conf.write_text(statemod.DEFAULT_CONFIG.replace("  - /etc/wireguard\n",
+                                                    "  - /etc/wireguard\n  - /etc/vpn\n"))
+    edit(eng, root_ns, lambda m: (os.symlink("../../../../outside", m / "etc/vpn"),
+                                  (m / "etc/hostname").write_text("still-captured\n")))
+    with pytest.raises(StoreError, match=r"stash /etc/vpn: a symlink \(-> ../../../../outside\)"
+                                         " out of the tree"):
+        eng.state_save()
+    assert eng.state_values()[0].value == "still-captured"  # the rest was captured
+
+
+def test_reference_paths_stay_the_images_inside_a_stash(state_store: Engine,
+                                                        root_ns: Path) -> None:
+    eng = state_store
+    eng.store.state_conf.write_text(
+        "registry: [hostname]\nstash:\n  - /etc/app\nreference:\n  - /etc/app/main.conf\n")
+
+    def change(m: Path) -> None:
+        (m / "etc/app/main.conf").write_text("level = 99\n")
+        (m / "etc/app/mine.conf").write_text("mine\n")
+    edit(eng, root_ns, change)
+    eng.state_save()
+    assert not (eng.state_captures()[0] and
+                (eng.store.captures / eng.state_captures()[0].id / "stash/etc/app/main.conf")
+                .exists())
+    plan = {i.path: i for i in eng.state_plan().items}
+    assert plan["/etc/app/main.conf"].now == "changed in the writable layer"
+    eng.restore()
+    assert read(eng, root_ns, "etc/app/main.conf", "etc/app/mine.conf",
+                "etc/app/extra.conf") == ["level = 1\n", "mine\n", "extra = yes\n"]
+
+
+def test_captures_are_versioned_and_pruned(state_store: Engine, root_ns: Path) -> None:
+    eng = state_store
+    eng.store.state_conf.write_text("keep: 2\nregistry: [hostname]\n")
+    for name in ("one", "two", "three"):
+        eng.state_set({"hostname.name": name})
+    caps = eng.state_captures()
+    assert [c.reason for c in caps] == ["set", "set"]
+    assert [v.value for c in caps for v in c.values] == ["three", "two"]
+    with pytest.raises(UsageError, match=r"hostname\.name 'no way'"):
+        eng.state_set({"hostname.name": "no way"})
+    with pytest.raises(UsageError, match=r"unknown key 'hostname\.nmae'"):
+        eng.state_set({"hostname.nmae": "x"})
+
+
+def test_the_cli_twin(state_store: Engine, root_ns: Path) -> None:
+    data = str(state_store.data_dir)
+    run = ["--data", data, "--run-dir", str(root_ns / "run")]
+    p = ibi("state", "set", "hostname.name=lab-7", "timezone.zone=Europe/Berlin", *run)
+    assert p.returncode == 0 and "saved as capture" in p.stdout, p.stderr
+    p = ibi("state", "get", "hostname.name", *run)
+    assert (p.returncode, p.stdout) == (0, "lab-7\n")
+    p = ibi("state", "list", "--json", *run)
+    doc = json.loads(p.stdout)
+    assert {"path": "/etc/hostname", "operator": "hostname"} in doc["paths"]
+    assert doc["captures"][0]["reason"] == "set"
+    p = ibi("restore", "--dry-run", *run)
+    assert p.returncode == 0
+    assert "  /etc/hostname [hostname]\n      now:  base-host\n      gets: lab-7" in p.stdout
+    p = ibi("restore", "--dry-run", "--json", *run)
+    assert json.loads(p.stdout)["state"]["items"][0]["written"] == "lab-7"
+    p = ibi("restore", "--keep-current", "bogus", "--yes", *run)
+    assert p.returncode == 2 and "--keep-current 'bogus'" in one_line_error(p)
+    p = ibi("restore", "--keep-current", "hostname", "--yes", *run)
+    assert p.returncode == 0 and "kept as they were: /etc/hostname" in p.stdout, p.stderr
+    p = ibi("state", "diff", *run)
+    assert p.returncode == 0 and "captured: lab-7" in p.stdout
+    state_store.store.state_conf.write_text("registry:\n  - hostname\n\tstash: []\n")
+    p = ibi("state", "list", *run)
+    assert p.returncode == 1 and "state.yaml line 3: not valid YAML" in one_line_error(p)
+    p = ibi("state", "save", "--boot", *run)  # not the store's normal boot: nothing to do
+    assert p.returncode == 0 and "nothing captured" in p.stdout
