@@ -18,9 +18,21 @@ import urwid
 
 from maintenance.engine import Engine
 from maintenance.errors import IbiError, InUse
-from maintenance.model import Change, ImageMeta, Kind, LayerStats, Progress, ProgressFn, Status
+from maintenance.model import (
+    CaptureInfo,
+    Change,
+    ImageMeta,
+    Kind,
+    LayerStats,
+    Progress,
+    ProgressFn,
+    RegistryValue,
+    StatePlan,
+    Status,
+)
 
 from . import decision
+from .state_views import StateTable, StateView, restored_lines, saved_lines
 from .views import (
     ALL_ACTIONS,
     RESCUE_ACTIONS,
@@ -45,6 +57,9 @@ CHANGES_SHOWN = 200  # paths listed on a confirmation page
 DETAILS_SHOWN = 1000
 
 Work = Callable[[ProgressFn], Any]
+# what Restore System would do: the layer's figures, the managed state (or why it cannot be
+# read), the first changed paths, the stack
+RestorePlan = tuple[LayerStats, StatePlan | str, list[Change], list[str] | None]
 Done = Callable[[Any, BaseException | None], None]
 OnProgress = Callable[[Progress | None, float], None]
 
@@ -151,11 +166,12 @@ class Controller:
         self.host.dialog(Dialog("the action failed", lines, self.host.close_dialog,
                                 error=True, more=more))
 
-    def _or_queue(self, action: str, name: str | None = None, description: str = ""
-                  ) -> Callable[[BaseException], None]:
-        """An error handler for Restore and Create: when the writable layer is in use (the
-        menu runs in a booted system, not in Maintenance Mode), offer to queue the action
-        for the next boot instead (``.root_images/pending``, run before the root is built)."""
+    def _or_queue(self, action: str, name: str | None = None, description: str = "",
+                  keep: Sequence[str] = ()) -> Callable[[BaseException], None]:
+        """An error handler for Restore, Roll back and Create: when the writable layer is in
+        use (the menu runs in a booted system, not in Maintenance Mode), offer to queue the
+        action for the next boot instead (``.root_images/pending``, run before the root is
+        built), with the same "keep current" choices."""
         def handler(exc: BaseException) -> None:
             if not isinstance(exc, InUse):
                 self.error(exc)
@@ -165,7 +181,8 @@ class Controller:
                 self.host.close_dialog()
                 self._work("Queueing for the next boot", "",
                            lambda _r: self.engine.queue(action, name=name or None,
-                                                        description=description),
+                                                        description=description,
+                                                        keep=tuple(keep)),
                            lambda _res: self.host.show(result_page(
                                "Queued for the next boot",
                                [f"The next boot runs {action} before it builds the root.",
@@ -209,10 +226,10 @@ class Controller:
 
     # ------------------------------------------------------------------ Restore System
     def restore(self) -> None:
-        def work(_r: ProgressFn) -> tuple[LayerStats, tuple[str, ...], list[Change],
-                                         list[str] | None]:
-            stats, keep = self.engine.restore_plan()
-            return stats, keep, self.engine.changes(limit=CHANGES_SHOWN), self._stack_or_none()
+        def work(_r: ProgressFn) -> RestorePlan:
+            stats, _ = self.engine.restore_plan()
+            return (stats, self._state_plan(None), self.engine.changes(limit=CHANGES_SHOWN),
+                    self._stack_or_none())
         self._work("Reading the writable layer", "", work, self._confirm_restore)
 
     def _stack_or_none(self) -> list[str] | None:
@@ -221,22 +238,36 @@ class Controller:
         except IbiError:
             return None
 
-    def _confirm_restore(self, plan: tuple[LayerStats, tuple[str, ...], list[Change],
-                                           list[str] | None]) -> None:
-        stats, keep, changes, tab = plan
-        lines: list[Line | str] = [
+    def _state_plan(self, name: str | None) -> StatePlan | str:
+        """What Restore (``name`` None) or Roll back to ``name`` writes for each managed
+        path, or why that cannot be read: the confirmation still shows then, with the
+        reason (a rescue must not stop at unreadable settings)."""
+        try:
+            return self.engine.state_plan(name)
+        except IbiError as e:
+            log.warning("state plan: %s", e)
+            return str(e)
+        except Exception as e:  # OSError, or state the engine did not foresee
+            log.error("state plan failed", exc_info=e)
+            return f"{type(e).__name__}: {e}"
+
+    def _confirm_restore(self, plan: RestorePlan) -> None:
+        stats, state, changes, tab = plan
+        table = StateTable(state)
+        lines: list[Line | str | urwid.Widget] = [
             "Restore System throws away every change made to the system since the last",
             "restore point, and starts again from a fresh, empty writable layer.", ""]
-        lines += discard_lines(stats, changes, keep)
+        lines += discard_lines(stats)
         lines += ["", ("title", "Kept:"),
                   "  /home: every user's files (they live outside the images)",
                   "  the image stack: " + (" -> ".join(tab) if tab else "(roottab unreadable)"),
-                  "  every image in the store"]
-        lines += preserved_lines(keep)
-        self.host.show(ConfirmView("Restore System", lines, "RESTORE", self._do_restore,
-                                   self.back))
+                  "  every image in the store", ""]
+        lines += table.lines
+        lines += changed_lines(changes)
+        self.host.show(ConfirmView("Restore System", lines, "RESTORE",
+                                   lambda: self._do_restore(table.chosen()), self.back))
 
-    def _do_restore(self) -> None:
+    def _do_restore(self, keep: tuple[str, ...]) -> None:
         self.host.back()  # the confirmation
 
         def done(res: Any) -> None:
@@ -245,12 +276,14 @@ class Controller:
                 f"{plural(res.discarded.deleted, 'deleted path')}, "
                 f"{human(res.discarded.bytes)}.",
                 f"The old layer was set aside in {res.trash} (ibi purge deletes it).",
-                "Kept config: " + (", ".join(res.preserved) or "none"),
+                *restored_lines(res.written, res.kept_current, res.warnings),
                 "", "The writable layer is now fresh"
-                + (": it holds only the kept config." if res.preserved else " and empty.")]
+                + (": it holds only the saved settings." if res.written or res.kept_current
+                   else " and empty.")]
             self.host.show(result_page("System restored", lines, self.reload))
-        self._work("Restoring the system", "", lambda _r: self.engine.restore(), done,
-                   mutating=True, on_error=self._or_queue("restore"))
+        self._work("Restoring the system", "",
+                   lambda _r: self.engine.restore(keep_current=keep), done,
+                   mutating=True, on_error=self._or_queue("restore", keep=keep))
 
     # ------------------------------------------------------------------ restore points
     def create_full(self) -> None:
@@ -399,39 +432,31 @@ class Controller:
     def _confirm_rollback(self, name: str) -> None:
         def work(_r: ProgressFn) -> Any:
             new = self.engine.review_stack(name)
-            stats, keep = self.engine.restore_plan()
-            return (new, stats, keep, self.engine.changes(limit=CHANGES_SHOWN),
-                    self._stack_or_none())
+            stats, _ = self.engine.restore_plan()
+            return (new, stats, self._state_plan(name),
+                    self.engine.changes(limit=CHANGES_SHOWN), self._stack_or_none())
 
         def shown(res: Any) -> None:
-            new, stats, keep, changes, tab = res
+            new, stats, state, changes, tab = res
+            table = StateTable(state)
             above = [n for n in (tab or []) if n not in new]
-            lines: list[Line | str] = [
+            lines: list[Line | str | urwid.Widget] = [
                 "The stack becomes: " + " -> ".join(new),
                 "  (now: " + (" -> ".join(tab) if tab else "roottab unreadable") + ")", ""]
-            lines += discard_lines(stats, changes, keep,
-                                   why="its changes were made on the current stack")
+            lines += discard_lines(stats, why="its changes were made on the current stack")
             lines += ["", ("title", "Kept:"),
                       "  /home: every user's files",
                       "  every image in the store"
                       + (f", including {', '.join(above)} (roll forward to it again later)"
-                         if above else "")]
-            lines.append(self._carried_on_rollback())
+                         if above else ""), ""]
+            lines += table.lines
+            lines += changed_lines(changes)
             self.host.show(ConfirmView(f"Roll back to {name}", lines, "ROLLBACK",
-                                       lambda: self._do_rollback(name), self.back))
+                                       lambda: self._do_rollback(name, table.chosen()),
+                                       self.back))
         self._work("Reading the store", "", work, shown)
 
-    def _carried_on_rollback(self) -> str:
-        """A Roll back carries the preserved config paths from the system as it runs now
-        (not only from the writable layer), as the older stack may predate them."""
-        try:
-            paths = self.engine.store.read_preserve()
-        except Exception:  # a store too broken to say: the engine still carries what it can
-            paths = []
-        return ("  preserved config, carried over from the current system: "
-                + (", ".join(paths) if paths else "the paths listed in .root_images/preserve"))
-
-    def _do_rollback(self, name: str) -> None:
+    def _do_rollback(self, name: str, keep: tuple[str, ...]) -> None:
         self.host.back()  # confirmation
         self.host.back()  # picker
 
@@ -440,8 +465,9 @@ class Controller:
                 "The stack is now: " + " -> ".join(new),
                 "The old writable layer was set aside (ibi purge deletes it).",
                 "Continue booting to start the system from there."], self.reload))
-        self._work(f"Rolling back to {name}", "", lambda _r: self.engine.rollback(name),
-                   done, mutating=True)
+        self._work(f"Rolling back to {name}", "",
+                   lambda _r: self.engine.rollback(name, keep_current=keep), done,
+                   mutating=True, on_error=self._or_queue("rollback", name, keep=keep))
 
     def delete(self) -> None:
         def shown(res: tuple[list[tuple[str, str]], list[str] | None]) -> None:
@@ -490,6 +516,27 @@ class Controller:
                        "Restore point deleted", [f"Deleted {name}; freed {human(size)}."],
                        self.reload)), mutating=True)
 
+    # ------------------------------------------------------------------ saved settings
+    def state(self) -> None:
+        def work(_r: ProgressFn) -> tuple[tuple[RegistryValue, ...], tuple[CaptureInfo, ...],
+                                         StatePlan]:
+            return (self.engine.state_values(), self.engine.state_captures(),
+                    self.engine.state_plan())
+
+        def shown(res: tuple[tuple[RegistryValue, ...], tuple[CaptureInfo, ...],
+                             StatePlan]) -> None:
+            self.host.show(StateView(*res, on_save=self._save_state, on_back=self.back))
+        self._work("Reading the saved settings", "", work, shown)
+
+    def _save_state(self, values: dict[str, str | None]) -> None:
+        """Make a new capture with the changed values. A refused value (UsageError) is a
+        dialog over the settings, whose fields keep what was typed."""
+        def done(info: CaptureInfo) -> None:
+            self.host.back()  # the settings, with their old values
+            self.host.show(result_page("Settings saved", saved_lines(info, values),
+                                       self.reload))
+        self._work("Saving the settings", "", lambda _r: self.engine.state_set(values), done)
+
     # ------------------------------------------------------------------ the rest
     def shell(self) -> None:
         how = self.host.run_shell()
@@ -504,28 +551,25 @@ class Controller:
                                                          self.back)))
 
 
-def discard_lines(stats: LayerStats, changes: Sequence[Change], keep: Sequence[str],
-                  why: str = "set aside, deleted later by ibi purge") -> list[Line | str]:
-    """What Restore (or Roll back) discards: the writable layer, counted and listed."""
+def discard_lines(stats: LayerStats, why: str = "set aside, deleted later by ibi purge"
+                  ) -> list[Line | str]:
+    """What Restore (or Roll back) discards: the writable layer, counted."""
     if stats.files == 0 and stats.deleted == 0:
         return [("title", "Discarded:"), "  nothing: the writable layer is empty."]
-    out: list[Line | str] = [
+    return [
         ("title", f"Discarded: the writable layer ({why}):"),
         ("warning", f"  {plural(stats.changed, 'new or changed file')}, "
                     f"{plural(stats.deleted, 'deleted path')}, "
                     f"{plural(stats.opaque, 'replaced directory', 'replaced directories')}, "
                     f"{human(stats.bytes)}")]
-    kept = set(keep)
-    for c in changes:
-        tag = "  (preserved: carried over)" if c.path in kept else ""
-        out.append(f"    {c.what:8} {c.path}{tag}")
+
+
+def changed_lines(changes: Sequence[Change]) -> list[Line | str]:
+    """The paths the writable layer changes, listed last: the list may be long."""
+    if not changes:
+        return []
+    out: list[Line | str] = ["", ("title", "Discarded, path by path:")]
+    out += [f"    {c.what:8} {c.path}" for c in changes]
     if len(changes) >= CHANGES_SHOWN:
         out.append(("dim", f"    ... only the first {CHANGES_SHOWN} paths are listed"))
     return out
-
-
-def preserved_lines(keep: Sequence[str]) -> list[Line | str]:
-    if not keep:
-        return ["  preserved config: none of the preserved paths is changed"]
-    return ["  preserved config, carried into the fresh layer: " + ", ".join(keep)]
-

@@ -28,6 +28,7 @@ class MainActions(Protocol):
     def live_review(self) -> None: ...
     def rollback(self) -> None: ...
     def delete(self) -> None: ...
+    def state(self) -> None: ...
     def verify(self) -> None: ...
     def shell(self) -> None: ...
     def reboot(self) -> None: ...
@@ -45,6 +46,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("live_review", "Live Review...", "l"),
     ("rollback", "Roll back to...", "b"),
     ("delete", "Delete restore point...", "d"),
+    ("state", "Saved settings (state)...", "t"),
     ("verify", "Verify images", "v"),
     ("shell", "Shell", "s"),
     ("reboot", "Reboot", "e"),
@@ -57,6 +59,7 @@ RESCUE_ACTIONS = ("continue_boot", "restore", "rollback", "shell", "reboot", "po
 MAIN_FOOTER = " Up/Down Enter: choose  letter: shortcut  w: what changed  ?: help"
 DIALOG_FOOTER = " Enter: OK  Esc: back  ?: help"
 EDIT_FOOTER = " Type, then Enter  Tab/Down: buttons  PgUp/PgDn: scroll  Esc: back"
+KEEP_FOOTER = " Type, then Enter  Tab: boxes, buttons  Space: tick  PgDn: scroll  Esc: back"
 PICK_FOOTER = " Up/Down: move  Enter: choose  Esc: back  ?: help"
 BUSY_FOOTER = " Working - please wait (the menu stays responsive; ?: help)"
 
@@ -288,17 +291,17 @@ HELP_LINES: list[Line | str] = [
     "",
     ("title", "Actions"),
     "Continue booting: boot the system as it is (the default).",
-    "Restore System: throw the writable layer away; /home, the images and the",
-    "  preserved config files stay. Asks you to type RESTORE.",
+    "Restore System: throw the writable layer away (/home and the images stay);",
+    "  the saved settings are written back from the last capture. Types RESTORE.",
     "Create Full / Incremental Restore Point: squash the whole system (full) or",
     "  just the writable layer (incremental) into a new image on the stack.",
     "Live Review: boot an older restore point read-only with a RAM layer on top;",
     "  nothing changes on disk (only /home is the real one).",
     "Roll back to: make the stack end at an older restore point. Types ROLLBACK.",
     "Delete restore point: remove an image no stack needs. Types DELETE.",
+    "Saved settings: the hostname, time zone, ... Restore writes back; edit them.",
     "Verify images: check every image against its checksum.",
-    "Shell: a root shell on this terminal; type exit to come back.",
-    "Reboot, Power off: leave Maintenance Mode without booting.",
+    "Shell: a root shell (exit comes back).  Reboot, Power off: leave the menu.",
 ]
 
 
@@ -319,8 +322,9 @@ class Page(Wrap):
                  bottom: Sequence[urwid.Widget], on_back: Callable[[], Any] | None,
                  *, danger: bool = False) -> None:
         self.on_back = on_back
-        widgets = [w if isinstance(w, urwid.Widget) else _text([w])[0] for w in lines]
-        self.body = urwid.ListBox(urwid.SimpleListWalker(list[Any](widgets)
+        self.body_widgets: list[urwid.Widget] = [
+            w if isinstance(w, urwid.Widget) else _text([w])[0] for w in lines]
+        self.body = urwid.ListBox(urwid.SimpleListWalker(list[Any](self.body_widgets)
                                                           or [urwid.Text("")]))
         head = urwid.Text(("danger" if danger else "title", f" {title} "))
         self.controls = urwid.Pile([urwid.Divider("-"), *bottom]) if bottom else None
@@ -341,11 +345,14 @@ class Page(Wrap):
 
 
 class ConfirmView(Page):
-    """A destructive action: what is discarded and what is kept, then the word to type."""
+    """A destructive action: what is discarded and what is kept, then the word to type.
+
+    The body may hold choices (check boxes, e.g. "keep current"): Tab goes from the word to
+    them, then to the buttons and back; typing a letter there goes back to the word."""
 
     footer = EDIT_FOOTER
 
-    def __init__(self, title: str, lines: Sequence[Line | str], word: str,
+    def __init__(self, title: str, lines: Sequence[Line | str | urwid.Widget], word: str,
                  on_confirm: Callable[[], Any], on_cancel: Callable[[], Any]) -> None:
         self.word = word
         self.on_confirm = on_confirm
@@ -355,8 +362,18 @@ class ConfirmView(Page):
         self.controls_pile = urwid.Pile([urwid.AttrMap(self.edit, "edit"), self.message,
                                          self.buttons])
         super().__init__(title, lines, [self.controls_pile], on_cancel, danger=True)
+        self.choices = [i for i, w in enumerate(self.body_widgets) if w.selectable()]
+        if self.choices:
+            self.footer = KEEP_FOOTER
 
     def keypress(self, size: Size, key: str) -> str | None:
+        if key == "tab":
+            self._tab()
+            return None
+        if self.frame.focus_position == "body":
+            if len(key) != 1 or key == " ":  # moving among the choices, ticking one
+                return super().keypress(size, key)
+            self._focus_word()  # a letter: it belongs to the word
         if key == "enter" and self.controls_pile.focus is not self.buttons:
             if self.edit.edit_text.strip() == self.word:
                 self.on_confirm()
@@ -364,10 +381,25 @@ class ConfirmView(Page):
                 self.message.set_text(("warning", f"Type {self.word} exactly (capital "
                                        "letters), or press Esc to cancel."))
             return None
-        if key == "tab":
-            self.controls_pile.focus_position = 2 if self.controls_pile.focus_position == 0 else 0
-            return None
         return super().keypress(size, key)
+
+    def _tab(self) -> None:
+        """The word, then the choices (if any), then the buttons, then the word again."""
+        if self.frame.focus_position == "body":
+            self.frame.focus_position = "footer"
+            self.controls_pile.focus_position = 2
+        elif self.controls_pile.focus_position == 0 and self.choices:
+            if self.body.focus_position not in self.choices:
+                self.body.set_focus(self.choices[0])
+            self.frame.focus_position = "body"
+        elif self.controls_pile.focus_position == 0:
+            self.controls_pile.focus_position = 2
+        else:
+            self._focus_word()
+
+    def _focus_word(self) -> None:
+        self.frame.focus_position = "footer"
+        self.controls_pile.focus_position = 0
 
 
 class CreateView(Page):

@@ -115,6 +115,25 @@ class MenuItem(Wrap):
         return key
 
 
+class CheckItem(Wrap):
+    """A check box (``[ ] label``, ``[X] label``; Space or Enter ticks it) that shows its
+    focus with a ``>`` marker, as MenuItem does, and the ``focus`` attribute."""
+
+    def __init__(self, label: str) -> None:
+        self.box = urwid.CheckBox(label)
+        self._marker = urwid.Text(" ")
+        cols = urwid.Columns([(2, self._marker), self.box])
+        super().__init__(urwid.AttrMap(cols, None, focus_map="focus"))
+
+    @property
+    def checked(self) -> bool:
+        return bool(self.box.get_state())
+
+    def render(self, size: Size, focus: bool = False) -> urwid.Canvas:
+        self._marker.set_text(">" if focus else " ")
+        return super().render(size, focus)
+
+
 class ButtonRow(Wrap):
     """A row of MenuItems side by side (``[ OK ]  [ Cancel ]``), left/right moves focus."""
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from maintenance.errors import InUse, NoSpace
+from maintenance.errors import InUse, NoSpace, StoreError
 from screens import decision
 from screens.controller import Controller
-from tests.menu_fakes import FakeEngine, SyncHost
+from tests.menu_fakes import FakeEngine, FakeState, SyncHost
 
 
 def start(tmp_path: Path, engine: FakeEngine | None = None) -> tuple[Controller, SyncHost,
@@ -40,21 +40,96 @@ def test_restore_explains_then_needs_restore_typed(tmp_path: Path) -> None:
     text = host.text()
     assert "Restore System" in text
     assert "3 new or changed files" in text
-    assert "changed  /etc/file0  (preserved: carried over)" in text
-    assert "changed  /etc/file2" in text
     assert "/home: every user's files" in text
     assert "the image stack: base -> apps" in text
-    assert "preserved config, carried into the fresh layer: /etc/file0" in text
+    assert "Saved settings, from capture 20261120T093000Z-boot (2026-11-20 09:30):" in text
+    host.press("page down")  # the discarded paths come last: the list may be long
+    text = host.text()
+    assert "changed  /etc/file0" in text and "changed  /etc/file2" in text
+    assert "/etc/hostname (hostname): web01, unchanged" in text
+    assert "preserved" not in text and "keep current" not in text  # nothing to choose
     typed(host, "yes")
     assert "restore" not in eng.calls
     host.press(*["backspace"] * 3)
     typed(host, "RESTORE")
-    assert "restore" in eng.calls
-    assert "System restored" in host.text()
-    assert "The writable layer is now fresh: it holds only the kept config." in host.text()
+    assert "restore" in eng.calls and eng.kept == ()
+    text = host.text()
+    assert "System restored" in text
+    assert "Saved settings written: /etc/hostname, /etc/hosts, /etc/timezone," in text
+    assert "Kept as they were" not in text
+    assert "The writable layer is now fresh: it holds only the saved settings." in text
     host.press("enter")
     assert len(host.views) == 1 and "Continue booting" in host.text()
     assert host.exit_code is None
+
+
+def test_restore_marks_a_deleted_hostname_and_writes_the_captured_one(tmp_path: Path
+                                                                      ) -> None:
+    eng = FakeEngine()
+    eng.state.now["/etc/hostname"] = "(deleted)"
+    _ctl, host, _ = start(tmp_path, eng)
+    host.press("r")
+    screen = host.text().splitlines()
+    i = screen.index(next(r for r in screen if "/etc/hostname (hostname)" in r))
+    assert screen[i + 1].strip() == "! now:     (deleted)"
+    assert screen[i + 2].strip() == "written: web01 (deleted -> restored from the capture)"
+    assert "keep current" not in host.text()  # a deleted value is never kept
+    eng.state.warnings = ("/etc/timezone: cannot be written: No space left on device",)
+    typed(host, "RESTORE")
+    assert eng.kept == () and eng.state.now["/etc/hostname"] == "web01"
+    text = host.text()
+    assert "Saved settings written: /etc/hostname," in text
+    assert "! /etc/timezone: cannot be written: No space left on device" in text
+
+
+def changed_system(eng: FakeEngine) -> FakeEngine:
+    """The running system changed its hostname and an SSH host key since the capture."""
+    eng.state.now["/etc/hostname"] = "web02"
+    eng.state.now["/etc/hosts"] = "127.0.1.1 web02"
+    eng.state.now["/etc/ssh/ssh_host_ed25519_key"] = "sha256 9f8e7d6c"
+    return eng
+
+
+def test_keep_current_passes_the_choice_to_restore(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path, changed_system(FakeEngine()))
+    host.press("r", "tab")  # to the first box, scrolled into view
+    text = host.text()
+    assert "> [ ] keep current hostname" in text
+    assert "now:     127.0.1.1 web02" in text
+    assert "written: 127.0.1.1 web01 (restored from the capture)" in text
+    assert text.count("keep current hostname") == 1  # one box for both files
+    assert "  [ ] keep current file" in text
+    host.press(" ")
+    assert "> [X] keep current hostname" in host.text()
+    typed(host, "RESTORE")  # letters go back to the word
+    assert eng.kept == ("hostname",)
+    text = host.text()
+    assert "Kept as they were: /etc/hostname, /etc/hosts" in text
+    assert "Saved settings written: /etc/timezone, /etc/machine-id," in text
+    assert eng.state.now["/etc/hostname"] == "web02"
+
+
+def test_restore_without_a_capture_says_the_image_is_used(tmp_path: Path) -> None:
+    eng = FakeEngine()
+    eng.state = FakeState(captured=False)
+    _ctl, host, _ = start(tmp_path, eng)
+    host.press("r")
+    text = host.text()
+    assert "no capture of them exists yet: each path gets the image's file" in text
+    assert "from capture" not in text
+
+
+def test_unreadable_state_still_lets_restore_go_ahead(tmp_path: Path) -> None:
+    eng = FakeEngine()
+    eng.fail["state_plan"] = StoreError("state/captures/x/values: unparsable")
+    _ctl, host, _ = start(tmp_path, eng)
+    host.press("r")
+    text = host.text()
+    assert "Saved settings:" in text
+    assert "they cannot be read: state/captures/x/values: unparsable" in text
+    del eng.fail["state_plan"]
+    typed(host, "RESTORE")
+    assert "System restored" in host.text() and eng.kept == ()
 
 
 def test_cancelled_restore_changes_nothing(tmp_path: Path) -> None:
@@ -145,14 +220,28 @@ def test_rollback_confirm_and_cancel(tmp_path: Path) -> None:
     assert "The stack becomes: base -> apps" in text
     assert "including tuned (roll forward" in text
     assert "3 new or changed files" in text
+    assert "Saved settings, from capture 20261120T093000Z-boot" in text
+    assert eng.calls.count("state_plan") == 1
     host.press("esc")
     assert "rollback" not in eng.calls and eng.tab == ["base", "apps", "tuned"]
     host.press("enter")
     typed(host, "ROLLBACK")
-    assert eng.tab == ["base", "apps"]
+    assert eng.tab == ["base", "apps"] and eng.kept == ()
     assert "The stack is now: base -> apps" in host.text()
     host.press("enter")
     assert len(host.views) == 1
+
+
+def test_rollback_keeps_the_current_value_when_ticked(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path, changed_system(FakeEngine(("base", "apps", "tuned"))))
+    host.press("b", "enter", "tab", "down")  # the second box: the SSH host key
+    assert "> [ ] keep current file" in host.text()
+    host.press(" ")
+    typed(host, "ROLLBACK")
+    assert eng.tab == ["base", "apps"]
+    assert eng.kept == ("/etc/ssh/ssh_host_ed25519_key",)
+    assert eng.state.now["/etc/ssh/ssh_host_ed25519_key"] == "sha256 9f8e7d6c"
+    assert eng.state.now["/etc/hostname"] == "web01"
 
 
 def test_delete_only_offers_images_outside_the_stack(tmp_path: Path) -> None:
@@ -249,6 +338,24 @@ def test_live_layer_offers_to_queue_for_next_boot(tmp_path: Path) -> None:
     assert host.dialog_widget is None and eng.queued[0] == "incremental"
 
 
+def test_queued_restore_and_rollback_keep_the_choices(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path, changed_system(FakeEngine(("base", "apps", "tuned"))))
+    live = InUse("the writable layer is in use by the overlay on /")
+    eng.fail["restore"] = live
+    host.press("r", "tab", " ", *"RESTORE", "enter")
+    assert "[ Queue for the next boot ]" in host.text()
+    host.press("right", "enter")
+    assert (eng.queued, eng.queued_keep) == (("restore", None, ""), ("hostname",))
+    assert "The next boot runs restore before it builds the root." in host.text()
+    host.press("enter")
+    eng.fail["rollback"] = live
+    host.press("b", "enter", "tab", "down", " ", *"ROLLBACK", "enter")
+    host.press("right", "enter")
+    assert (eng.queued, eng.queued_keep) == (("rollback", "apps", ""),
+                                             ("/etc/ssh/ssh_host_ed25519_key",))
+    assert eng.tab == ["base", "apps", "tuned"]  # nothing rolled back now
+
+
 @pytest.mark.parametrize("exc", [OSError(5, "Input/output error"), ValueError("bad yaml")])
 def test_unforeseen_status_failure_still_opens_the_menu(tmp_path: Path,
                                                         exc: Exception) -> None:
@@ -279,3 +386,64 @@ def test_boot_error_is_shown_first(tmp_path: Path) -> None:
         text = host.text()
         assert "the boot failed" in text.lower()
         assert "roottab.prev: image 'x' is missing" in text
+
+
+def test_saved_settings_shows_values_and_captures(tmp_path: Path) -> None:
+    eng = FakeEngine()
+    eng.state.capture("save", eng.state.values())
+    _ctl, host, _ = start(tmp_path, eng)
+    assert "t Saved settings (state)..." in host.text()
+    host.press("t")
+    text = host.text()
+    assert "Last capture: 20261120T103000Z-save" in text
+    assert "made 2026-11-20 10:30 (by ibi state save); 1 older capture kept" in text
+    assert "> hostname.name   web01" in text  # the first field has the focus
+    assert "timezone.zone   Europe/Berlin" in text
+    assert "the host name: letters, digits and '-', 1 to 63 (/etc/hostname, /etc/hosts)" in text
+    assert "Kept byte for byte (stash)" in text and "/etc/ssh/ssh_host_ed25519_key" in text
+    host.press("esc")
+    assert len(host.views) == 1 and "state_set" not in eng.calls
+
+
+def test_save_passes_the_edited_value(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    host.press("t", *["backspace"] * 5, *"web02", "enter")
+    assert eng.calls[-1] == "state_set"
+    assert eng.state.values()["hostname.name"] == "web02"
+    assert eng.state.values()["timezone.zone"] == "Europe/Berlin"  # untouched
+    text = host.text()
+    assert "Settings saved" in text
+    assert "New capture 20261120T103000Z-set, made 2026-11-20 10:30:" in text
+    assert "hostname.name = web02" in text and "timezone" not in text
+    host.press("enter")
+    assert len(host.views) == 1 and "Continue booting" in host.text()
+    host.press("t")
+    assert "hostname.name   web02" in host.text()
+
+
+def test_an_emptied_field_removes_the_value(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    host.press("t", "down", "end", *["backspace"] * 13, "tab", "enter")  # Save, by its button
+    assert eng.state.values()["timezone.zone"] is None
+    assert "timezone.zone: removed (the image's file)" in host.text()
+
+
+def test_a_refused_value_is_shown_and_the_fields_keep_it(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    host.press("t", *["backspace"] * 5, *"bad name!", "enter")
+    text = host.text()
+    assert "Error: the action failed" in text
+    assert "hostname.name: 'bad name!' is not a host name" in text
+    assert len(eng.state.captures) == 1  # no capture made
+    host.press("enter")  # OK
+    assert host.dialog_widget is None
+    assert "hostname.name   bad name!" in host.text()
+    host.press(*["backspace"] * 9, *"good", "enter")
+    assert eng.state.values()["hostname.name"] == "good"
+
+
+def test_save_with_nothing_changed_makes_no_capture(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    host.press("t", "enter")
+    assert "Nothing changed: no new capture is made." in host.text()
+    assert "state_set" not in eng.calls

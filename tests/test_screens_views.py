@@ -3,12 +3,19 @@ against a recording controller (urwid's own widget-test style: render, keypress)
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+from typing import Any
+
 import pytest
 import urwid
 
 from maintenance.model import Level, Notice, Progress
 from screens.app import App
+from screens.controller import Controller
+from screens.state_views import StateTable, StateView
 from screens.views import (
+    KEEP_FOOTER,
     RESCUE_ACTIONS,
     ConfirmView,
     CreateView,
@@ -18,7 +25,15 @@ from screens.views import (
     PickerView,
     ProgressView,
 )
-from tests.menu_fakes import RecordingController, make_status, rows, screen_text
+from tests.menu_fakes import (
+    FakeEngine,
+    FakeState,
+    RecordingController,
+    SyncHost,
+    make_status,
+    rows,
+    screen_text,
+)
 
 SIZES = [(80, 24), (132, 43)]
 
@@ -62,7 +77,8 @@ def test_main_view_shows_stack_layer_actions_disk(size: tuple[int, int]) -> None
     assert screen.index(layer) > max(i for i, r in enumerate(screen) if "tuned" in r)
     for label in ("Continue booting", "Restore System", "Create Full Restore Point",
                   "Create Incremental Restore Point", "Live Review...", "Roll back to...",
-                  "Delete restore point...", "Verify images", "Shell", "Reboot", "Power off"):
+                  "Delete restore point...", "Saved settings (state)...", "Verify images",
+                  "Shell", "Reboot", "Power off"):
         assert label in text, label
     assert "> c Continue booting" in text  # the default has the focus
     assert "Data partition" in text and "used" in text and "20.0 GiB/100.0 GiB" in text
@@ -145,7 +161,8 @@ def test_broken_store_states_problem_and_rescue_actions(size: tuple[int, int]) -
     for label in ("Continue booting", "Restore System", "Roll back to...", "Shell", "Reboot",
                   "Power off"):
         assert label in text
-    for label in ("Create Full", "Verify images", "Live Review", "Delete restore"):
+    for label in ("Create Full", "Verify images", "Live Review", "Delete restore",
+                  "Saved settings"):
         assert label not in text
     assert "> c Continue booting" in text
 
@@ -160,11 +177,11 @@ def test_keys_reach_the_controller() -> None:
         view.keypress(size, "down")
     assert "> f Create Full Restore Point" in screen_text(view, size)
     view.keypress(size, "enter")
-    for key in ("r", "i", "l", "b", "d", "v", "s", "e", "o", "w"):
+    for key in ("r", "i", "l", "b", "d", "t", "v", "s", "e", "o", "w"):
         view.keypress(size, key)
     assert ctl.calls == ["continue_boot", "create_full", "restore", "create_incremental",
-                         "live_review", "rollback", "delete", "verify", "shell", "reboot",
-                         "poweroff", "details"]
+                         "live_review", "rollback", "delete", "state", "verify", "shell",
+                         "reboot", "poweroff", "details"]
     assert view.keypress(size, "x") == "x"  # unknown keys go up unhandled
     assert view.keypress(size, "esc") == "esc"
 
@@ -283,3 +300,182 @@ def test_help_fits(size: tuple[int, int]) -> None:
     text = "\n".join(render_app(app, size))
     assert "Restore System: throw the writable layer away" in text
     assert "Shell: a root shell" in text and "[ OK ]" in text
+
+
+# ---------------------------------------------------------------------------- managed state
+
+def attrs_of(widget: urwid.Widget, size: tuple[int, int], needle: str) -> set[Any]:
+    """The attributes drawn on the first row that shows ``needle``."""
+    for row in widget.render(size, focus=True).content():
+        if needle in b"".join(t for _a, _cs, t in row).decode():
+            return {a for a, _cs, t in row if t.strip()}
+    raise AssertionError(f"{needle!r} is not on the screen")
+
+
+def restore_screen(eng: FakeEngine, tmp_path: Path) -> App:
+    """The Restore System confirmation as the controller builds it, in the App's frame."""
+    host = SyncHost()
+    Controller(host, eng, decision_path=str(tmp_path / "d")).start()  # type: ignore[arg-type]
+    host.press("r")
+    return app_with(host.views[-1])
+
+
+def changed_state() -> FakeState:
+    st = FakeState()
+    st.now["/etc/hostname"] = "(deleted)"
+    st.now["/etc/hosts"] = "127.0.1.1 web02"
+    st.now["/etc/ssh/ssh_host_ed25519_key"] = "sha256 9f8e7d6c"
+    return st
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_restore_confirmation_shows_the_managed_state(size: tuple[int, int],
+                                                      tmp_path: Path) -> None:
+    eng = FakeEngine()
+    eng.state = changed_state()
+    app = restore_screen(eng, tmp_path)
+    screen = render_app(app, size)
+    text = "\n".join(screen)
+    assert len(screen) == size[1] and all(len(r) == size[0] for r in screen)
+    assert "Restore System" in screen[1] and "Type RESTORE and press Enter" in text
+    assert "Discarded: the writable layer" in text and "/home: every user's files" in text
+    assert "Saved settings, from capture 20261120T093000Z-boot (2026-11-20 09:30):" in text
+    i = next(i for i, r in enumerate(screen) if "/etc/hostname (hostname)" in r)
+    assert screen[i + 1].strip() == "! now:     (deleted)"
+    assert screen[i + 2].strip() == "written: web01 (deleted -> restored from the capture)"
+    assert "warning" in attrs_of(app.frame, size, "! now:     (deleted)")
+    assert "warning" in attrs_of(app.frame, size, "(deleted -> restored")
+    assert screen[-1].rstrip() == KEEP_FOOTER.rstrip()
+    app.frame.keypress(size, "tab")
+    text = "\n".join(render_app(app, size))
+    assert "now:     127.0.1.1 web02" in text
+    assert "written: 127.0.1.1 web01 (restored from the capture)" in text
+    assert "> [ ] keep current hostname" in text
+
+
+def test_keep_boxes_sit_between_the_word_and_the_buttons() -> None:
+    table = StateTable(changed_state().plan())
+    done: list[tuple[str, ...]] = []
+    view = ConfirmView("Restore System", ["Discarded: 3 files", *table.lines], "RESTORE",
+                       lambda: done.append(table.chosen()), lambda: done.append(("cancel",)))
+    size = (80, 22)
+    assert view.footer == KEEP_FOOTER
+    view.keypress(size, "tab")  # the first box
+    view.keypress(size, "down")  # the second
+    view.keypress(size, "enter")  # Enter ticks a box, as Space does
+    assert "> [X] keep current file" in screen_text(view, size)
+    view.keypress(size, "tab")  # the buttons
+    assert "> [ Cancel ]" in screen_text(view, size)
+    view.keypress(size, "tab")  # the word
+    for ch in "RESTORE":
+        view.keypress(size, ch)
+    view.keypress(size, "tab")  # back to the box it left
+    assert "> [X] keep current file" in screen_text(view, size)
+    view.keypress(size, " ")
+    view.keypress(size, "up")
+    view.keypress(size, " ")
+    view.keypress(size, "enter")  # ticks the box: the word is not where the focus is
+    assert done == []
+    view.keypress(size, "R")  # a letter goes back to the word
+    assert "go ahead: RESTORER" in screen_text(view, size)
+    view.keypress(size, "backspace")
+    view.keypress(size, "enter")
+    assert done == [()]  # ticked, then unticked, both boxes
+
+
+def test_a_plain_confirmation_has_no_boxes_to_tab_to() -> None:
+    view = ConfirmView("Delete", ["x"], "DELETE", lambda: None, lambda: None)
+    assert view.footer != KEEP_FOOTER
+    view.keypress((80, 22), "tab")
+    assert "> [ Cancel ]" in screen_text(view, (80, 22))
+
+
+def test_state_table_words() -> None:
+    st = FakeState()
+    st.now["/etc/machine-id"] = "unparsable: 'xyz' is not 32 hex digits"
+    plan = st.plan()
+    text = "\n".join(str(x if isinstance(x, str) else x[1]) for x in StateTable(plan).lines
+                     if not isinstance(x, urwid.Widget))
+    assert "/etc/timezone (timezone): Europe/Berlin, unchanged" in text
+    assert "! now:     unparsable: 'xyz' is not 32 hex digits" in text
+    assert f"written: {plan.items[3].written} (unparsable -> restored from the capture)" in text
+    assert "/etc/issue (reference): Debian GNU/Linux 13, unchanged" in text
+    item = dataclasses.replace(plan.items[0], now="web02", written="web02", source="kept")
+    assert item_text(dataclasses.replace(item, changed=True)) == [
+        "  /etc/hostname (hostname)", "    now:     web02", "    written: web02 (kept as it "
+        "is now)"]
+    image = dataclasses.replace(plan.items[0], now="(empty)", now_valid=False,
+                                written="debian", source="the image", changed=True)
+    assert item_text(image)[-1] == "    written: debian (empty -> the image's version)"
+    gone = dataclasses.replace(image, now="(deleted)", written="(the image's file)")
+    assert item_text(gone)[1:] == ["  ! now:     (deleted)",
+                                   "    written: (the image's file) (deleted now)"]
+    ref = dataclasses.replace(plan.items[5], now="changed in the writable layer",
+                              written="the image's", changed=True)
+    assert item_text(ref)[1:] == ["    now:     changed in the writable layer",
+                                  "    written: the image's"]
+    broken = StateTable("state/captures: Permission denied")
+    assert broken.lines[1] == ("error", "  they cannot be read: "
+                                        "state/captures: Permission denied")
+    assert broken.chosen() == ()
+
+
+def item_text(item: Any) -> list[str]:
+    from screens.state_views import item_lines
+    return [x if isinstance(x, str) else x[1] for x in item_lines(item, "c1")]
+
+
+def state_view(st: FakeState, saved: list[Any]) -> StateView:
+    eng = FakeEngine()
+    eng.state = st
+    return StateView(eng.state_values(), eng.state_captures(), eng.state_plan(),
+                     saved.append, lambda: saved.append("back"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_state_view_fits_and_says_what_it_edits(size: tuple[int, int]) -> None:
+    st = FakeState()
+    st.capture("save", st.values())
+    st.captures[0] = dataclasses.replace(
+        st.captures[0], notes=("/etc/hostname was deleted: the value before is kept",))
+    app = app_with(state_view(st, []))
+    screen = render_app(app, size)
+    text = "\n".join(screen)
+    assert len(screen) == size[1] and all(len(r) == size[0] for r in screen)
+    assert "Saved settings (state)" in screen[1]
+    assert "Last capture: 20261120T103000Z-save" in text
+    assert "(by ibi state save); 1 older capture kept" in text
+    assert "! /etc/hostname was deleted: the value before is kept" in text
+    assert "warning" in attrs_of(app.frame, size, "! /etc/hostname was deleted")
+    assert "> hostname.name   web01" in text
+    assert "machine-id.id   0123456789abcdef0123456789abcdef" in text
+    assert "32 lower-case hex digits (/etc/machine-id)" in text
+    assert "[ Save ]" in text and "Esc: back" in screen[-1]
+    app.frame.keypress(size, "page down")
+    text = "\n".join(render_app(app, size))
+    assert "Kept byte for byte (stash)" in text and "/etc/ssh/ssh_host_ed25519_key" in text
+    assert "Always the image's version (reference)" in text and "/etc/issue" in text
+
+
+def test_state_view_without_a_capture() -> None:
+    text = screen_text(state_view(FakeState(captured=False), []), (80, 22))
+    assert "No capture yet: Restore System writes the image's files." in text
+    assert "hostname.name" in text and "web01" not in text
+
+
+def test_state_view_hands_over_only_what_changed() -> None:
+    saved: list[Any] = []
+    view = state_view(FakeState(), saved)
+    size = (80, 22)
+    view.keypress(size, "enter")
+    assert saved == [] and "Nothing changed" in screen_text(view, size)
+    for key in ["x", "down", "end", *["backspace"] * 13]:
+        view.keypress(size, key)
+    assert "> timezone.zone" in screen_text(view, size)
+    view.keypress(size, "enter")
+    assert saved == [{"hostname.name": "web01x", "timezone.zone": None}]
+    view.keypress(size, "tab")
+    view.keypress(size, "right")
+    view.keypress(size, "enter")  # Back
+    view.keypress(size, "esc")
+    assert saved[1:] == ["back", "back"]
