@@ -14,6 +14,12 @@ from .model import Kind, ProgressFn
 
 DEMO_FILES = {
     "etc/hostname": "ibi-demo\n",
+    "etc/hosts": "127.0.0.1\tlocalhost\n127.0.1.1\tibi-demo\n",
+    "etc/timezone": "Europe/Berlin\n",
+    "usr/share/zoneinfo/Europe/Berlin": "TZif2 (a stand-in)\n",
+    "etc/machine-id": "5f0c6a9e3b1d4c7e8a2f9b6d0e1c3a57\n",
+    "etc/default/locale": "LANG=C.UTF-8\n",
+    "etc/ssh/ssh_host_ed25519_key": "demo host key (a stand-in)\n",
     "etc/os-release": 'PRETTY_NAME="ibi demo root"\nID=ibidemo\n',
     "etc/motd": "Welcome to the ibi demo root.\n",
     "etc/app.conf": "colour = blue\n",
@@ -34,6 +40,8 @@ def build_tree(root: Path) -> None:
     os.chmod(root / "usr/bin/hello", 0o755)
     os.chmod(root / "tmp", 0o1777)
     os.symlink("../usr/bin", root / "bin", target_is_directory=True)
+    os.symlink("/usr/share/zoneinfo/Europe/Berlin", root / "etc/localtime")
+    os.chmod(root / "etc/ssh/ssh_host_ed25519_key", 0o600)
 
 
 def _session(eng: Engine, work: Path, edit: dict[str, str | None]) -> None:
@@ -67,7 +75,9 @@ def run_demo(eng: Engine, args: argparse.Namespace, progress: ProgressFn) -> int
                                  "etc/motd": None})
             eng.create(Kind.INCREMENTAL, name="tool-installed",
                        description="installed tool, green colour", progress=progress)
-            _session(eng, work, {"etc/hostname": "renamed-host\n",
+            # the damage Restore System repairs: the hostname deleted, the host key replaced
+            _session(eng, work, {"etc/hostname": None,
+                                 "etc/ssh/ssh_host_ed25519_key": "another key\n",
                                  "var/lib/demo/state": "2\n",
                                  "home/demo-user-file": "kept on restore\n",
                                  "usr/share/doc/ibi-demo/README": None})

@@ -217,6 +217,10 @@ class RegistryOperator:
         """One line per owned path: what the values make of it."""
         raise NotImplementedError
 
+    def look(self, tree: Path, path: str) -> str:
+        """One line: what ``path`` holds now, when the files hold no valid value."""
+        return raw(tree, path)
+
 
 # ---------------------------------------------------------------------- built-in operators
 
@@ -278,6 +282,15 @@ class Hostname(RegistryOperator):
     def show(self, values: Mapping[str, str]) -> dict[str, str]:
         return {"/etc/hostname": values["name"],
                 "/etc/hosts": f"{LOOPBACK_NAME} {self._names(values)}"}
+
+    def look(self, tree: Path, path: str) -> str:
+        if path != "/etc/hosts":
+            return raw(tree, path)
+        try:
+            lines = _loopback_names(read_text(tree, path) or "")
+        except Invalid as e:
+            return str(e)
+        return f"{LOOPBACK_NAME} {' '.join(lines[0])}" if lines else raw(tree, path)
 
     @staticmethod
     def _names(values: Mapping[str, str]) -> str:

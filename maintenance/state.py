@@ -39,7 +39,7 @@ import yaml
 from . import layer as layerfs
 from .errors import StoreError, UsageError
 from .model import CaptureInfo, RegistryValue, StateItem, StatePlan
-from .operators import Invalid, RegistryOperator, Values, available, raw, real_parent
+from .operators import Invalid, RegistryOperator, Values, available, real_parent
 from .store import (
     CAPTURE_META,
     STASH,
@@ -650,7 +650,7 @@ def _now_registry(op: RegistryOperator, tree: Path | None
         vals = op.read(tree)
         return vals, op.show(vals)
     except Invalid as e:
-        shown = {p: raw(tree, p) for p in op.paths}
+        shown = {p: op.look(tree, p) for p in op.paths}
         msg = str(e)
         shown[op.paths[0]] = f"({msg})" if msg in ("deleted", "empty") else msg
         return None, shown

@@ -194,7 +194,10 @@ def test_depends(deb: Deb) -> None:
 
 def test_systemd_enable_no_start(deb: Deb) -> None:
     postinst = deb.control_file("postinst")
-    assert "deb-systemd-helper enable 'ibi-protect.service'" in postinst
+    enabled = set(re.findall(r"deb-systemd-helper enable '([^']+)'", postinst))
+    # exactly the units with an [Install] section: the boot-time protection check and the
+    # capture of the configuration after a successful boot; never the maintenance units
+    assert enabled == {"ibi-protect.service", "ibi-state-save.service"}, enabled
     assert "ibi-maintenance" not in postinst
     # not started at install, and nothing stopped or restarted by an upgrade or a removal
     for script in ("preinst", "postinst", "prerm", "postrm"):

@@ -32,6 +32,9 @@ PACKAGES = (
     "python3-psutil",
     "python3-yaml",
     "python3-pyudev",
+    # the system bus, as on any standard Debian install (systemd only recommends it, and
+    # minbase leaves recommends out): hostnamectl, timedatectl and localectl need it
+    "dbus",
     # a conventional Debian disk (tests/vm/disk.py): the bootloader, partitioning, ACLs
     "grub-pc",
     "fdisk",

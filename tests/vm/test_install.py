@@ -86,6 +86,12 @@ def test_grub_live_review_entry(scenario: Callable[..., VM]) -> None:
     assert vm.run("test -e /root/layer-marker.txt")[0] == 1, "the layer leaked into the review"
     vm.check("echo scratch > /root/scratch.txt")
     assert vm.run("test -e /run/ibi/data/layer/upper/root/scratch.txt")[0] == 1
+    # the capture after boot runs here too, but a review's configuration is not the system's
+    vm.run("timeout 300 systemctl is-system-running --wait", timeout=330)
+    assert vm.check("systemctl show -p Result --value ibi-state-save.service") == "success"
+    reasons = vm.check("ibi state list --json | python3 -c 'import json, sys; "
+                       "print(*(c[\"reason\"] for c in json.load(sys.stdin)[\"captures\"]))'")
+    assert "boot" not in reasons.split(), reasons
     vm.poweroff()
 
 
@@ -99,6 +105,10 @@ def test_original_system_still_boots(scenario: Callable[..., VM]) -> None:
     assert vm.run("test -e /run/ibi/mode")[0] == 1
     assert vm.run("systemctl is-failed ibi-protect.service")[1] == "failed"
     assert "NOT protected" in vm.check("journalctl -b -u ibi-protect --no-pager -o cat | cat")
+    # no store here: the capture after boot is skipped (no /run/ibi/mode), not failed
+    vm.run("timeout 300 systemctl is-system-running --wait", timeout=330)
+    assert set(vm.check("systemctl show -p ConditionResult,ActiveState ibi-state-save.service"
+                        ).split()) == {"ConditionResult=no", "ActiveState=inactive"}
     vm.poweroff()
 
 
