@@ -220,8 +220,8 @@ class Engine:
             cfg = statemod.load_config(self.store)
             statemod.ensure_config(self.store)
             _cap, problems = statemod.capture(self.store, cfg, tree, reason, stack)
-        except (IbiError, OSError) as e:
-            problems = [str(e)]
+        except Exception as e:  # whatever it is, the action goes on
+            problems = [str(e) or type(e).__name__]
         for p in problems:
             log.warning("state capture: %s", p)
 
@@ -1071,8 +1071,11 @@ class Engine:
                 fresh.mkdir(parents=True, exist_ok=True)
                 m.overlay(fresh, lowers[::-1], st.layer_new / "upper", st.layer_new / "work")
                 return statemod.apply(cfg, cap, fresh, now, keep)
-        except (IbiError, OSError) as e:
-            return [], [], [f"the managed config could not be written: {e}"]
+        except (IbiError, OSError) as e:  # nothing is committed: the old layer stays
+            raise StoreError(f"the saved settings could not be written into the fresh "
+                             f"layer ({e}); nothing was changed",
+                             hint="free space on the data partition (ibi purge), or see "
+                             "ibi state list") from None
         finally:
             if not mounts.mounts_under(stage):
                 shutil.rmtree(stage, ignore_errors=True)

@@ -93,15 +93,20 @@ def copy_meta(src: str, dst: str, st: os.stat_result, xattrs: bool = True) -> No
 
 
 def copy_entry(src: str, dst: str) -> None:
+    """Copy ``src`` (and what is below it) to ``dst`` with owner, mode, xattrs and times.
+    Files and directories are created readable by root alone and get their mode last, so
+    a private key is never readable by others on the way."""
     st = os.lstat(src)
     if stat.S_ISDIR(st.st_mode):
-        os.mkdir(dst)
+        os.mkdir(dst, 0o700)
         for name in sorted(os.listdir(src)):
             copy_entry(os.path.join(src, name), os.path.join(dst, name))
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), dst)
     elif stat.S_ISREG(st.st_mode):
-        shutil.copyfile(src, dst)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fo, open(src, "rb") as fi:
+            shutil.copyfileobj(fi, fo, 1 << 20)
     else:  # whiteouts, device nodes, fifos, sockets
         os.mknod(dst, st.st_mode, st.st_rdev)
     copy_meta(src, dst, st)

@@ -106,10 +106,10 @@ def real_parent(tree: Path, path: str) -> Path:
 
 
 def write_file(tree: Path, path: str, text: str, mode: int | None = None,
-               new_mode: int = 0o644) -> None:
+               new_mode: int = 0o644) -> bool:
     """Replace ``path`` in the tree with ``text`` (temp file, fsync, rename). Keeps the
     mode of the file it replaces unless ``mode`` is given (``new_mode`` for a new file).
-    A file that already holds ``text`` is left alone."""
+    A file that already holds ``text`` is left alone. Returns whether it was written."""
     parent = real_parent(tree, path)
     dest = parent / path.rsplit("/", 1)[-1]
     old = None
@@ -123,7 +123,7 @@ def write_file(tree: Path, path: str, text: str, mode: int | None = None,
             and old.st_size == len(text.encode()):
         with contextlib.suppress(OSError), open(dest, encoding="utf-8") as f:
             if f.read() == text:
-                return  # already so (the image's own file stays: nothing in the layer)
+                return False  # already so (the image's own file stays: nothing in the layer)
     tmp = parent / f".ibi-{secrets.token_hex(4)}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -137,14 +137,15 @@ def write_file(tree: Path, path: str, text: str, mode: int | None = None,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return True
 
 
-def write_symlink(tree: Path, path: str, target: str) -> None:
+def write_symlink(tree: Path, path: str, target: str) -> bool:
     parent = real_parent(tree, path)
     dest = parent / path.rsplit("/", 1)[-1]
     with contextlib.suppress(OSError):
         if os.readlink(dest) == target:
-            return
+            return False
     tmp = parent / f".ibi-{secrets.token_hex(4)}"
     os.symlink(target, tmp)
     try:
@@ -155,6 +156,7 @@ def write_symlink(tree: Path, path: str, target: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return True
 
 
 def exists(tree: Path, path: str) -> bool:
@@ -194,6 +196,7 @@ class RegistryOperator:
     paths: ClassVar[tuple[str, ...]]  # the files it owns (absolute, as the system sees them)
     fields: ClassVar[dict[str, str]]  # field -> one-line help (syntax, example)
     required: ClassVar[tuple[str, ...]] = ()  # fields a valid set of values must have
+    optional: ClassVar[tuple[str, ...]] = ()  # paths written only where the system has them
 
     def read(self, tree: Path) -> Values:
         """The values the tree's files hold; :class:`Invalid` if none."""
@@ -210,8 +213,16 @@ class RegistryOperator:
                               f"(fields: {', '.join(self.fields)})")
 
     def write(self, tree: Path, values: Mapping[str, str]) -> list[str]:
-        """Render ``values`` into the tree's files; return the paths written."""
+        """Render ``values`` into the tree's files; return the paths changed. Files that
+        already hold the values are left as they are (format, comments, link style)."""
         raise NotImplementedError
+
+    def holds(self, tree: Path, values: Mapping[str, str]) -> bool:
+        """Whether the tree's files already hold ``values``."""
+        try:
+            return self.read(tree) == dict(values)
+        except Invalid:
+            return False
 
     def show(self, values: Mapping[str, str]) -> dict[str, str]:
         """One line per owned path: what the values make of it."""
@@ -225,16 +236,17 @@ class RegistryOperator:
 # ---------------------------------------------------------------------- built-in operators
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^{_LABEL}$")
-_FQDN = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")  # hostname(5): dotted names too, <= 64
+_FQDN = re.compile(rf"{_LABEL}(\.{_LABEL})+")
 LOOPBACK_NAME = "127.0.1.1"
 
 
 class Hostname(RegistryOperator):
     name = "hostname"
     paths = ("/etc/hostname", "/etc/hosts")
+    optional = ("/etc/hosts",)
     fields: ClassVar[dict[str, str]] = {
-        "name": "the host name: letters, digits and '-', at most 63 (e.g. office-pc)",
+        "name": "the host name: letters, digits, '-' and '.', at most 64 (e.g. office-pc)",
               "fqdn": "optional: the full name on the 127.0.1.1 line of /etc/hosts "
                       "(e.g. office-pc.example.org)"}
     required = ("name",)
@@ -255,29 +267,33 @@ class Hostname(RegistryOperator):
         with contextlib.suppress(Invalid):
             for names in _loopback_names(read_text(tree, "/etc/hosts") or ""):
                 if names and names[0].startswith(values["name"] + ".") \
-                        and _FQDN.match(names[0]):
+                        and _FQDN.fullmatch(names[0]):
                     values["fqdn"] = names[0]
         return values
 
     def check(self, values: Mapping[str, str]) -> None:
         super().check(values)
         name = values["name"]
-        if not _HOSTNAME.match(name):
-            raise Invalid(f"hostname.name {name!r}: letters, digits and '-' only, "
-                          "at most 63, not starting or ending with '-'")
+        if not _HOSTNAME.fullmatch(name) or len(name) > 64:
+            raise Invalid(f"hostname.name {name!r}: letters, digits, '-' and '.' only, at "
+                          "most 64, no label starting or ending with '-'")
         fqdn = values.get("fqdn")
-        if fqdn and (not _FQDN.match(fqdn) or len(fqdn) > 253
+        if fqdn and (not _FQDN.fullmatch(fqdn) or len(fqdn) > 253
                      or not fqdn.startswith(name + ".")):
             raise Invalid(f"hostname.fqdn {fqdn!r}: must be {name}.<domain>")
 
     def write(self, tree: Path, values: Mapping[str, str]) -> list[str]:
         self.check(values)
-        write_file(tree, "/etc/hostname", values["name"] + "\n")
+        if self.holds(tree, values):
+            return []
+        changed = []
+        if write_file(tree, "/etc/hostname", values["name"] + "\n"):
+            changed.append("/etc/hostname")
         hosts = read_text(tree, "/etc/hosts")
-        if hosts is None:  # a system without the file: not made up
-            return ["/etc/hostname"]
-        write_file(tree, "/etc/hosts", _with_loopback(hosts, self._names(values)))
-        return list(self.paths)
+        if hosts is not None and write_file(  # a system without the file: not made up
+                tree, "/etc/hosts", _with_loopback(hosts, self._names(values))):
+            changed.append("/etc/hosts")
+        return changed
 
     def show(self, values: Mapping[str, str]) -> dict[str, str]:
         return {"/etc/hostname": values["name"],
@@ -308,20 +324,26 @@ def _loopback_names(hosts: str) -> list[list[str]]:
 
 
 def _with_loopback(hosts: str, names: str) -> str:
-    """``hosts`` with its 127.0.1.1 line(s) replaced by one naming ``names`` (added after
-    the 127.0.0.1 line, or first, when it has none). The rest is the tree's own."""
+    """``hosts`` with the host's names on its first 127.0.1.1 line (added after the
+    127.0.0.1 line, or first, when it has none). The line's other names (aliases an owner
+    added after the host's) and its comment stay, as does the rest of the file."""
     lines = hosts.splitlines()
-    new = f"{LOOPBACK_NAME}\t{names}"
     out: list[str] = []
     placed = False
     for line in lines:
-        words = line.split("#", 1)[0].split()
-        if words and words[0] == LOOPBACK_NAME:
-            if not placed:
-                out.append(new)
-                placed = True
+        body, hash_, comment = line.partition("#")
+        words = body.split()
+        if words and words[0] == LOOPBACK_NAME and not placed:
+            old = words[1:]
+            # the host's own names were the first one or two (fqdn then name); the rest
+            # are aliases
+            n = 2 if len(old) >= 2 and old[0].startswith(old[1] + ".") else min(1, len(old))
+            new = f"{LOOPBACK_NAME}\t{' '.join([names, *old[n:]])}"
+            out.append(new + (f" {hash_}{comment}" if hash_ else ""))
+            placed = True
             continue
         out.append(line)
+    new = f"{LOOPBACK_NAME}\t{names}"
     if not placed:
         at = next((i + 1 for i, ln in enumerate(out) if ln.split()[:1] == ["127.0.0.1"]), 0)
         out.insert(at, new)
@@ -335,6 +357,7 @@ _ZONE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+.-]+)*$")
 class Timezone(RegistryOperator):
     name = "timezone"
     paths = ("/etc/localtime", "/etc/timezone")
+    optional = ("/etc/timezone",)
     fields: ClassVar[dict[str, str]] = {
         "zone": "a zone of /usr/share/zoneinfo (e.g. Europe/Berlin, Etc/UTC)"}
     required = ("zone",)
@@ -357,7 +380,7 @@ class Timezone(RegistryOperator):
         if zone is None:  # the older file, if it names a zone (localtime broken or absent)
             text = read_text(tree, "/etc/timezone")
             named = (text or "").strip()
-            if named and _ZONE.match(named) and self._installed(tree, named):
+            if named and _ZONE.fullmatch(named) and self._installed(tree, named):
                 zone = named
             elif problem is None:
                 problem = "deleted" if text is None and not os.path.lexists(link) else \
@@ -381,7 +404,7 @@ class Timezone(RegistryOperator):
     def check(self, values: Mapping[str, str]) -> None:
         super().check(values)
         zone = values["zone"]
-        if not _ZONE.match(zone) or ".." in zone.split("/"):
+        if not _ZONE.fullmatch(zone) or ".." in zone.split("/"):
             raise Invalid(f"timezone.zone {zone!r} is not a zone name (e.g. Europe/Berlin)")
 
     def write(self, tree: Path, values: Mapping[str, str]) -> list[str]:
@@ -389,10 +412,17 @@ class Timezone(RegistryOperator):
         zone = values["zone"]
         if not self._installed(tree, zone):
             raise Invalid(f"zone {zone} is not in this system's {ZONEINFO}")
-        write_symlink(tree, "/etc/localtime", f"{ZONEINFO}/{zone}")
-        written = ["/etc/localtime"]
-        if (tree / "etc/timezone").is_file():  # only where the system still has the file
-            write_file(tree, "/etc/timezone", zone + "\n")
+        written = []
+        link = tree / "etc/localtime"
+        current = os.readlink(link) if link.is_symlink() else ""
+        if current.split("zoneinfo/", 1)[-1] != zone or "zoneinfo/" not in current:
+            # the link's style stays: timedatectl writes ../usr/share/zoneinfo/X
+            rel = current.startswith("../") or current.startswith("usr/")
+            target = f"..{ZONEINFO}/{zone}" if rel else f"{ZONEINFO}/{zone}"
+            if write_symlink(tree, "/etc/localtime", target):
+                written.append("/etc/localtime")
+        if (tree / "etc/timezone").is_file() and \
+                write_file(tree, "/etc/timezone", zone + "\n"):  # only where it still is
             written.append("/etc/timezone")
         return written
 
@@ -427,13 +457,15 @@ class MachineId(RegistryOperator):
     def check(self, values: Mapping[str, str]) -> None:
         super().check(values)
         v = values["id"]
-        if not _MACHINE_ID.match(v) or v == "0" * 32:
+        if not _MACHINE_ID.fullmatch(v) or v == "0" * 32:
             raise Invalid(f"machine-id.id {v!r} is not 32 lowercase hex digits")
 
     def write(self, tree: Path, values: Mapping[str, str]) -> list[str]:
         self.check(values)
-        write_file(tree, "/etc/machine-id", values["id"] + "\n", new_mode=0o444)
-        return ["/etc/machine-id"]
+        if self.holds(tree, values):
+            return []
+        return ["/etc/machine-id"] if write_file(tree, "/etc/machine-id", values["id"] + "\n",
+                                                 new_mode=0o444) else []
 
     def show(self, values: Mapping[str, str]) -> dict[str, str]:
         return {"/etc/machine-id": values["id"]}
@@ -448,6 +480,7 @@ _LOCALE_VALUE = re.compile(r"^[A-Za-z0-9_.@:-]+$")
 class Locale(RegistryOperator):
     name = "locale"
     paths = ("/etc/default/locale", "/etc/locale.conf")
+    optional = paths
     fields: ClassVar[dict[str, str]] = {
         v: ("the system's language and formats (e.g. en_US.UTF-8, C.UTF-8)"
             if v == "LANG" else f"optional: {v} (e.g. de_DE.UTF-8)")
@@ -468,7 +501,7 @@ class Locale(RegistryOperator):
                     continue
                 key, eq, value = line.partition("=")
                 value = value.strip().strip("\"'")
-                if not eq or key.strip() not in LOCALE_VARS or not _LOCALE_VALUE.match(value):
+                if not eq or key.strip() not in LOCALE_VARS or not _LOCALE_VALUE.fullmatch(value):
                     raise Invalid(f"unparsable: {p} line {n}: {one_line(line, 40)!r}")
                 values[key.strip()] = value
             if values:
@@ -480,13 +513,16 @@ class Locale(RegistryOperator):
         if not values:
             raise Invalid("locale: no variable set (e.g. locale.LANG=C.UTF-8)")
         for k, v in values.items():
-            if not _LOCALE_VALUE.match(v):
+            if not _LOCALE_VALUE.fullmatch(v):
                 raise Invalid(f"locale.{k} {v!r}: letters, digits and _ . @ : - only")
 
     def write(self, tree: Path, values: Mapping[str, str]) -> list[str]:
         self.check(values)
+        if self.holds(tree, values):  # update-locale's header and quotes stay
+            return []
         text = "".join(f"{k}={values[k]}\n" for k in LOCALE_VARS if k in values)
-        written = []
+        written: list[str] = []
+        seen: list[str] = []
         for p in self.paths:  # each file the system has (through a link: its target)
             if not exists(tree, p):
                 continue
@@ -494,11 +530,12 @@ class Locale(RegistryOperator):
             if real is None or not str(real).startswith(str(tree)):
                 continue
             rel = "/" + os.path.relpath(real, tree)
-            if rel in written:
+            if rel in seen:
                 continue
-            write_file(tree, rel, text)
-            written.append(rel)
-        if not written:
+            seen.append(rel)
+            if write_file(tree, rel, text):
+                written.append(rel)
+        if not seen:
             p = self.paths[0] if (tree / "etc/default").is_dir() else self.paths[1]
             write_file(tree, p, text)
             written.append(p)

@@ -54,6 +54,8 @@ from .store import (
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+SEQ_DIGITS = 6  # a capture's id starts with a sequence number: a clock that went back
+# (a dead RTC, a boot before NTP) cannot reorder the captures
 DEFAULT_KEEP = 5
 KINDS = ("registry", "stash", "reference")
 GLOB_CHARS = set("*?[")
@@ -104,6 +106,8 @@ class Config:
 
 def _covers(pattern: str, path: str) -> bool:
     """Whether ``path`` is ``pattern``'s path (matched by its glob) or lies below it."""
+    if not path.startswith("/") or any(x in (".", "..") for x in path.split("/")):
+        return False
     pp, qq = pattern.split("/")[1:], path.split("/")[1:]
     return len(qq) >= len(pp) and all(fnmatch.fnmatchcase(q, p)
                                       for p, q in zip(pp, qq, strict=False))
@@ -119,8 +123,8 @@ def _check_path(p: object, where: str) -> str:
     if not isinstance(p, str):
         raise StoreError(f"{where}: {p!r} is not a path")
     parts = p.split("/")
-    if not p.startswith("/") or any(x in ("..", ".") for x in parts) or p != "/" + "/".join(
-            x for x in parts if x) or p == "/":
+    if "\0" in p or not p.startswith("/") or any(x in ("..", ".") for x in parts) \
+            or p != "/" + "/".join(x for x in parts if x) or p == "/":
         raise StoreError(f"{where}: {p!r} is not a path under / (absolute, without . or ..)")
     if any(GLOB_CHARS & set(x) for x in parts[:-1]):
         raise StoreError(f"{where}: {p!r}: wildcards only in the last part of a path")
@@ -216,8 +220,15 @@ def default_text(store: Store) -> str:
         legacy = []
     cfg = parse_config(text)
     managed = [p for op in cfg.registry for p in op.paths] + list(cfg.stash)
-    extra = [p for p in legacy
-             if not any(_overlap(p, m) for m in managed) and not p.startswith("/home")]
+    extra: list[str] = []
+    for p in legacy:  # what the older list allowed and this one refuses is left out
+        try:
+            _check_path(p, "preserve")
+        except StoreError as e:
+            log.warning("%s: not imported", e)
+            continue
+        if not any(_overlap(p, m) for m in [*managed, *extra]):
+            extra.append(p)
     if extra:
         text = text.replace("  - /etc/wireguard\n", "  - /etc/wireguard\n" + "".join(
             f"  - {p}    # from .root_images/preserve\n" for p in extra))
@@ -226,9 +237,11 @@ def default_text(store: Store) -> str:
 
 def load_config(store: Store) -> Config:
     try:
-        text = store.state_conf.read_text(encoding="utf-8")
+        text = store.state_conf.read_bytes().decode("utf-8")
     except FileNotFoundError:
         text = default_text(store)
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{store.state_conf}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise StoreError(f"{store.state_conf}: unreadable ({e.strerror})") from None
     return parse_config(text, str(store.state_conf))
@@ -348,7 +361,7 @@ def _make_parents(src_root: Path, dst_root: Path, path: str) -> None:
         try:
             st = os.lstat(d)
         except FileNotFoundError:
-            os.mkdir(d)
+            os.mkdir(d, 0o700)
             s = src_root.joinpath(*parts[:i])
             if s.is_dir() and not s.is_symlink():
                 layerfs.copy_meta(str(s), str(d), os.lstat(s), xattrs=False)
@@ -369,12 +382,13 @@ def _same(src: Path, s: os.stat_result, dst: Path, d: os.stat_result) -> bool:
     return False
 
 
-def sync_entry(src: Path, dst: Path, path: str, skip: Callable[[str], bool]) -> None:
+def sync_entry(src: Path, dst: Path, path: str, skip: Callable[[str], bool]) -> bool:
     """Make ``dst`` (at ``path`` of the fresh system) what ``src`` is, touching only what
     differs: an identical file stays the image's (no copy in the layer); what a stashed
-    directory lacks is removed; ``skip`` (reference paths) is left alone."""
+    directory lacks is removed; ``skip`` (reference paths) is left alone. Returns whether
+    anything changed."""
     if skip(path):
-        return
+        return False
     s = os.lstat(src)
     try:
         d: os.stat_result | None = os.lstat(dst)
@@ -382,20 +396,24 @@ def sync_entry(src: Path, dst: Path, path: str, skip: Callable[[str], bool]) -> 
         d = None
     if d is not None and stat.S_ISDIR(s.st_mode) and stat.S_ISDIR(d.st_mode):
         names = set(os.listdir(src))
+        changed = False
         for n in sorted(os.listdir(dst)):
             if n not in names and not skip(f"{path}/{n}"):
                 remove_tree(dst / n)
+                changed = True
         for n in sorted(names):
-            sync_entry(src / n, dst / n, f"{path}/{n}", skip)
+            changed = sync_entry(src / n, dst / n, f"{path}/{n}", skip) or changed
         if (stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid) != (
                 stat.S_IMODE(d.st_mode), d.st_uid, d.st_gid):
             layerfs.copy_meta(str(src), str(dst), s)
-        return
+            changed = True
+        return changed
     if d is not None:
         if _same(src, s, dst, d):
-            return
+            return False
         remove_tree(dst)
     _copy(src, dst, path, skip)
+    return True
 
 
 # ---------------------------------------------------------------------- captures
@@ -410,6 +428,9 @@ class Capture:
     stash: dict[str, dict[str, dict[str, str]]]  # pattern -> path -> {what, digest}
     notes: tuple[str, ...]
     dir: Path
+    pinned: dict[str, Values] = dataclasses.field(default_factory=dict)  # operator -> the
+    # system's value when `ibi state set` changed it: while the system still has that
+    # value, a capture keeps the value set (the owner's choice outlives the next boot)
 
     @property
     def stash_root(self) -> Path:
@@ -422,8 +443,8 @@ class Capture:
 def _load(d: Path) -> Capture:
     where = f"capture {d.name}"
     try:
-        doc = yaml.safe_load((d / CAPTURE_META).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        doc = yaml.safe_load((d / CAPTURE_META).read_bytes().decode("utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
         raise StoreError(f"{where}: unreadable ({e})") from None
     try:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -434,14 +455,19 @@ def _load(d: Path) -> Capture:
         stash = {str(pat): {str(p): {"what": str(e["what"]), "digest": str(e["digest"])}
                             for p, e in (entries or {}).items()}
                  for pat, entries in (doc.get("stash") or {}).items()}
+        pinned = {str(k): {str(f): str(v) for f, v in (vals or {}).items()}
+                  for k, vals in (doc.get("pinned") or {}).items()}
         cap = Capture(d.name, created, str(doc.get("reason", "")),
                       tuple(str(n) for n in doc.get("stack") or ()), registry, stash,
-                      tuple(str(n) for n in doc.get("notes") or ()), d)
+                      tuple(str(n) for n in doc.get("notes") or ()), d, pinned)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise StoreError(f"{where}: damaged ({e})") from None
-    for p in cap.stashed():
-        if not os.path.lexists(cap.stash_root / p.lstrip("/")):
-            raise StoreError(f"{where}: the stashed {p} is missing")
+    for pat, entries in cap.stash.items():
+        for p in entries:
+            if not _covers(pat, p) or p.count("/") != pat.count("/") or "\0" in p:
+                raise StoreError(f"{where}: damaged (stash path {p!r} under {pat!r})")
+            if not os.path.lexists(cap.stash_root / p.lstrip("/")):
+                raise StoreError(f"{where}: the stashed {p} is missing")
     return cap
 
 
@@ -461,6 +487,11 @@ def captures(store: Store) -> list[Capture]:
     return out
 
 
+def _seq(name: str) -> int:
+    head = name.split("-", 1)[0]
+    return int(head) if len(head) == SEQ_DIGITS and head.isdigit() else 0
+
+
 def latest(store: Store) -> Capture | None:
     caps = captures(store)
     return caps[0] if caps else None
@@ -477,18 +508,27 @@ def capture(store: Store, cfg: Config, tree: Path, reason: str,
     problems met (a stash path refused): the rest is captured all the same."""
     prev = latest(store)
     registry: dict[str, Values] = {}
+    pinned: dict[str, Values] = {}
     notes: list[str] = []
     for op in cfg.registry:
+        old = prev.registry.get(op.name) if prev else None
         try:
-            registry[op.name] = op.read(tree)
+            now = op.read(tree)
         except Invalid as e:
-            old = prev.registry.get(op.name) if prev else None
             if old:
                 registry[op.name] = dict(old)
                 notes.append(f"{op.paths[0]} {e}: kept {_summary(op, old)} from capture "
                              f"{prev.id}")  # type: ignore[union-attr]
+                if prev and op.name in prev.pinned:
+                    pinned[op.name] = prev.pinned[op.name]
             else:
                 notes.append(f"{op.paths[0]} {e}: not captured")
+            continue
+        if prev and op.name in prev.pinned and now == prev.pinned[op.name] and old:
+            registry[op.name] = dict(old)  # set by the owner; the system is as it was then
+            pinned[op.name] = prev.pinned[op.name]
+        else:
+            registry[op.name] = now
     problems: list[str] = []
 
     def fill(root: Path) -> dict[str, dict[str, dict[str, str]]]:
@@ -515,7 +555,8 @@ def capture(store: Store, cfg: Config, tree: Path, reason: str,
                 notes.append(f"{pat} deleted: kept from capture {prev.id}")
         return stash
 
-    cap = _write(store, cfg, reason, tuple(stack), registry, notes, fill, prev)
+    cap = _write(store, cfg, reason, tuple(stack), registry, notes, fill, prev,
+                 pinned=pinned)
     return cap, problems
 
 
@@ -530,9 +571,12 @@ def _carry_stash(prev: Capture, pattern: str, root: Path,
 def _write(store: Store, cfg: Config, reason: str, stack: tuple[str, ...],
            registry: dict[str, Values], notes: list[str],
            fill: Callable[[Path], dict[str, dict[str, dict[str, str]]]],
-           prev: Capture | None, force: bool = False) -> Capture | None:
+           prev: Capture | None, force: bool = False,
+           pinned: dict[str, Values] | None = None) -> Capture | None:
     now = dt.datetime.now(dt.UTC)
-    cid = f"{now:%Y%m%d-%H%M%S-%f}-{reason}"
+    seq = 1 + max((_seq(p.name) for p in store.captures.glob("*")), default=0) \
+        if store.captures.is_dir() else 1
+    cid = f"{seq:0{SEQ_DIGITS}d}-{now:%Y%m%d-%H%M%S}-{reason}"
     store.state.mkdir(exist_ok=True)
     store.captures.mkdir(exist_ok=True)
     tmp = store.state / f"{TMP_PREFIX}{cid}"
@@ -540,7 +584,9 @@ def _write(store: Store, cfg: Config, reason: str, stack: tuple[str, ...],
         os.mkdir(tmp, 0o700)  # stashed keys are secrets
         (tmp / STASH).mkdir(mode=0o700)
         stash = fill(tmp / STASH)
+        pinned = pinned or {}
         if prev is not None and not force and prev.registry == registry and \
+                prev.pinned == pinned and \
                 {p: {q: e["digest"] for q, e in v.items()} for p, v in prev.stash.items()} \
                 == {p: {q: e["digest"] for q, e in v.items()} for p, v in stash.items()}:
             remove_tree(tmp)
@@ -548,6 +594,8 @@ def _write(store: Store, cfg: Config, reason: str, stack: tuple[str, ...],
         doc = {"format": FORMAT, "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                "reason": reason, "stack": list(stack), "registry": registry,
                "stash": stash, "notes": notes}
+        if pinned:
+            doc["pinned"] = pinned
         (tmp / CAPTURE_META).write_text(yaml.safe_dump(doc, sort_keys=False,
                                                        allow_unicode=True), encoding="utf-8")
         _fsync_tree(tmp)
@@ -589,7 +637,9 @@ def set_values(store: Store, cfg: Config, changes: Mapping[str, str | None],
     """A new capture: the last one with ``changes`` (``"operator.field"`` -> value, None to
     remove) applied. :class:`UsageError` naming the key for anything malformed."""
     prev = latest(store)
-    registry = {k: dict(v) for k, v in (prev.registry if prev else {}).items()}
+    before = {k: dict(v) for k, v in (prev.registry if prev else {}).items()}
+    registry = {k: dict(v) for k, v in before.items()}
+    pinned = dict(prev.pinned) if prev else {}
     for key, value in changes.items():
         name, _, field = key.partition(".")
         op = cfg.operator(name)
@@ -600,6 +650,16 @@ def set_values(store: Store, cfg: Config, changes: Mapping[str, str | None],
             vals.pop(field, None)
         else:
             vals[field] = value
+    host = registry.get("hostname", {})
+    old_fqdn = before.get("hostname", {}).get("fqdn")
+    if "hostname.fqdn" not in changes and old_fqdn and host.get("name") and \
+            host.get("fqdn") == old_fqdn and not old_fqdn.startswith(host["name"] + "."):
+        host["fqdn"] = f"{host['name']}.{old_fqdn.split('.', 1)[1]}"  # the domain stays
+    for name, vals in registry.items():  # pinned: the system's value when it was set
+        if vals != before.get(name) and name not in pinned:
+            pinned[name] = before.get(name, {})
+        if pinned.get(name) == vals:
+            del pinned[name]  # set back to what the system has
     for name, vals in list(registry.items()):
         op = cfg.operator(name)
         if not vals:
@@ -618,7 +678,7 @@ def set_values(store: Store, cfg: Config, changes: Mapping[str, str | None],
         return dict(prev.stash)
 
     cap = _write(store, cfg, "set", tuple(stack) or (prev.stack if prev else ()), registry,
-                 [], fill, prev, force=True)
+                 [], fill, prev, force=True, pinned=pinned)
     assert cap is not None
     return cap
 
@@ -648,7 +708,7 @@ def _now_registry(op: RegistryOperator, tree: Path | None
         return None, {p: "(unknown: the system cannot be read)" for p in op.paths}
     try:
         vals = op.read(tree)
-        return vals, op.show(vals)
+        return vals, {p: op.look(tree, p) for p in op.paths}  # the files, as they are
     except Invalid as e:
         shown = {p: op.look(tree, p) for p in op.paths}
         msg = str(e)
@@ -666,6 +726,8 @@ def plan(cfg: Config, cap: Capture | None, now: Path | None, upper: Path | None,
         now_vals, now_shown = _now_registry(op, now)
         cap_vals = cap.registry.get(op.name) if cap else None
         can_keep = now_vals is not None and now_vals != cap_vals
+        paths = [p for p in op.paths if p not in op.optional or now is None
+                 or os.path.lexists(now / p.lstrip("/"))] or [op.paths[0]]
         if op.name in keep and can_keep:
             w_shown, src = now_shown, "kept"
         elif cap_vals:
@@ -673,24 +735,24 @@ def plan(cfg: Config, cap: Capture | None, now: Path | None, upper: Path | None,
         else:  # nothing captured: the image's file, which differs only where the layer
             # changed it (a file neither the image nor the system has is no news)
             w_shown, src = {p: "(the image's file)" for p in op.paths}, "the image"
-            for p in op.paths:
+            for p in paths:
                 in_layer = upper is not None and os.path.lexists(upper / p.lstrip("/"))
                 items.append(StateItem(p, op.name, op.name, now_shown[p],
                                        now_vals is not None or not in_layer, w_shown[p], src,
                                        in_layer, can_keep))
             continue
-        for p in op.paths:
+        changed = now_vals != (now_vals if src == "kept" else cap_vals)
+        for p in paths:  # the values decide what changes; the lines show the files
             items.append(StateItem(p, op.name, op.name, now_shown[p], now_vals is not None,
-                                   w_shown[p], src, now_shown[p] != w_shown[p], can_keep))
+                                   w_shown[p], src, changed, can_keep))
     stashed = cap.stashed() if cap else {}
     for pat in cfg.stash:
-        paths: set[str] = {p for p in stashed if _covers(pat, p) and p.count("/") ==
-                           pat.count("/")}
+        cpaths = {p for p in stashed if _covers(pat, p) and p.count("/") == pat.count("/")}
         now_paths: list[str] = []
         if now is not None:
             with contextlib.suppress(StoreError):
                 now_paths = expand(now, pat)
-        for p in sorted(paths | set(now_paths)):
+        for p in sorted(cpaths | set(now_paths)):
             if p in now_paths:
                 what_now, dig_now = _entry_digest(now, p, cfg.is_reference)  # type: ignore[arg-type]
             else:
@@ -737,7 +799,8 @@ def apply(cfg: Config, cap: Capture | None, fresh: Path, now: Path | None,
     """Write the managed state into ``fresh`` (the new system: an overlay of its stack
     with the fresh layer as upper): each registry operator's values and each stashed
     entry from ``cap``, or, for the choices in ``keep``, from ``now`` (the system as it
-    was) when its value there is valid. Returns (paths written, paths kept, warnings)."""
+    was) when its value there is valid. Returns the paths changed from the image's, the
+    paths kept as they were, and warnings."""
     written: list[str] = []
     kept: list[str] = []
     warnings: list[str] = []
@@ -759,7 +822,11 @@ def apply(cfg: Config, cap: Capture | None, fresh: Path, now: Path | None,
         except (Invalid, OSError) as e:
             warnings.append(f"{op.name}: not written: {e}")
             continue
-        (kept if from_now else written).extend(paths)
+        if from_now:
+            kept.extend(p for p in op.paths if p in paths or os.path.lexists(
+                fresh / p.lstrip("/")))
+        else:
+            written.extend(paths)
     stashed = cap.stashed() if cap else {}
     for pat in cfg.stash:
         todo: dict[str, Path] = {p: cap.stash_root for p in stashed  # type: ignore[union-attr]
@@ -774,9 +841,13 @@ def apply(cfg: Config, cap: Capture | None, fresh: Path, now: Path | None,
         for p, root in sorted(todo.items()):
             try:
                 _make_parents(root, fresh, p)
-                sync_entry(root / p.lstrip("/"), fresh / p.lstrip("/"), p, cfg.is_reference)
+                changed = sync_entry(root / p.lstrip("/"), fresh / p.lstrip("/"), p,
+                                     cfg.is_reference)
             except (Invalid, OSError) as e:
                 warnings.append(f"{p}: not written: {e}")
                 continue
-            (kept if root is now else written).append(p)
+            if root is now:
+                kept.append(p)
+            elif changed:
+                written.append(p)
     return written, kept, warnings
