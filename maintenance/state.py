@@ -742,9 +742,11 @@ def plan(cfg: Config, cap: Capture | None, now: Path | None, upper: Path | None,
                                        in_layer, can_keep))
             continue
         changed = now_vals != (now_vals if src == "kept" else cap_vals)
-        for p in paths:  # the values decide what changes; the lines show the files
+        for p in paths:  # the values decide what changes (the lines show the files);
+            # with no valid value now, each file is compared with what it gets
             items.append(StateItem(p, op.name, op.name, now_shown[p], now_vals is not None,
-                                   w_shown[p], src, changed, can_keep))
+                                   w_shown[p], src, changed if now_vals is not None
+                                   else now_shown[p] != w_shown[p], can_keep))
     stashed = cap.stashed() if cap else {}
     for pat in cfg.stash:
         cpaths = {p for p in stashed if _covers(pat, p) and p.count("/") == pat.count("/")}
