@@ -510,3 +510,14 @@ def test_an_older_stores_preserve_list_is_imported_where_it_can_be(
     assert "/var/lib/app/sub" not in cfg.stash and "/tmp/x" not in cfg.stash
     eng.state_save()  # writes the declarations, with the imported paths, for the owner
     assert "  - /var/lib/app    # from .root_images/preserve" in eng.store.state_conf.read_text()
+
+
+def test_a_queued_restore_keeps_the_choices(state_store: Engine, root_ns: Path) -> None:
+    eng = state_store
+    edit(eng, root_ns, configure)  # office-pc: valid, not captured (install's is base-host)
+    with pytest.raises(UsageError, match="no config choices"):
+        eng.queue("full", keep=["hostname"])
+    eng.queue("restore", keep=["hostname"])
+    assert eng.pending()["keep"] == "hostname"  # type: ignore[index]
+    assert eng.run_pending() is not None and eng.pending() is None
+    assert read(eng, root_ns, "etc/hostname", "etc/unrelated.conf") == ["office-pc\n", None]
