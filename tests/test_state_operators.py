@@ -521,3 +521,25 @@ def test_a_queued_restore_keeps_the_choices(state_store: Engine, root_ns: Path) 
     assert eng.pending()["keep"] == "hostname"  # type: ignore[index]
     assert eng.run_pending() is not None and eng.pending() is None
     assert read(eng, root_ns, "etc/hostname", "etc/unrelated.conf") == ["office-pc\n", None]
+
+
+class _EntryPoint:
+    def __init__(self, name: str, obj: object) -> None:
+        self.name, self.value, self.obj = name, f"owner_pkg:{name}", obj
+
+    def load(self) -> object:
+        if isinstance(self.obj, Exception):
+            raise self.obj
+        return self.obj
+
+
+def test_operators_from_installed_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An owner's package names its operator in the entry point group
+    ibi.state_operators; state.yaml then lists it like a built-in one."""
+    eps = [_EntryPoint("motd", Motd)]
+    monkeypatch.setattr(ops.metadata, "entry_points", lambda group: eps)
+    cfg = statemod.parse_config("registry:\n  - hostname\n  - motd\n")
+    assert [op.name for op in cfg.registry] == ["hostname", "motd"]
+    eps[:] = [_EntryPoint("broken", ImportError("No module named 'owner_pkg'"))]
+    with pytest.raises(StoreError, match=r"state operator 'broken' .* cannot be loaded"):
+        statemod.parse_config("registry: [hostname]\n")
