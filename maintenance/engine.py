@@ -76,6 +76,7 @@ from .store import (
     durable_rename,
     fsync_dir,
     fsync_file,
+    fsync_tree,
     remove_tree,
     tree_bytes,
     utcnow,
@@ -1087,15 +1088,6 @@ class Engine:
             durable_rename(st.layer, slot)
         durable_rename(st.layer_new, st.layer)
         return slot
-
-
-def fsync_tree(path: Path) -> None:
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            if os.path.isfile(p) and not os.path.islink(p):
-                fsync_file(Path(p))
-        fsync_dir(Path(root))
 
 
 def human(n: float) -> str:

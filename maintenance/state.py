@@ -47,7 +47,7 @@ from .store import (
     Store,
     atomic_write,
     durable_rename,
-    fsync_dir,
+    fsync_tree,
     remove_tree,
 )
 
@@ -598,7 +598,7 @@ def _write(store: Store, cfg: Config, reason: str, stack: tuple[str, ...],
             doc["pinned"] = pinned
         (tmp / CAPTURE_META).write_text(yaml.safe_dump(doc, sort_keys=False,
                                                        allow_unicode=True), encoding="utf-8")
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         durable_rename(tmp, store.captures / cid)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -617,19 +617,6 @@ def _prune(store: Store, keep: int) -> None:
         with contextlib.suppress(OSError):
             durable_rename(old.dir, gone)
             remove_tree(gone)
-
-
-def _fsync_tree(path: Path) -> None:
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            if os.path.isfile(p) and not os.path.islink(p):
-                fd = os.open(p, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        fsync_dir(Path(root))
 
 
 def set_values(store: Store, cfg: Config, changes: Mapping[str, str | None],

@@ -108,6 +108,16 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(path: Path) -> None:
+    """fsync every file and directory under ``path`` (not following symlinks)."""
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                fsync_file(Path(p))
+        fsync_dir(Path(root))
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``: temp file, fsync, rename, fsync of the directory."""
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
