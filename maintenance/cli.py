@@ -330,7 +330,7 @@ def confirm(args: argparse.Namespace, word: str, explanation: str) -> None:
 
 
 def restore_explanation(engine: Engine, what: str, plan: StatePlan) -> str:
-    stats, _ = engine.restore_plan()
+    stats = engine.restore_plan()
     lines = [f"{what} discards the writable layer: {stats.changed} changed files, "
              f"{stats.deleted} deletions, {stats.opaque} replaced directories "
              f"({human(stats.bytes)})."]
@@ -349,7 +349,7 @@ def restore_like(eng: Engine, args: argparse.Namespace, name: str | None) -> int
     plan = eng.state_plan(name, args.keep_current)
     head = "" if name is None else f"The stack becomes: {' '.join(eng.stack_for(name))}.\n"
     if args.dry_run:
-        stats, _ = eng.restore_plan()
+        stats = eng.restore_plan()
         emit(args, {"discard": stats, "state": plan}, lambda: print(
             head + restore_explanation(eng, what, plan)))
         return 0

@@ -138,11 +138,10 @@ class Engine:
         self.store.require()
         return layerfs.changes(self.store.upper, limit)
 
-    def restore_plan(self) -> tuple[LayerStats, tuple[str, ...]]:
-        """What Restore System would discard (the second item is kept for older callers:
-        the managed config is in :meth:`state_plan`)."""
+    def restore_plan(self) -> LayerStats:
+        """What Restore System would discard (what it writes: :meth:`state_plan`)."""
         self.store.require()
-        return layerfs.stats(self.store.upper), ()
+        return layerfs.stats(self.store.upper)
 
     # ------------------------------------------------------------------ state operators
     def state_config(self) -> statemod.Config:

@@ -227,7 +227,7 @@ class Controller:
     # ------------------------------------------------------------------ Restore System
     def restore(self) -> None:
         def work(_r: ProgressFn) -> RestorePlan:
-            stats, _ = self.engine.restore_plan()
+            stats = self.engine.restore_plan()
             return (stats, self._state_plan(None), self.engine.changes(limit=CHANGES_SHOWN),
                     self._stack_or_none())
         self._work("Reading the writable layer", "", work, self._confirm_restore)
@@ -432,7 +432,7 @@ class Controller:
     def _confirm_rollback(self, name: str) -> None:
         def work(_r: ProgressFn) -> Any:
             new = self.engine.review_stack(name)
-            stats, _ = self.engine.restore_plan()
+            stats = self.engine.restore_plan()
             return (new, stats, self._state_plan(name),
                     self.engine.changes(limit=CHANGES_SHOWN), self._stack_or_none())
 

@@ -264,14 +264,14 @@ class FakeEngine:
         m = self.metas[name]
         return (*m.stack, name) if m.kind is Kind.INCREMENTAL else (name,)
 
-    def restore_plan(self) -> tuple[LayerStats, tuple[str, ...]]:
+    def restore_plan(self) -> LayerStats:
         self._check("restore_plan")
-        return (LayerStats("/d/layer/upper", 300 * len(self.layer), len(self.layer),
-                           len(self.layer), 0, 0), ())
+        return LayerStats("/d/layer/upper", 300 * len(self.layer), len(self.layer),
+                          len(self.layer), 0, 0)
 
     def restore(self, keep_current: Collection[str] = ()) -> RestoreResult:
         self._check("restore")
-        stats, _ = self.restore_plan()
+        stats = self.restore_plan()
         res = self.state.renew(keep_current)
         self.kept = tuple(keep_current)
         self.layer = []

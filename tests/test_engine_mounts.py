@@ -88,7 +88,7 @@ def test_restore_discards_layer_keeps_home_and_renders_the_captured_config(
         (r / "home/user-file").write_text("mine\n")
 
     mounted_view(store, root_ns / "mnt", damage)
-    stats, _ = store.restore_plan()
+    stats = store.restore_plan()
     assert stats.changed > 5 and stats.deleted >= 2
     plan = store.state_plan()
     row = next(i for i in plan.items if i.path == "/etc/hostname")
