@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import ClassVar
@@ -124,20 +124,28 @@ def write_file(tree: Path, path: str, text: str, mode: int | None = None,
         with contextlib.suppress(OSError), open(dest, encoding="utf-8") as f:
             if f.read() == text:
                 return False  # already so (the image's own file stays: nothing in the layer)
-    tmp = parent / f".ibi-{secrets.token_hex(4)}"
-    try:
+    def make(tmp: Path) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
+    _put(dest, make)
+    return True
+
+
+def _put(dest: Path, make: Callable[[Path], None]) -> None:
+    """Make a temporary entry beside ``dest`` with ``make`` and rename it over ``dest``
+    (the temporary one is removed if anything fails)."""
+    tmp = dest.parent / f".ibi-{secrets.token_hex(4)}"
+    try:
+        make(tmp)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return True
 
 
 def write_symlink(tree: Path, path: str, target: str) -> bool:
@@ -146,16 +154,9 @@ def write_symlink(tree: Path, path: str, target: str) -> bool:
     with contextlib.suppress(OSError):
         if os.readlink(dest) == target:
             return False
-    tmp = parent / f".ibi-{secrets.token_hex(4)}"
-    os.symlink(target, tmp)
-    try:
-        if dest.is_dir() and not dest.is_symlink():
-            raise Invalid(f"{path} is a directory in this system")
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    if dest.is_dir() and not dest.is_symlink():
+        raise Invalid(f"{path} is a directory in this system")
+    _put(dest, lambda tmp: os.symlink(target, tmp))
     return True
 
 
