@@ -9,6 +9,7 @@ See docs/FORMAT.md. Under the data directory ``D``::
     D/.root_images/<name>.sqfs    read-only images
     D/.root_images/<name>.yaml    their metadata
     D/.root_images/bootplan       what the initramfs mounts for each way of booting (text)
+    D/.root_images/maintenance.passwd  the menu's maintenance password (hashed; optional)
     D/.root_images/.tmp-*         work in progress (removed by recovery)
     D/boot/                       kernels, initramfs and GRUB's files (ibi install)
     D/boot/bootloader.yaml        the boot entries' settings (ibi install)
@@ -55,6 +56,7 @@ VMLINUZ = "vmlinuz"
 INITRD = "initrd.img"
 KERNEL_META = "kernel.yaml"
 LAYER_KERNELS = "kernels.yaml"
+AUTH = "maintenance.passwd"
 LOCK = ".lock"
 LOCK_WAIT = 60  # seconds another ibi command may hold the store before we give up
 LAYER = "layer"
@@ -267,6 +269,7 @@ class Store:
         self.roottab_path = self.root / ROOTTAB
         self.roottab_prev_path = self.root / ROOTTAB_PREV
         self.preserve_path = self.root / PRESERVE
+        self.auth_path = self.root / AUTH
         self.layer = self.data / LAYER
         self.layer_new = self.data / LAYER_NEW
         self.trash = self.data / TRASH
