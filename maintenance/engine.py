@@ -510,6 +510,15 @@ class Engine:
             raise StoreError(f"data directory {st.data} does not exist")
         if st.exists() and st.roottab_path.exists():
             raise StoreError(f"{st.data} already holds an ibi store")
+        if st.exists():
+            st.check_dirs()
+            held = st.image_names()
+            if held or st.roottab_prev_path.exists():
+                raise StoreError(
+                    f"{st.data} holds an ibi store without a roottab (images: "
+                    f"{' '.join(held) or 'none'}): ibi init would replace its base",
+                    hint=f"write roottab by hand (one image name a line, bottom first; "
+                    f"roottab.prev holds the one before the last change) in {st.root}")
         st.root.mkdir(exist_ok=True)
         src = Path(source_dir if source_dir is not None else image)  # type: ignore[arg-type]
         tmp = st.tmp_path(name, IMAGE_EXT)

@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
+import logging
 import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,6 +45,8 @@ import yaml
 
 from .errors import BadName, InUse, NotFound, StoreError
 from .model import ImageMeta, KernelRef, Kind
+
+log = logging.getLogger(__name__)
 
 STORE = ".root_images"
 ROOTTAB = "roottab"
@@ -72,9 +77,11 @@ TMP_PREFIX = ".tmp-"
 IMAGE_EXT = ".sqfs"
 META_EXT = ".yaml"
 FORMAT_VERSION = 1
+MAX_STORE_TEXT = 1 << 20  # roottab, metadata, pending, ids: small text files
 
 PENDING_ACTIONS = ("restore", "incremental", "full", "rollback")
 
+_LAYER_ID = re.compile(r"^[0-9a-f]{1,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 
 
@@ -223,11 +230,44 @@ def kernel_to_doc(k: KernelRef) -> dict[str, object]:
 def kernel_from_doc(doc: object) -> KernelRef:
     if not isinstance(doc, dict):
         raise ValueError("a kernel entry is not a mapping")
-    return KernelRef(version=check_kernel_id(str(doc["version"])),
-                     id=check_kernel_id(str(doc["id"])),
-                     vmlinuz_sha256=str(doc["vmlinuz_sha256"]),
-                     initrd_sha256=str(doc["initrd_sha256"]), size=int(doc["size"]),
-                     source_initrd_sha256=str(doc.get("source_initrd_sha256") or ""))
+    return KernelRef(version=check_kernel_id(_str(doc, "version")),
+                     id=check_kernel_id(_str(doc, "id")),
+                     vmlinuz_sha256=_str(doc, "vmlinuz_sha256"),
+                     initrd_sha256=_str(doc, "initrd_sha256"), size=_int(doc.get("size"), "size"),
+                     source_initrd_sha256=_opt_str(doc, "source_initrd_sha256") or "")
+
+
+def _str(doc: dict[str, object], key: str, default: str | None = None) -> str:
+    v = doc.get(key, default)
+    if not isinstance(v, str):
+        raise ValueError(f"{key!r} is not a string" if key in doc else f"no {key!r}")
+    return v
+
+
+def _opt_str(doc: dict[str, object], key: str) -> str | None:
+    v = doc.get(key)
+    if v is not None and not isinstance(v, str):
+        raise ValueError(f"{key!r} is not a string")
+    return v
+
+
+def _int(v: object, key: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >= 1 << 63:
+        raise ValueError(f"{key!r} is not a size")
+    return v
+
+
+def check_format(doc: dict[str, object]) -> None:
+    """Refuse a document written by a newer ibi (``format`` above ours)."""
+    v = doc.get("format", FORMAT_VERSION)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"format {v!r} is not a version number")
+    if v > FORMAT_VERSION:
+        raise ValueError(f"format {v} is newer than this ibi understands ({FORMAT_VERSION}):"
+                         " use a newer ibi")
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def meta_from_yaml(text: str, where: str) -> ImageMeta:
@@ -235,27 +275,77 @@ def meta_from_yaml(text: str, where: str) -> ImageMeta:
         doc = yaml.safe_load(text)
         if not isinstance(doc, dict):
             raise ValueError("not a mapping")
-        created = doc["created"]
+        check_format(doc)
+        created = doc.get("created")
         if isinstance(created, str):
             created = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+        if not isinstance(created, dt.datetime):
+            raise ValueError("'created' is not a date and time")
         if created.tzinfo is None:
             created = created.replace(tzinfo=dt.UTC)
+        digest = _str(doc, "sha256")
+        if not _SHA256.fullmatch(digest):
+            raise ValueError("'sha256' is not a SHA-256 digest")
+        stack = doc.get("stack") or []
+        if not isinstance(stack, list) or not all(isinstance(n, str) for n in stack):
+            raise ValueError("'stack' is not a list of image names")
+        ks = doc.get("kernels") or []
+        if not isinstance(ks, list):
+            raise ValueError("'kernels' is not a list")
+        stamp = doc.get("source_stamp")
+        parent = _opt_str(doc, "parent")
         return ImageMeta(
-            name=str(doc["name"]),
-            kind=Kind(doc["kind"]),
+            name=check_name(_str(doc, "name")),
+            kind=Kind(_str(doc, "kind")),
             created=created,
-            sha256=str(doc["sha256"]),
-            size=int(doc["size"]),
-            description=str(doc.get("description") or ""),
-            parent=doc.get("parent"),
-            stack=tuple(check_name(str(n)) for n in doc.get("stack") or ()),
-            source_layer=doc.get("source_layer"),
-            source_stamp=doc.get("source_stamp"),
-            compressor=str(doc.get("compressor") or "zstd"),
-            kernels=tuple(kernel_from_doc(k) for k in doc.get("kernels") or ()),
+            sha256=digest,
+            size=_int(doc.get("size"), "size"),
+            description=_str(doc, "description", "") if doc.get("description") else "",
+            parent=check_name(parent) if parent else None,
+            stack=tuple(check_name(n) for n in stack),
+            source_layer=_opt_str(doc, "source_layer"),
+            source_stamp=None if stamp is None else _int(stamp, "source_stamp"),
+            compressor=_str(doc, "compressor", "zstd") if doc.get("compressor") else "zstd",
+            kernels=tuple(kernel_from_doc(k) for k in ks),
         )
-    except (yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError, BadName) as e:
-        raise StoreError(f"{where}: unreadable metadata ({e})") from None
+    except (yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError, OverflowError,
+            RecursionError, BadName) as e:
+        raise StoreError(f"{where}: unreadable metadata ({one_line(e)})") from None
+
+
+def one_line(e: object, limit: int = 160) -> str:
+    """An exception's text on one line (yaml's carry a pointer on several), cut short."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def read_store_text(path: Path, label: str | None = None) -> str:
+    """A store file's text, not following a symlink; a file that is not UTF-8 text, not a
+    regular file or unreadable raises StoreError naming it (FileNotFoundError passes)."""
+    name = label or path.name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StoreError(f"{name} is a symbolic link: refused") from None
+        raise StoreError(f"{name}: cannot read ({e.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"{name} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_STORE_TEXT + 1)
+    except OSError as e:
+        raise StoreError(f"{name}: cannot read ({e.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_STORE_TEXT:
+        raise StoreError(f"{name} is too large to be an ibi file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{name} is not UTF-8 text (byte {e.start})") from None
 
 
 # --- the store -----------------------------------------------------------------------
@@ -307,6 +397,15 @@ class Store:
     def exists(self) -> bool:
         return self.root.is_dir()
 
+    def check_dirs(self) -> None:
+        """The store's own directories must be real directories on the data partition,
+        not symbolic links that lead ibi to change files elsewhere."""
+        for d in (self.root, self.layer, self.layer_new, self.trash, self.home, self.state,
+                  self.boot):
+            if d.is_symlink():
+                raise StoreError(f"{d} is a symbolic link: refused",
+                                 hint="ibi only works on its own directories; move it away")
+
     def require(self) -> None:
         if not self.data.is_dir():
             raise StoreError(f"data directory {self.data} does not exist")
@@ -314,6 +413,7 @@ class Store:
             raise StoreError(
                 f"no ibi store in {self.data} (no {STORE}/)", hint="create one with: ibi init"
             )
+        self.check_dirs()
 
     # images
     def image_path(self, name: str) -> Path:
@@ -341,7 +441,7 @@ class Store:
     def read_meta(self, name: str) -> ImageMeta:
         path = self.meta_path(name)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_store_text(path)
         except FileNotFoundError:
             raise NotFound(f"no metadata for image {name!r} ({path.name} missing)") from None
         meta = meta_from_yaml(text, path.name)
@@ -362,11 +462,11 @@ class Store:
     def read_roottab(self, prev: bool = False) -> list[str]:
         path = self.roottab_prev_path if prev else self.roottab_path
         try:
-            return parse_roottab(path.read_text(encoding="utf-8"))
+            text = read_store_text(path)
         except FileNotFoundError:
             raise StoreError(f"{path} is missing") from None
-        except UnicodeDecodeError:
-            raise StoreError(f"{path.name} is not text") from None
+        try:
+            return parse_roottab(text)
         except StoreError as e:
             raise StoreError(f"{path.name}: {e}") from None
 
@@ -374,7 +474,12 @@ class Store:
         """Keep the current roottab as roottab.prev, then replace roottab atomically."""
         names = [check_name(n) for n in names]
         if self.roottab_path.exists():
-            atomic_write(self.roottab_prev_path, self.roottab_path.read_text(encoding="utf-8"))
+            try:
+                old: str | None = read_store_text(self.roottab_path)
+            except StoreError:
+                old = None  # an unreadable roottab is not worth keeping as the fallback
+            if old is not None:
+                atomic_write(self.roottab_prev_path, old)
         atomic_write(self.roottab_path, render_roottab(names))
 
     # pending: one action queued from a live system for the next boot
@@ -384,14 +489,29 @@ class Store:
 
     def read_pending(self) -> dict[str, str] | None:
         try:
-            doc = yaml.safe_load(self.pending_path.read_text(encoding="utf-8"))
+            doc = yaml.safe_load(read_store_text(self.pending_path))
         except FileNotFoundError:
             return None
-        except yaml.YAMLError as e:
-            raise StoreError(f"{PENDING}: unreadable ({e})") from None
+        except (yaml.YAMLError, RecursionError) as e:
+            raise StoreError(f"{PENDING}: unreadable ({one_line(e)})") from None
         if not isinstance(doc, dict) or doc.get("action") not in PENDING_ACTIONS:
-            raise StoreError(f"{PENDING}: not a known action")
-        return {str(k): str(v) for k, v in doc.items() if v is not None}
+            raise StoreError(f"{PENDING}: not a known action",
+                             hint="see it with: cat; cancel it with: ibi pending --cancel")
+        out = {}
+        for k, v in doc.items():
+            if v is None:
+                continue
+            if not isinstance(k, str) or not isinstance(v, (str, int)) or isinstance(v, bool):
+                raise StoreError(f"{PENDING}: {k!r} is not a plain value",
+                                 hint="cancel it with: ibi pending --cancel")
+            out[k] = str(v)
+        if "name" in out:
+            try:
+                check_name(out["name"])
+            except BadName as e:
+                raise StoreError(f"{PENDING}: {e}",
+                                 hint="cancel it with: ibi pending --cancel") from None
+        return out
 
     def write_pending(self, doc: dict[str, str]) -> None:
         atomic_write(self.pending_path, yaml.safe_dump(doc, sort_keys=False))
@@ -404,7 +524,7 @@ class Store:
     # preserve (older stores; state.yaml replaces it)
     def read_preserve(self) -> list[str]:
         try:
-            return parse_preserve(self.preserve_path.read_text(encoding="utf-8"))
+            return parse_preserve(read_store_text(self.preserve_path))
         except FileNotFoundError:
             return []
 
@@ -419,9 +539,13 @@ class Store:
 
     def layer_id(self, layer: Path | None = None) -> str | None:
         try:
-            return ((layer or self.layer) / "id").read_text().strip() or None
-        except FileNotFoundError:
+            text = read_store_text((layer or self.layer) / "id", "layer/id").strip()
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except StoreError as e:
+            log.warning("%s: treated as a layer without an id", e)
+            return None
+        return text if _LAYER_ID.fullmatch(text) else None
 
     def make_layer(self, path: Path) -> str:
         """Create an empty layer directory (upper, work, id) at ``path``; return its id."""
@@ -446,7 +570,7 @@ class Store:
 
     def layer_stack(self, layer: Path) -> list[str] | None:
         try:
-            return parse_roottab((layer / "stack").read_text(encoding="utf-8"))
+            return parse_roottab(read_store_text(layer / "stack"))
         except (FileNotFoundError, StoreError):
             return None
 
@@ -479,13 +603,13 @@ class Store:
         recorded, or None when there is no (readable) record."""
         path = self.layer / LAYER_KERNELS
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            doc = yaml.safe_load(read_store_text(path))
             return (str(doc["layer"]) if doc.get("layer") else None,
                     [check_name(str(n)) for n in doc.get("stack") or ()],
                     tuple(kernel_from_doc(k) for k in doc.get("kernels") or ()))
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, ValueError,
+        except (OSError, StoreError, yaml.YAMLError, KeyError, ValueError, RecursionError,
                 TypeError, AttributeError, BadName):
             return None  # a damaged record: as if none (the next sync rewrites it)
 
@@ -504,8 +628,15 @@ class Store:
         return True
 
     def trash_entries(self) -> list[Path]:
-        if not self.trash.is_dir():
+        """The set-aside layers; a ``trash`` that is not a real directory (a symbolic link
+        out of the store, say) is refused, never followed."""
+        try:
+            st = self.trash.lstat()
+        except FileNotFoundError:
             return []
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"{self.trash} is not a directory (a symbolic link?): refused",
+                             hint="move it away by hand; ibi deletes only what is in the store")
         return sorted(p for p in self.trash.iterdir())
 
     def stray_tmp(self) -> list[Path]:
@@ -516,6 +647,7 @@ class Store:
 
     def new_trash_slot(self, layer_id: str | None) -> Path:
         self.trash.mkdir(exist_ok=True)
+        self.trash_entries()  # a real directory
         stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
         return self.trash / f"{stamp}-{layer_id or secrets.token_hex(4)}"
 

@@ -55,7 +55,8 @@ def test_preserve_parsing() -> None:
 
 def test_metadata_round_trip() -> None:
     meta = ImageMeta("inc", Kind.INCREMENTAL, dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
-                     "ab" * 32, 4096, "a ✓ note", "base", ("base",), "layer1", "zstd")
+                     "ab" * 32, 4096, "a ✓ note", "base", ("base",), source_layer="layer1",
+                     source_stamp=1_700_000_000_123_456_789, compressor="xz")
     assert meta_from_yaml(meta_to_yaml(meta), "x.yaml") == meta
     assert "created: '2026-01-02T03:04:05Z'" in meta_to_yaml(meta)
 
