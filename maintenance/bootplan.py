@@ -8,6 +8,8 @@ else of the store::
     ibi-boot-plan 1
     roottab 3061231284 97          # POSIX cksum of roottab when the plan was made
     layer 5f0c8e1d2a3b4c6d         # the writable layer's id then (its kernels count)
+    image base 415236096 9f86d0... # each image's size and SHA-256 (its metadata), checked
+    image inc1 1048576 2c26b4...   #   before it is mounted
     normal base inc1 inc2          # the active stack (roottab)
     fallback base inc1             # roottab.prev, when it differs and is usable
     menu base inc1 inc2            # stacks the menu can run from, best first
@@ -21,19 +23,25 @@ writable layer's id (a power cut between Restore System's swap of the layer and 
 files: GRUB's menu may still boot a kernel the set-aside layer held), is stale: the
 initramfs then asks the image's own ``ibi boot-entries --write`` to renew it (and GRUB's
 menu) before booting.
+
+The initramfs refuses an image whose file size differs from its ``image`` line or whose
+squashfs superblock is not sane (and with ``rd.ibi.verify=sha256`` one whose SHA-256
+differs). ``review_size_kib`` is the rule the initramfs sizes a Live Review's tmpfs by.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import IbiError, NotFound, StoreError
+from .errors import IbiError, NotFound, StoreError, UsageError
 from .model import Kind
 from .store import BOOTPLAN, Store, atomic_write
 
 PLAN_VERSION = 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,15 @@ class Review:
 
 
 @dataclass(frozen=True)
+class ImageCheck:
+    """What the initramfs checks an image against before it mounts it (its metadata)."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class BootPlan:
     roottab_cksum: tuple[int, int] | None  # (crc, length) of roottab; None if missing
     normal: tuple[str, ...] | None  # None: roottab unusable
@@ -52,6 +69,7 @@ class BootPlan:
     menu: tuple[tuple[str, ...], ...]
     reviews: tuple[Review, ...] = field(default=())  # newest first
     layer_id: str | None = None  # the writable layer's id when the plan was made
+    images: tuple[ImageCheck, ...] = ()  # by name
 
 
 def _crc_table() -> list[int]:
@@ -125,7 +143,11 @@ def build(st: Store) -> BootPlan:
                                   m.created.strftime("%Y-%m-%d %H:%M"), stack))
             if m.kind in (Kind.BASE, Kind.FULL) and (m.name,) not in menu:
                 menu.append((m.name,))
-    return BootPlan(cksum, normal, fallback, tuple(menu), tuple(reviews), st.layer_id())
+    images = tuple(ImageCheck(m.name, m.size, m.sha256)
+                   for m in sorted(metas, key=lambda m: m.name)
+                   if m.size >= 0 and _SHA256.fullmatch(m.sha256))
+    return BootPlan(cksum, normal, fallback, tuple(menu), tuple(reviews), st.layer_id(),
+                    images)
 
 
 def render(plan: BootPlan) -> str:
@@ -138,6 +160,8 @@ def render(plan: BootPlan) -> str:
         lines.append(f"roottab {plan.roottab_cksum[0]} {plan.roottab_cksum[1]}")
     if plan.layer_id and plan.layer_id.isalnum():
         lines.append(f"layer {plan.layer_id}")
+    # older initramfs ignore these lines (they read only the keywords they know)
+    lines += [f"image {i.name} {i.size} {i.sha256}" for i in plan.images]
     if plan.normal:
         lines.append("normal " + " ".join(plan.normal))
     if plan.fallback:
@@ -167,3 +191,47 @@ def is_current(st: Store, text: str | None = None) -> bool:
     except OSError:
         return False
     return on_disk == (text if text is not None else render(build(st))).encode()
+
+
+# --- the Live Review's tmpfs -------------------------------------------------------------
+
+MIN_REVIEW_KIB = 64 * 1024
+_REVIEW_SIZE = re.compile(r"0*([0-9]{1,9})([%kKmMgG])")
+_UNITS = {"k": 1, "m": 1024, "g": 1024 * 1024}
+
+
+def meminfo_kib(text: str) -> dict[str, int]:
+    """The ``/proc/meminfo`` figures (kB) by name (``MemTotal``, ``MemAvailable``...)."""
+    out = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        with contextlib.suppress(ValueError, IndexError):
+            out[key.strip()] = int(rest.split()[0])
+    return out
+
+
+def review_size_kib(spec: str | None, meminfo: str) -> tuple[int, str]:
+    """The size in KiB of a Live Review's tmpfs, and how it was reached; the initramfs
+    (ibi-lib.sh, ``ibi_review_size``, with ``rd.ibi.review_size=``) follows the same rule.
+
+    ``spec`` None: half of MemAvailable (MemFree on kernels without it); ``N%``: N percent
+    of MemTotal, N 1..90; ``N`` + ``K``/``M``/``G``: N KiB/MiB/GiB (N up to 9 digits,
+    leading zeros ignored). Never under 64 MiB; rounded down to 4 KiB. Anything else is a
+    UsageError (the initramfs warns and takes the default instead)."""
+    mem = meminfo_kib(meminfo)
+    if spec is None:
+        avail = mem.get("MemAvailable", mem.get("MemFree", 0))
+        kib, why = avail // 2, f"half of MemAvailable {avail} kB"
+    else:
+        m = _REVIEW_SIZE.fullmatch(spec)
+        n = int(m.group(1)) if m else 0
+        if m is None or n == 0 or (m.group(2) == "%" and n > 90):
+            raise UsageError(f"review size {spec!r} is not N% (1..90) or a size like 512M or 2G")
+        if m.group(2) == "%":
+            total = mem.get("MemTotal", 0)
+            kib, why = total * n // 100, f"{spec} of MemTotal {total} kB"
+        else:
+            kib, why = n * _UNITS[m.group(2).lower()], spec
+    if kib < MIN_REVIEW_KIB:
+        kib, why = MIN_REVIEW_KIB, f"{why}, raised to the 64 MiB minimum"
+    return kib // 4 * 4, why

@@ -60,6 +60,39 @@ def check_image(path: Path) -> None:
     run([which("unsquashfs"), "-s", str(path)])
 
 
+def check_superblock(path: Path, size: int) -> str | None:
+    """Why the squashfs image ``path`` (whose file should hold ``size`` bytes, its
+    metadata's figure) must not be mounted, or None: the initramfs's cheap check before
+    it mounts an image (ibi-lib.sh, ``ibi_check_image``): the file's size, the magic
+    ``hsqs``, version 4.0, a block size that is a power of two 4K..1M (and matches its
+    log), and ``bytes_used`` no larger than the file."""
+    try:
+        with open(path, "rb") as f:
+            have = os.fstat(f.fileno()).st_size
+            sb = f.read(48)
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror}"
+    if have != size:
+        return f"the file has {have} bytes, its metadata says {size}"
+    if len(sb) < 48:
+        return f"shorter than a squashfs superblock ({have} bytes)"
+    if sb[:4] != b"hsqs":
+        return "not a squashfs image (no hsqs magic)"
+    major, minor = int.from_bytes(sb[28:30], "little"), int.from_bytes(sb[30:32], "little")
+    if (major, minor) != (4, 0):
+        return f"squashfs version {major}.{minor}, not 4.0"
+    block = int.from_bytes(sb[12:16], "little")
+    log = int.from_bytes(sb[22:24], "little")
+    if not 12 <= log <= 20 or block != 1 << log:
+        return f"bad squashfs block size {block}"
+    if sb[46:48] != b"\0\0":
+        return "bad squashfs bytes_used"
+    used = int.from_bytes(sb[40:48], "little")
+    if used > have:
+        return f"truncated: the superblock says {used} bytes, the file has {have}"
+    return None
+
+
 def sha256(path: Path, progress: ProgressFn | None = None, phase: str = "verifying",
            label: str = "") -> str:
     h = hashlib.sha256()
