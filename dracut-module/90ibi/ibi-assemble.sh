@@ -226,7 +226,7 @@ assemble_normal() {
         return 0
     fi
     _first=$IBI_ERROR
-    ibi_log warning "roottab is unusable ($_first): falling back to roottab.prev"
+    ibi_log warning "the stack of roottab cannot be used ($_first): falling back to roottab.prev"
     if ibi_plan_stack fallback && ibi_assemble "$NEWROOT" "$IBI_NAMES" layer; then
         echo "normal roottab.prev" > "$MODE"
         ibi_log warning "booting the PREVIOUS stack (roottab.prev): $IBI_NAMES"

@@ -15,6 +15,8 @@ IBI_RUN=/run/ibi
 IBI_DATA=/run/ibi/data
 IBI_LOWER=/run/ibi/lower
 IBI_STORE=.root_images
+IBI_MEMINFO=/proc/meminfo  # (tests point it elsewhere)
+IBI_MIN_REVIEW_KIB=65536   # the Live Review's tmpfs is never smaller (64 MiB)
 
 # arg1: priority (err|warning|notice|info), rest: message
 # Logs to the kernel log (so the journal has it); err/warning also go to the console.
@@ -152,12 +154,141 @@ ibi_plan_stack() {
     return 0
 }
 
+# --- images are checked before they are mounted -----------------------------------------
+# Always: the file's size is the one in its metadata (the plan's "image NAME SIZE SHA256"
+# line) and it starts with a sane squashfs superblock. With rd.ibi.verify=sha256 also its
+# SHA-256 (once per boot: $IBI_RUN/verified remembers the images that matched).
+
+# sets: IBI_VERIFY, "sha256" or "quick" (the default), from rd.ibi.verify=
+ibi_verify_mode() {
+    [ -n "$IBI_VERIFY" ] && return 0
+    IBI_VERIFY=quick
+    _vm=$(getarg rd.ibi.verify=) || return 0
+    case $_vm in
+        sha256 | quick) IBI_VERIFY=$_vm ;;
+        *) ibi_log warning "rd.ibi.verify=$_vm is not sha256 or quick: checking sizes and superblocks only" ;;
+    esac
+    return 0
+}
+
+# arg1: image name
+# prints: "SIZE SHA256" from the plan's image line for it; returns 1 if the plan has none
+ibi_plan_image() {
+    [ -f "$IBI_DATA/$IBI_STORE/bootplan" ] || return 1
+    while read -r _pi_kw _pi_name _pi_size _pi_sum _pi_rest || [ -n "$_pi_kw" ]; do
+        if [ "$_pi_kw" = image ] && [ "$_pi_name" = "$1" ]; then
+            echo "$_pi_size $_pi_sum"
+            return 0
+        fi
+    done < "$IBI_DATA/$IBI_STORE/bootplan"
+    return 1
+}
+
+# arg1: file; arg2: its size in bytes
+# returns: 1 (the reason in IBI_ERROR) unless it starts with a squashfs 4.0 superblock whose
+#          block size is a power of two 4K..1M and whose bytes_used fits in the file
+ibi_check_superblock() {
+    _sb_size=$2
+    # the superblock's 48 bytes one by one: squashfs is little-endian on every CPU
+    _sb=$(od -An -v -tu1 -N48 "$1" 2> /dev/null) || _sb=
+    # shellcheck disable=SC2086  # split on purpose: one decimal a byte
+    set -- $_sb
+    if [ $# -lt 48 ]; then
+        IBI_ERROR="shorter than a squashfs superblock ($_sb_size bytes)"
+        return 1
+    fi
+    if [ "$1 $2 $3 $4" != "104 115 113 115" ]; then
+        IBI_ERROR="not a squashfs image (no hsqs magic)"
+        return 1
+    fi
+    if [ "${29} ${30} ${31} ${32}" != "4 0 0 0" ]; then
+        IBI_ERROR="squashfs version $((${29} + ${30} * 256)).$((${31} + ${32} * 256)), not 4.0"
+        return 1
+    fi
+    _sb_bs=$((${13} + ${14} * 256 + ${15} * 65536 + ${16} * 16777216))
+    _sb_log=$((${23} + ${24} * 256))
+    case $_sb_bs in
+        4096 | 8192 | 16384 | 32768 | 65536 | 131072 | 262144 | 524288 | 1048576) ;;
+        *) _sb_log=0 ;;
+    esac
+    if [ "$_sb_log" -lt 12 ] || [ "$_sb_log" -gt 20 ] || [ $((1 << _sb_log)) -ne "$_sb_bs" ]; then
+        IBI_ERROR="bad squashfs block size $_sb_bs"
+        return 1
+    fi
+    # bytes_used, le64 at offset 40; its two high bytes must be 0 (under 256 TiB)
+    if [ "${47}${48}" != 00 ]; then
+        IBI_ERROR="bad squashfs bytes_used"
+        return 1
+    fi
+    _sb_used=$((${41} + ${42} * 256 + ${43} * 65536 + ${44} * 16777216))
+    _sb_used=$((_sb_used + (${45} + ${46} * 256) * 4294967296))
+    if [ "$_sb_used" -gt "$_sb_size" ]; then
+        IBI_ERROR="truncated: the superblock says $_sb_used bytes, the file has $_sb_size"
+        return 1
+    fi
+    return 0
+}
+
+# arg1: image name
+# returns: 1 (one line in IBI_ERROR, also logged) if the image must not be mounted
+ibi_check_image() {
+    ibi_verify_mode
+    _ci_file=$IBI_DATA/$IBI_STORE/$1.sqfs
+    _ci_why=
+    _ci_sum=
+    if ! _ci_size=$(stat -L -c %s "$_ci_file" 2> /dev/null); then
+        _ci_why="cannot read $_ci_file"
+    elif _ci_plan=$(ibi_plan_image "$1"); then
+        _ci_sum=${_ci_plan#* }
+        [ "$_ci_size" = "${_ci_plan%% *}" ] \
+            || _ci_why="the file has $_ci_size bytes, its metadata says ${_ci_plan%% *}"
+    else
+        ibi_log notice "image '$1': the boot plan gives no size (an older ibi wrote it): checking its superblock only"
+    fi
+    if [ -z "$_ci_why" ] && ! ibi_check_superblock "$_ci_file" "$_ci_size"; then
+        _ci_why=$IBI_ERROR
+    fi
+    if [ -z "$_ci_why" ] && [ "$IBI_VERIFY" = sha256 ]; then
+        if [ -z "$_ci_sum" ]; then
+            ibi_log warning "image '$1': no SHA-256 in the boot plan to verify it against"
+        elif ! grep -qxF "$1 $_ci_size $_ci_sum" "$IBI_RUN/verified" 2> /dev/null; then
+            ibi_log notice "verifying the SHA-256 of image '$1' ($_ci_size bytes)"
+            _ci_have=$(sha256sum < "$_ci_file" 2> /dev/null) || _ci_have=
+            _ci_have=${_ci_have%% *}
+            if [ "$_ci_have" = "$_ci_sum" ]; then
+                echo "$1 $_ci_size $_ci_sum" >> "$IBI_RUN/verified" 2> /dev/null
+            else
+                _ci_why="SHA-256 ${_ci_have:-unreadable}, its metadata says $_ci_sum"
+            fi
+        fi
+    fi
+    [ -z "$_ci_why" ] && return 0
+    IBI_ERROR="image '$1' refused: $_ci_why"
+    ibi_log err "$IBI_ERROR"
+    return 1
+}
+
 # arg1: names, bottom first (separated by blanks)
-# Loop-mounts each image read-only on $IBI_LOWER/<n>; sets IBI_LOWERDIR (top first,
-# relative to $IBI_LOWER).
+# Checks every image (top first) before it mounts any.
+# returns: 1 (message in IBI_ERROR) at the first that fails
+ibi_check_images() {
+    _cis_rev=
+    for _cis_n in $1; do
+        _cis_rev="$_cis_n $_cis_rev"
+    done
+    for _cis_n in $_cis_rev; do
+        ibi_check_image "$_cis_n" || return 1
+    done
+    return 0
+}
+
+# arg1: names, bottom first (separated by blanks)
+# Checks the images (ibi_check_images), then loop-mounts each read-only on $IBI_LOWER/<n>;
+# sets IBI_LOWERDIR (top first, relative to $IBI_LOWER).
 # returns: 1 (message in IBI_ERROR, nothing left mounted) on failure
 ibi_mount_lowers() {
     IBI_LOWERDIR=""
+    ibi_check_images "$1" || return 1
     _i=0
     for _n in $1; do
         _i=$((_i + 1))
@@ -205,6 +336,58 @@ ibi_bind_home() {
     return 0
 }
 
+# The size of the Live Review's tmpfs (maintenance.bootplan.review_size_kib is the same
+# rule, for `ibi review --size`): rd.ibi.review_size=N% is N percent of MemTotal (N 1..90),
+# rd.ibi.review_size=N[KMG] is N KiB, MiB or GiB; by default, or when the value is neither
+# (one warning), half of MemAvailable. Never under 64 MiB; rounded down to 4 KiB.
+# sets: IBI_REVIEW_KIB, the size in KiB; IBI_REVIEW_WHY, how it was reached
+ibi_review_size() {
+    _rs_total=0
+    _rs_avail=
+    _rs_free=0
+    while read -r _rs_k _rs_v _rs_u; do
+        case $_rs_k in
+            MemTotal:) _rs_total=$_rs_v ;;
+            MemAvailable:) _rs_avail=$_rs_v ;;
+            MemFree:) _rs_free=$_rs_v ;;
+        esac
+    done < "$IBI_MEMINFO"
+    _rs_avail=${_rs_avail:-$_rs_free}
+    IBI_REVIEW_KIB=
+    if _rs_spec=$(getarg rd.ibi.review_size=); then
+        _rs_num=${_rs_spec%[%kKmMgG]}
+        # no leading zeros: sh arithmetic would read them as octal
+        _rs_num=${_rs_num#"${_rs_num%%[!0]*}"}
+        case $_rs_num in
+            "" | *[!0-9]* | ??????????*) ;;
+            *)
+                case $_rs_spec in
+                    *%) [ "$_rs_num" -le 90 ] && IBI_REVIEW_KIB=$((_rs_total * _rs_num / 100)) \
+                        && IBI_REVIEW_WHY="rd.ibi.review_size=$_rs_spec of MemTotal $_rs_total kB" ;;
+                    *[kK]) IBI_REVIEW_KIB=$_rs_num ;;
+                    *[mM]) IBI_REVIEW_KIB=$((_rs_num * 1024)) ;;
+                    *[gG]) IBI_REVIEW_KIB=$((_rs_num * 1048576)) ;;
+                esac
+                ;;
+        esac
+        case $_rs_spec in
+            *%) ;;
+            *) [ -n "$IBI_REVIEW_KIB" ] && IBI_REVIEW_WHY="rd.ibi.review_size=$_rs_spec" ;;
+        esac
+        [ -n "$IBI_REVIEW_KIB" ] || ibi_log warning "rd.ibi.review_size=$_rs_spec is not N% (1..90) or a size like 512M or 2G: using half of the available memory"
+    fi
+    if [ -z "$IBI_REVIEW_KIB" ]; then
+        IBI_REVIEW_KIB=$((_rs_avail / 2))
+        IBI_REVIEW_WHY="half of MemAvailable $_rs_avail kB"
+    fi
+    if [ "$IBI_REVIEW_KIB" -lt "$IBI_MIN_REVIEW_KIB" ]; then
+        IBI_REVIEW_KIB=$IBI_MIN_REVIEW_KIB
+        IBI_REVIEW_WHY="$IBI_REVIEW_WHY, raised to the 64 MiB minimum"
+    fi
+    IBI_REVIEW_KIB=$((IBI_REVIEW_KIB / 4 * 4))
+    return 0
+}
+
 # arg1: target; arg2: names bottom first; arg3: "layer" or "tmpfs"
 # Mounts the whole stack on target with the writable layer (or a tmpfs upper).
 # returns: 1 (message in IBI_ERROR, nothing left mounted) on failure
@@ -215,7 +398,9 @@ ibi_assemble() {
         _rw=$IBI_RUN/review
         mkdir -p "$_rw"
         if ! ismounted "$_rw"; then
-            mount -t tmpfs -o mode=0755 ibi-review "$_rw" || {
+            ibi_review_size
+            ibi_log notice "the Live Review's tmpfs: ${IBI_REVIEW_KIB} KiB ($IBI_REVIEW_WHY)"
+            mount -t tmpfs -o "mode=0755,size=${IBI_REVIEW_KIB}k" ibi-review "$_rw" || {
                 IBI_ERROR="cannot mount a tmpfs for the review"
                 ibi_umount_lowers
                 return 1

@@ -1,0 +1,343 @@
+"""The initramfs's checks before it mounts anything (dracut-module/90ibi/ibi-lib.sh): every
+image against its boot plan line (size, squashfs superblock; SHA-256 with
+rd.ibi.verify=sha256), and the size of the Live Review's tmpfs. The shell functions run
+under dash (else sh) against real images made by mksquashfs, beside their Python mirrors
+(squash.check_superblock, bootplan.review_size_kib)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from maintenance import bootplan, squash
+from maintenance.errors import UsageError
+from maintenance.model import ImageMeta, Kind
+from maintenance.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB = ROOT / "dracut-module/90ibi/ibi-lib.sh"
+SH = shutil.which("dash") or "sh"
+
+# what dracut-lib.sh provides, reduced to what ibi-lib.sh uses; the kernel command line is
+# $CMDLINE; ibi_log writes "PRIO: message" on stderr instead of /dev/kmsg and the console
+STUBS = """
+getarg() {
+    for _a in $CMDLINE; do
+        case $_a in "$1"*) echo "${_a#"$1"}"; return 0 ;; esac
+    done
+    return 1
+}
+ismounted() { grep -q " $1 " /proc/self/mounts; }
+label_uuid_to_dev() { echo "/dev/disk/by-label/${1#LABEL=}"; }
+"""
+LOG_STUB = 'ibi_log() { _p=$1; shift; echo "$_p: $*" >&2; }'
+
+MEMINFO = """MemTotal:        2000000 kB
+MemFree:          900000 kB
+MemAvailable:    1500002 kB
+Buffers:            1000 kB
+"""
+
+
+def lib(data: Path, script: str, cmdline: str = "",
+        meminfo: str = MEMINFO) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in dash (else sh) with ibi-lib.sh sourced, IBI_DATA on ``data`` and
+    IBI_RUN, IBI_LOWER, /proc/meminfo in a directory beside it."""
+    run = data.parent / "run"
+    run.mkdir(exist_ok=True)
+    (run / "meminfo").write_text(meminfo)
+    text = (f"{STUBS}\n. {LIB}\n{LOG_STUB}\nCMDLINE='{cmdline}'\nIBI_DATA={data}\n"
+            f"IBI_RUN={run}\nIBI_LOWER={run}/lower\nIBI_MEMINFO={run}/meminfo\n{script}\n")
+    return subprocess.run([SH, "-c", text], capture_output=True, text=True)
+
+
+def check(st: Store, name: str, cmdline: str = "") -> tuple[int, str, str]:
+    """ibi_check_image NAME: (exit status, IBI_ERROR, the log lines)."""
+    r = lib(st.data, f'ibi_check_image {name} || {{ echo "$IBI_ERROR"; exit 1; }}', cmdline)
+    return r.returncode, r.stdout.strip(), r.stderr.strip()
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real squashfs image of a small root (an executable /sbin/init, a file, /home)."""
+    if shutil.which("mksquashfs") is None:
+        pytest.fail("mksquashfs is missing (apt-get install squashfs-tools)")
+    base = tmp_path_factory.mktemp("image")
+    tree = base / "tree"
+    (tree / "sbin").mkdir(parents=True)
+    (tree / "home").mkdir()
+    (tree / "sbin/init").write_text("#!/bin/sh\n")
+    (tree / "sbin/init").chmod(0o755)
+    (tree / "etc").mkdir()
+    (tree / "etc/data").write_bytes(os.urandom(300_000))  # several blocks past the superblock
+    out = base / "img.sqfs"
+    squash.mksquashfs(tree, out, compressor="gzip")
+    return out
+
+
+def make_store(tmp_path: Path, image: Path, names: tuple[str, ...] = ("base", "top"),
+               roottab: str = "base\ntop\n") -> Store:
+    """A store whose images are copies of ``image``, with metadata and a boot plan written
+    by the engine's code (``top`` an incremental on ``base``)."""
+    st = Store(tmp_path / "data")
+    st.root.mkdir(parents=True)
+    for i, name in enumerate(names):
+        shutil.copyfile(image, st.image_path(name))
+        kind, stack = (Kind.BASE, ()) if i == 0 else (Kind.INCREMENTAL, names[:i])
+        st.write_meta(ImageMeta(
+            name=name, kind=kind, created=dt.datetime(2026, 1, 1 + i, tzinfo=dt.UTC),
+            sha256=squash.sha256(image), size=image.stat().st_size, stack=stack,
+            parent=stack[-1] if stack else None))
+    st.roottab_path.write_text(roottab)
+    bootplan.write(st)
+    return st
+
+
+def patch(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+# --- the boot plan's image lines -------------------------------------------------------
+
+def test_plan_lists_every_image_with_its_size_and_sha256(tmp_path: Path, image: Path) -> None:
+    st = make_store(tmp_path, image)
+    st.image_path("stray").write_bytes(b"no metadata")  # an image without metadata: no line
+    bootplan.write(st)
+    size, digest = image.stat().st_size, squash.sha256(image)
+    lines = bootplan.path(st).read_text().splitlines()
+    assert [ln for ln in lines if ln.startswith("image ")] == [
+        f"image base {size} {digest}", f"image top {size} {digest}"]
+    assert lines[2] == "ibi-boot-plan 1"  # version 1 still: older readers skip the lines
+    # round trip: what the engine wrote is what the initramfs reads
+    for name in ("base", "top"):
+        r = lib(st.data, f"ibi_plan_image {name}")
+        assert (r.returncode, r.stdout.split()) == (0, [str(size), digest])
+    assert lib(st.data, "ibi_plan_image stray").returncode == 1
+    # the stacks are read as before, the image lines in between
+    r = lib(st.data, 'ibi_plan_stack normal && echo "$IBI_NAMES"')
+    assert r.stdout.strip() == "base top"
+    assert lib(st.data, "ibi_plan_current").returncode == 0
+
+
+def test_good_images_pass_both_checks(tmp_path: Path, image: Path) -> None:
+    st = make_store(tmp_path, image)
+    assert check(st, "top")[:2] == (0, "")
+    rc, _, log = check(st, "top", "rd.ibi.verify=sha256")
+    assert rc == 0 and "verifying the SHA-256 of image 'top'" in log
+    verified = (tmp_path / "run/verified").read_text().split("\n")
+    assert verified[0] == f"top {image.stat().st_size} {squash.sha256(image)}"
+    # once verified in this boot, not hashed again (the menu, then the sysroot)
+    rc, _, log = check(st, "top", "rd.ibi.verify=sha256")
+    assert rc == 0 and "verifying" not in log
+    assert squash.check_superblock(st.image_path("top"), image.stat().st_size) is None
+
+
+DAMAGE = {
+    # name: (how the image is damaged, the reason both checks give)
+    "truncated": (lambda p, n: os.truncate(p, n // 2),
+                  "the file has {half} bytes, its metadata says {size}"),
+    "grown": (lambda p, n: p.open("ab").write(b"\0" * 4096),
+              "the file has {grown} bytes, its metadata says {size}"),
+    "bad magic": (lambda p, n: patch(p, 0, b"HSQS"), "not a squashfs image (no hsqs magic)"),
+    "version 3": (lambda p, n: patch(p, 28, b"\3\0"), "squashfs version 3.0, not 4.0"),
+    "block size": (lambda p, n: patch(p, 12, (3000).to_bytes(4, "little")),
+                   "bad squashfs block size 3000"),
+    "block log": (lambda p, n: patch(p, 22, (13).to_bytes(2, "little")),
+                  "bad squashfs block size 131072"),
+    "bytes_used": (lambda p, n: patch(p, 40, (n + 1).to_bytes(8, "little")),
+                   "truncated: the superblock says {size1} bytes, the file has {size}"),
+    "bytes_used huge": (lambda p, n: patch(p, 47, b"\x80"), "bad squashfs bytes_used"),
+    "empty": (lambda p, n: os.truncate(p, 0), "the file has 0 bytes, its metadata says {size}"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=str)
+def test_a_damaged_image_is_refused_in_one_line(tmp_path: Path, image: Path,
+                                                damage: str) -> None:
+    st = make_store(tmp_path, image)
+    size = image.stat().st_size
+    how, why = DAMAGE[damage]
+    how(st.image_path("top"), size)
+    why = why.format(size=size, half=size // 2, grown=size + 4096, size1=size + 1)
+    rc, err, log = check(st, "top")
+    assert (rc, err) == (1, f"image 'top' refused: {why}")
+    assert log == f"err: image 'top' refused: {why}"  # the console and the journal: one line
+    # the engine's mirror says the same
+    assert squash.check_superblock(st.image_path("top"), size) == why
+    assert check(st, "base")[:2] == (0, "")
+
+
+def test_truncated_image_without_plan_lines_is_caught_by_its_superblock(
+        tmp_path: Path, image: Path) -> None:
+    """A plan written by an older ibi has no image lines: the superblock alone decides."""
+    st = make_store(tmp_path, image)
+    plan = bootplan.path(st)
+    plan.write_text("".join(ln for ln in plan.read_text().splitlines(keepends=True)
+                            if not ln.startswith("image ")))
+    rc, err, log = check(st, "top", "rd.ibi.verify=sha256")
+    assert rc == 0 and "the boot plan gives no size" in log
+    assert "no SHA-256 in the boot plan" in log
+    used = int.from_bytes(image.read_bytes()[40:48], "little")  # mksquashfs pads to 4K
+    os.truncate(st.image_path("top"), used - 1)
+    rc, err, _ = check(st, "top")
+    assert (rc, err) == (1, f"image 'top' refused: truncated: the superblock says {used} "
+                            f"bytes, the file has {used - 1}")
+    os.truncate(st.image_path("top"), 20)
+    assert check(st, "top")[1] == ("image 'top' refused: shorter than a squashfs superblock "
+                                   "(20 bytes)")
+
+
+def test_a_corrupted_byte_needs_sha256(tmp_path: Path, image: Path) -> None:
+    st = make_store(tmp_path, image)
+    path = st.image_path("top")
+    patch(path, 100_000, bytes([path.read_bytes()[100_000] ^ 0xFF]))
+    assert check(st, "top")[:2] == (0, "")  # size and superblock are intact
+    rc, err, log = check(st, "top", "rd.ibi.verify=sha256")
+    assert rc == 1
+    assert err == (f"image 'top' refused: SHA-256 {squash.sha256(path)}, its metadata says "
+                   f"{squash.sha256(image)}")
+    assert log.splitlines()[-1] == f"err: {err}"
+    assert not (tmp_path / "run/verified").exists()
+
+
+@pytest.mark.parametrize("value", ["sha1", "", "SHA256"])
+def test_an_unknown_verify_mode_warns_and_does_the_cheap_check(tmp_path: Path, image: Path,
+                                                              value: str) -> None:
+    st = make_store(tmp_path, image)
+    patch(st.image_path("top"), 100_000, b"\0\0\0\0")  # only SHA-256 would see it
+    rc, _, log = check(st, "top", f"rd.ibi.verify={value}")
+    assert rc == 0
+    assert log == (f"warning: rd.ibi.verify={value} is not sha256 or quick: checking sizes "
+                   "and superblocks only")
+    assert check(st, "top", "rd.ibi.verify=quick") == (0, "", "")
+
+
+def test_the_top_image_is_checked_first(tmp_path: Path, image: Path) -> None:
+    st = make_store(tmp_path, image)
+    patch(st.image_path("base"), 0, b"XXXX")
+    patch(st.image_path("top"), 0, b"YYYY")
+    r = lib(st.data, 'ibi_check_images "base top" || echo "$IBI_ERROR"')
+    assert r.stdout.strip().startswith("image 'top' refused")
+
+
+# --- with real mounts: a refused image mounts nothing -----------------------------------
+
+def assemble(st: Store, how: str, names: str = "base top",
+             cmdline: str = "") -> subprocess.CompletedProcess[str]:
+    target = st.data.parent / "sysroot"
+    target.mkdir(exist_ok=True)
+    (st.data / "layer/upper").mkdir(parents=True, exist_ok=True)
+    (st.data / "layer/work").mkdir(exist_ok=True)
+    return lib(st.data, f'ibi_assemble {target} "{names}" {how} || '
+                        '{ echo "ERR $IBI_ERROR"; exit 1; }', cmdline)
+
+
+def mounts_under(path: Path) -> list[str]:
+    return [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+            if ln.split()[4].startswith(str(path))]
+
+
+def umount_all(path: Path) -> None:
+    for mp in reversed(mounts_under(path)):
+        subprocess.run(["umount", mp], check=True)
+
+
+def test_assembly_refuses_a_damaged_image_before_mounting(root_ns: Path, image: Path) -> None:
+    st = make_store(root_ns, image)
+    os.truncate(st.image_path("top"), 4096)
+    r = assemble(st, "layer")
+    assert r.returncode == 1
+    assert r.stdout.strip() == (f"ERR image 'top' refused: the file has 4096 bytes, its "
+                                f"metadata says {image.stat().st_size}")
+    assert mounts_under(root_ns) == []
+    assert not (root_ns / "run/lower").exists() or not any((root_ns / "run/lower").iterdir())
+    # the same images whole: assembled
+    shutil.copyfile(image, st.image_path("top"))
+    r = assemble(st, "layer", cmdline="rd.ibi.verify=sha256")
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (root_ns / "sysroot/sbin/init").is_file()
+    finally:
+        umount_all(root_ns)
+
+
+# --- the Live Review's tmpfs --------------------------------------------------------------
+
+def review_kib(tmp_path: Path, spec: str | None,
+               meminfo: str = MEMINFO) -> tuple[int, str, str]:
+    cmdline = "" if spec is None else f"rd.ibi.review_size={spec}"
+    r = lib(tmp_path / "data", 'ibi_review_size; echo "$IBI_REVIEW_KIB"; '
+                               'echo "$IBI_REVIEW_WHY"', cmdline, meminfo)
+    kib, why = r.stdout.splitlines()
+    return int(kib), why, r.stderr.strip()
+
+
+@pytest.mark.parametrize(("spec", "kib"), [
+    (None, 750000),  # half of MemAvailable, rounded down to 4 KiB
+    ("25%", 500000),
+    ("1%", 65536),  # 20000 KiB: raised to 64 MiB
+    ("90%", 1800000),
+    ("512M", 524288),
+    ("2G", 2097152),
+    ("2g", 2097152),
+    ("100000k", 100000),
+    ("0100000K", 100000),  # leading zeros are not octal
+    ("32M", 65536),
+    ("999999999G", 999999999 * 1048576),
+])
+def test_review_size_follows_the_rule(tmp_path: Path, spec: str | None, kib: int) -> None:
+    got, why, log = review_kib(tmp_path, spec)
+    assert got == kib and got % 4 == 0 and log == ""
+    assert bootplan.review_size_kib(spec, MEMINFO)[0] == kib
+    if kib == 65536 and spec != "32M":
+        assert why.endswith("raised to the 64 MiB minimum")
+
+
+@pytest.mark.parametrize("spec", ["", "0%", "91%", "100%", "512", "1.5G", "abc", "2T", "-5M",
+                                  "%", "50%%", "0M", "1234567890M", "5 M"])
+def test_a_bad_review_size_warns_and_takes_the_default(tmp_path: Path, spec: str) -> None:
+    if " " in spec:
+        with pytest.raises(UsageError):
+            bootplan.review_size_kib(spec, MEMINFO)
+        return  # no kernel argument holds a blank
+    got, why, log = review_kib(tmp_path, spec)
+    assert (got, why) == (750000, "half of MemAvailable 1500002 kB")
+    assert log == (f"warning: rd.ibi.review_size={spec} is not N% (1..90) or a size like "
+                   "512M or 2G: using half of the available memory")
+    with pytest.raises(UsageError, match=re.escape("is not N% (1..90) or a size like 512M or 2G")):
+        bootplan.review_size_kib(spec, MEMINFO)
+
+
+def test_review_size_without_memavailable_and_on_little_memory(tmp_path: Path) -> None:
+    old_kernel = "MemTotal: 4000000 kB\nMemFree: 300002 kB\n"
+    assert review_kib(tmp_path, None, old_kernel)[0] == 150000
+    assert bootplan.review_size_kib(None, old_kernel)[0] == 150000
+    tiny = "MemTotal: 100000 kB\nMemFree: 50000 kB\nMemAvailable: 60000 kB\n"
+    assert review_kib(tmp_path, None, tiny)[:2] == (
+        65536, "half of MemAvailable 60000 kB, raised to the 64 MiB minimum")
+    assert bootplan.review_size_kib(None, tiny) == (
+        65536, "half of MemAvailable 60000 kB, raised to the 64 MiB minimum")
+
+
+def test_the_review_tmpfs_is_mounted_with_that_size(root_ns: Path, image: Path) -> None:
+    st = make_store(root_ns, image)
+    r = assemble(st, "tmpfs", cmdline="rd.ibi.review_size=96M")
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "the Live Review's tmpfs: 98304 KiB (rd.ibi.review_size=96M)" in r.stderr
+        review = root_ns / "run/review"
+        fs = os.statvfs(review)
+        assert fs.f_blocks * fs.f_frsize == 96 * 1024 * 1024
+        opts = next(ln.split() for ln in Path("/proc/self/mounts").read_text().splitlines()
+                    if ln.split()[1] == str(review))
+        assert opts[2] == "tmpfs" and "size=98304k" in opts[3], opts
+    finally:
+        umount_all(root_ns)
