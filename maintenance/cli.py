@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, statecli
+from . import __version__, authcli, statecli
 from .engine import DEFAULT_DATA, DEFAULT_RUN, Engine, human
 from .errors import IbiError, Refused
 from .model import Kind, Level, Progress, StatePlan, Status, to_jsonable
@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         True)
 
     statecli.add_parser(add)
+    authcli.add_parser(add)
 
     p = add("boot-entries", "show or renew the boot plan and GRUB's menu", """\
         Show the boot plan: for the normal boot, its fallback, the maintenance menu and
@@ -431,6 +432,8 @@ def run_command(args: argparse.Namespace) -> int:
         return restore_like(eng, args, args.name)
     elif cmd == "state":
         return statecli.run(eng, args)
+    elif cmd == "passwd":
+        return authcli.run(eng, args)
     elif cmd == "delete":
         confirm(args, "DELETE", f"Image {args.name} will be deleted for good.")
         eng.delete(args.name)

@@ -7,10 +7,12 @@ import dataclasses
 import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import urwid
 
+from maintenance.auth import Auth, set_maintenance
 from maintenance.errors import InUse, NotFound, StoreError, UsageError
 from maintenance.model import (
     CaptureInfo,
@@ -418,3 +420,25 @@ class SyncHost:
 
 def notice(level: Level, msg: str) -> Notice:
     return Notice(level, msg)
+
+
+def shadow_line(field: str) -> str:
+    return f"root:{field}:20424:0:99999:7:::\n"
+
+
+def password_system(tmp_path: Path, field: str | None = None, *,
+                    maintenance: str | None = None, delay: float = 0.0) -> Auth:
+    """The real engine side of the menu's password over a temp system: its root's
+    ``etc/shadow`` holds root's password ``field`` (None: no shadow file, so no password),
+    and its data directory the maintenance password when one is given."""
+    root = tmp_path / "system"
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    if field is not None:
+        (root / "etc" / "shadow").write_text(shadow_line(field)
+                                             + "daemon:*:20424:0:99999:7:::\n")
+    data = tmp_path / "auth-data"
+    (data / ".root_images").mkdir(parents=True, exist_ok=True)
+    auth = Auth(data, root=root, fail_delay=delay)
+    if maintenance is not None:
+        set_maintenance(auth.store, maintenance, ln=10)  # quick: a test, not a real secret
+    return auth
