@@ -297,6 +297,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"where the menu writes its decision (default: {DEFAULT_DECISION})")
     p.add_argument("--no-colour", "--no-color", dest="no_colour", action="store_true",
                    help="no colour (also when $NO_COLOR is set or TERM is vt100)")
+    p.add_argument("--root", metavar="DIR", default="/",
+                   help="the system whose /etc/shadow holds root's password when the writable "
+                   "layer has none: the Shell and the actions that change the store ask for "
+                   "it (or for the maintenance password, ibi passwd) (default: /)")
     p.add_argument("--boot-error", metavar="TEXT",
                    default=os.environ.get("IBI_BOOT_ERROR") or None,
                    help="why the boot fell back to the menu, shown at the top "
@@ -339,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = App(args.data, run_dir=args.run_dir, colour=colour)
         controller = Controller(app, data_dir=args.data, run_dir=args.run_dir,
-                                decision_path=args.decision, boot_error=args.boot_error)
+                                decision_path=args.decision, boot_error=args.boot_error,
+                                auth_root=args.root)
         controller.start()
         code = app.run(controller, log_fd)
     except KeyboardInterrupt:

@@ -6,6 +6,9 @@ responsive; errors come back as a one-line dialog and the menu carries on.
 
 The host (``screens.app.App``, or a synchronous double in the tests) owns urwid: it shows
 views, stacks them for Esc, runs work in the background, runs the shell and ends the loop.
+
+The Shell and every action that changes the store first ask for root's password (or the
+maintenance password), once per menu session, when there is one (``maintenance.auth``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Protocol
 
 import urwid
 
+from maintenance.auth import Auth
 from maintenance.engine import Engine
 from maintenance.errors import IbiError, InUse
 from maintenance.model import (
@@ -32,6 +36,7 @@ from maintenance.model import (
 )
 
 from . import decision
+from .auth_views import PasswordDialog
 from .state_views import StateTable, StateView, restored_lines, saved_lines
 from .views import (
     ALL_ACTIONS,
@@ -79,7 +84,8 @@ class Controller:
     def __init__(self, host: Host, engine: Engine | None = None, *,
                  data_dir: str = "/run/ibi/data", run_dir: str = "/run/ibi",
                  decision_path: str = "/run/ibi/decision",
-                 boot_error: str | None = None) -> None:
+                 boot_error: str | None = None, auth: Auth | None = None,
+                 auth_root: str = "/") -> None:
         self.host = host
         self.boot_error = boot_error or None  # why the boot came to the menu, if it failed
         self.engine = engine if engine is not None else Engine(data_dir, run_dir)
@@ -88,6 +94,10 @@ class Controller:
         self.problem: str | None = None
         self.busy = False
         self.help_open = False
+        # who may use the Shell and the store-changing actions; authenticated once a right
+        # password was typed in this session
+        self.auth = auth if auth is not None else Auth(data_dir, root=auth_root)
+        self.authenticated = False
 
     # ------------------------------------------------------------------ plumbing
     def start(self) -> None:
@@ -179,20 +189,60 @@ class Controller:
 
             def queue() -> None:
                 self.host.close_dialog()
-                self._work("Queueing for the next boot", "",
-                           lambda _r: self.engine.queue(action, name=name or None,
-                                                        description=description,
-                                                        keep=tuple(keep)),
-                           lambda _res: self.host.show(result_page(
-                               "Queued for the next boot",
-                               [f"The next boot runs {action} before it builds the root.",
-                                "Cancel it with: ibi pending --cancel"], self.reload)))
+                self._authorized("Queueing for the next boot", lambda: self._work(
+                    "Queueing for the next boot", "",
+                    lambda _r: self.engine.queue(action, name=name or None,
+                                                 description=description, keep=tuple(keep)),
+                    lambda _res: self.host.show(result_page(
+                        "Queued for the next boot",
+                        [f"The next boot runs {action} before it builds the root.",
+                         "Cancel it with: ibi pending --cancel"], self.reload))))
             self.error(exc, more=[("Queue for the next boot", queue)])
         return handler
 
     def back(self) -> None:
         if not self.busy:
             self.host.back()
+
+    def _authorized(self, what: str, then: Callable[[], None]) -> None:
+        """Run ``then`` (the Shell, or an action that changes the store) once the session
+        may: at once when a password was typed already or none is needed, else after the
+        password dialog. A password that cannot be told is an error: the action stays
+        locked (fail closed), the rest of the menu carries on."""
+        if self.authenticated:
+            then()
+            return
+        if self.busy:
+            return
+        try:
+            guard = self.auth.required()
+        except Exception as e:  # AuthError, or what the engine side did not foresee
+            self.error(e)
+            return
+        if guard is None:
+            then()
+            return
+
+        def submit(password: str) -> None:
+            dialog.checking()
+
+            def done(ok: Any, exc: BaseException | None) -> None:
+                if exc is not None:
+                    self.host.close_dialog()
+                    self.error(exc)
+                elif not ok:
+                    dialog.wrong()
+                else:
+                    log.info("the %s password was given: this session is authenticated",
+                             guard.kind)
+                    self.authenticated = True
+                    self.host.close_dialog()
+                    then()
+            self.host.run_background(lambda _r: self.auth.check(guard, password),
+                                     lambda _p, _t: None, done)
+        dialog = PasswordDialog(what, guard.kind, str(guard.source), submit,
+                                self.host.close_dialog)
+        self.host.dialog(dialog)
 
     def help(self) -> None:
         if self.help_open:
@@ -226,6 +276,9 @@ class Controller:
 
     # ------------------------------------------------------------------ Restore System
     def restore(self) -> None:
+        self._authorized("Restore System", self._restore)
+
+    def _restore(self) -> None:
         def work(_r: ProgressFn) -> RestorePlan:
             stats = self.engine.restore_plan()
             return (stats, self._state_plan(None), self.engine.changes(limit=CHANGES_SHOWN),
@@ -287,10 +340,11 @@ class Controller:
 
     # ------------------------------------------------------------------ restore points
     def create_full(self) -> None:
-        self._ask_create(Kind.FULL)
+        self._authorized("Create Full Restore Point", lambda: self._ask_create(Kind.FULL))
 
     def create_incremental(self) -> None:
-        self._ask_create(Kind.INCREMENTAL)
+        self._authorized("Create Incremental Restore Point",
+                         lambda: self._ask_create(Kind.INCREMENTAL))
 
     def _ask_create(self, kind: Kind) -> None:
         lay = self.status.layer if self.status else None
@@ -417,6 +471,9 @@ class Controller:
         self._decide(decision.REBOOT, None, decision.EXIT_REBOOT)
 
     def rollback(self) -> None:
+        self._authorized("Roll back", self._rollback)
+
+    def _rollback(self) -> None:
         def shown(res: tuple[list[tuple[str, str]], list[str] | None]) -> None:
             choices, tab = res
             intro: list[Line | str] = [
@@ -470,6 +527,9 @@ class Controller:
                    mutating=True, on_error=self._or_queue("rollback", name, keep=keep))
 
     def delete(self) -> None:
+        self._authorized("Delete restore point", self._delete)
+
+    def _delete(self) -> None:
         def shown(res: tuple[list[tuple[str, str]], list[str] | None]) -> None:
             choices, _tab = res
             if not choices:
@@ -535,10 +595,14 @@ class Controller:
             self.host.back()  # the settings, with their old values
             self.host.show(result_page("Settings saved", saved_lines(info, values),
                                        self.reload))
-        self._work("Saving the settings", "", lambda _r: self.engine.state_set(values), done)
+        self._authorized("Saving the settings", lambda: self._work(
+            "Saving the settings", "", lambda _r: self.engine.state_set(values), done))
 
     # ------------------------------------------------------------------ the rest
     def shell(self) -> None:
+        self._authorized("The Shell", self._shell)
+
+    def _shell(self) -> None:
         how = self.host.run_shell()
         log.info("shell: %s", how)
         self.reload()

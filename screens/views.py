@@ -288,9 +288,8 @@ HELP_LINES: list[Line | str] = [
     "Up/Down, Tab: move     Enter or Space: choose     Esc: go back",
     "the letter before an action runs it      w: what the writable layer changed",
     "?: this help     Ctrl-L: redraw     PgUp/PgDn: scroll long lists",
-    "",
     ("title", "Actions"),
-    "Continue booting: boot the system as it is (the default).",
+    "Continue booting: boot the system as it is (default).  Reboot, Power off.",
     "Restore System: throw the writable layer away (/home and the images stay);",
     "  the saved settings are written back from the last capture. Types RESTORE.",
     "Create Full / Incremental Restore Point: squash the whole system (full) or",
@@ -300,8 +299,9 @@ HELP_LINES: list[Line | str] = [
     "Roll back to: make the stack end at an older restore point. Types ROLLBACK.",
     "Delete restore point: remove an image no stack needs. Types DELETE.",
     "Saved settings: the hostname, time zone, ... Restore writes back; edit them.",
-    "Verify images: check every image against its checksum.",
-    "Shell: a root shell (exit comes back).  Reboot, Power off: leave the menu.",
+    "Verify images: check every image against its checksum.  Shell: a root shell.",
+    "Password: Shell and every action that changes the store ask once for root's",
+    "  password, or the maintenance password when one is set (ibi passwd).",
 ]
 
 

@@ -29,8 +29,11 @@ def _tools() -> None:
 
 
 def menu_args(data: Path, tmp: Path) -> list[str]:
+    """The menu on ``data``; root's password is read from ``tmp/system/etc/shadow`` (none
+    unless a test writes one), not from the host's."""
+    (tmp / "system" / "etc").mkdir(parents=True, exist_ok=True)
     return ["--data", str(data), "--run-dir", str(tmp / "run"), "--decision",
-            str(tmp / "decision"), "--log", str(tmp / "menu.log")]
+            str(tmp / "decision"), "--log", str(tmp / "menu.log"), "--root", str(tmp / "system")]
 
 
 def tree(root: Path) -> None:
@@ -209,6 +212,40 @@ def test_shell_suspends_and_redraws(tmp_path: Path) -> None:
         assert "42-from-shell" not in t.text
         t.press("c")
         assert t.wait_exit() == 0
+
+
+def test_shell_asks_for_roots_password(tmp_path: Path) -> None:
+    """Root of the system has a password: the Shell asks for it (masked), refuses a wrong
+    one after a delay, opens on the right one, and does not ask again in the session."""
+    from maintenance.auth import hash_root_password
+    from tests.menu_fakes import shadow_line
+
+    data = tmp_path / "data"
+    data.mkdir()
+    args = menu_args(data, tmp_path)
+    (tmp_path / "system" / "etc" / "shadow").write_text(
+        shadow_line(hash_root_password("letmein", "$y$")))
+    with Tui(args, term="vt100") as t:
+        t.wait_for("> c Continue booting")
+        t.press("s")
+        screen = t.wait_for("The Shell needs root's password.", "Password:", "Esc: cancel")
+        t.type("wrong")
+        assert "Password: *****" in t.text and "wrong" not in t.text
+        t.press("enter")
+        t.wait_for("Wrong password. Try again")
+        assert "ibi maintenance shell" not in t.text
+        t.type("letmein")
+        t.press("enter")
+        t.wait_for("ibi maintenance shell")
+        t.type("exit\r")
+        t.wait_for("> c Continue booting")
+        t.press("s")  # authenticated for the rest of the session
+        t.wait_for("ibi maintenance shell")
+        t.type("exit\r")
+        t.wait_for("> c Continue booting")
+        t.press("c")
+        assert t.wait_exit() == 0
+    assert "letmein" not in screen
 
 
 def test_zero_size_terminal_falls_back_to_80x24(tmp_path: Path) -> None:

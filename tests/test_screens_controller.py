@@ -7,17 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from maintenance.auth import Auth
 from maintenance.errors import InUse, NoSpace, StoreError
 from screens import decision
 from screens.controller import Controller
-from tests.menu_fakes import FakeEngine, FakeState, SyncHost
+from tests.menu_fakes import FakeEngine, FakeState, SyncHost, password_system
 
 
-def start(tmp_path: Path, engine: FakeEngine | None = None) -> tuple[Controller, SyncHost,
-                                                                       FakeEngine]:
+def start(tmp_path: Path, engine: FakeEngine | None = None, auth: Auth | None = None
+          ) -> tuple[Controller, SyncHost, FakeEngine]:
     host = SyncHost()
     eng = engine or FakeEngine()
-    ctl = Controller(host, eng, decision_path=str(tmp_path / "decision"))  # type: ignore[arg-type]
+    ctl = Controller(host, eng, decision_path=str(tmp_path / "decision"),  # type: ignore[arg-type]
+                     auth=auth or password_system(tmp_path))
     ctl.start()
     return ctl, host, eng
 
@@ -287,7 +289,8 @@ def test_broken_store_opens_with_rescue_actions(tmp_path: Path) -> None:
 def test_decision_write_failure_is_shown_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     host = SyncHost()
-    ctl = Controller(host, FakeEngine(), decision_path=str(tmp_path / "file" / "decision"))  # type: ignore[arg-type]
+    ctl = Controller(host, FakeEngine(), decision_path=str(tmp_path / "file" / "decision"),  # type: ignore[arg-type]
+                     auth=password_system(tmp_path))
     ctl.start()
     host.press("enter")
     assert host.exit_code is None
@@ -382,6 +385,7 @@ def test_boot_error_is_shown_first(tmp_path: Path) -> None:
     for eng in (FakeEngine(), FakeEngine(broken=True)):
         host = SyncHost()
         Controller(host, eng, decision_path=str(tmp_path / "d"),  # type: ignore[arg-type]
+                   auth=password_system(tmp_path),
                    boot_error="roottab.prev: image 'x' is missing").start()
         text = host.text()
         assert "the boot failed" in text.lower()

@@ -16,7 +16,7 @@ import pytest
 from maintenance.model import Kind, Progress
 from screens.app import App, ConsoleScreen
 from screens.controller import Controller
-from tests.menu_fakes import FakeEngine
+from tests.menu_fakes import FakeEngine, password_system
 
 pyte = pytest.importorskip("pyte", reason="needs pyte (pip install pyte)")
 
@@ -105,7 +105,8 @@ def run_driven(app: App, ctl: Controller, drive: Callable[[], None], master: int
 def test_work_runs_off_the_loop_and_the_screen_stays_responsive(tmp_path: Path) -> None:
     app, term, master, slave = pty_app()
     eng = SlowEngine()
-    ctl = Controller(app, eng, decision_path=str(tmp_path / "decision"))  # type: ignore[arg-type]
+    ctl = Controller(app, eng, decision_path=str(tmp_path / "decision"),  # type: ignore[arg-type]
+                     auth=password_system(tmp_path))
     ctl.start()
     result: dict[str, int] = {}
 
@@ -150,7 +151,8 @@ class BuggyEngine(FakeEngine):
 
 def test_a_bug_in_a_callback_is_a_dialog_and_the_menu_carries_on(tmp_path: Path) -> None:
     app, term, master, slave = pty_app()
-    ctl = Controller(app, BuggyEngine(), decision_path=str(tmp_path / "decision"))  # type: ignore[arg-type]
+    ctl = Controller(app, BuggyEngine(), decision_path=str(tmp_path / "decision"),  # type: ignore[arg-type]
+                     auth=password_system(tmp_path))
     ctl.start()
     seen: dict[str, str] = {}
 

@@ -31,6 +31,7 @@ from tests.menu_fakes import (
     RecordingController,
     SyncHost,
     make_status,
+    password_system,
     rows,
     screen_text,
 )
@@ -315,7 +316,8 @@ def attrs_of(widget: urwid.Widget, size: tuple[int, int], needle: str) -> set[An
 def restore_screen(eng: FakeEngine, tmp_path: Path) -> App:
     """The Restore System confirmation as the controller builds it, in the App's frame."""
     host = SyncHost()
-    Controller(host, eng, decision_path=str(tmp_path / "d")).start()  # type: ignore[arg-type]
+    Controller(host, eng, decision_path=str(tmp_path / "d"),  # type: ignore[arg-type]
+               auth=password_system(tmp_path)).start()
     host.press("r")
     return app_with(host.views[-1])
 
