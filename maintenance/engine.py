@@ -24,6 +24,7 @@ Recovery never touches a layer that a mounted overlay is using.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -34,7 +35,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from . import bootloader, bootplan, kernels, mounts, squash
+from . import bootloader, bootplan, kernels, mounts, operators, squash
 from . import layer as layerfs
 from . import state as statemod
 from .errors import (
@@ -192,7 +193,9 @@ class Engine:
     def booted_normally(self) -> bool:
         """Whether ``/`` is this store's normal boot (its writable layer under the
         overlay on /), rather than a Live Review or another system."""
-        return self.store.exists() and self._live_overlay() == "/"
+        return self.store.exists() and any(
+            u.pid is None and u.mountpoint == "/"
+            for u in mounts.overlays_using(self.store.upper))
 
     @changes_store
     def state_save(self, reason: str = "save") -> CaptureInfo | None:
@@ -291,6 +294,13 @@ class Engine:
                 notices.append(Notice(lvl, f"{entry.name}: {entry.problem}"))
 
         layer = layerfs.stats(st.upper) if st.upper.is_dir() else None
+        with contextlib.suppress(OSError):
+            stray = self.home_in_layer()
+            if stray:
+                notices.append(Notice(Level.WARNING, f"the writable layer holds {len(stray)} "
+                                      "entries under /home (written while /home was not "
+                                      "bound): the next restore point moves them to "
+                                      "/home/ibi-rescued-*"))
         if layer is None:
             notices.append(Notice(Level.WARNING, "the writable layer is missing "
                                   "(it is recreated empty on the next mount)"))
@@ -369,10 +379,36 @@ class Engine:
     def recover(self) -> list[str]:
         """Finish or undo an interrupted action; return what was done (empty if nothing)."""
         self.store.require()
-        done = self._recovery(dry_run=False)
-        if self.store.roottab_path.exists() and self.refresh_boot_files():
+        try:
+            done = self._recovery(dry_run=False)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise NoSpace("the data partition is full: an interrupted action cannot be "
+                          "finished yet (nothing is lost)",
+                          hint="free space: ibi purge, ibi delete NAME; then ibi recover"
+                          ) from None
+        if self.store.roottab_path.exists() and self._refresh_quietly():
             done.append("renew the boot plan")
         return done
+
+    def _recover_or_go_on(self, what: str) -> None:
+        """Recovery before an action that does not need it finished (delete and purge
+        free space, mount assembles what roottab names): a full disk must not block them."""
+        try:
+            self.recover()
+        except NoSpace as e:
+            log.warning("%s; going on with %s", e, what)
+
+    def _refresh_quietly(self) -> bool:
+        """Renew the boot files after a commit point: a failure (a full disk) is logged,
+        not raised: the action is done, and the initramfs renews a stale plan at boot."""
+        try:
+            return self.refresh_boot_files()
+        except (IbiError, OSError) as e:
+            log.warning("the boot plan was not renewed (%s): the next boot or action "
+                        "renews it", e)
+            return False
 
     @changes_store
     def refresh_boot_files(self) -> bool:
@@ -480,12 +516,12 @@ class Engine:
             elif tab == want:
                 done.append(f"clear the writable layer already squashed into {meta.name}")
                 if not dry_run:
-                    self._fresh_layer(carry=False)
+                    self._clear_squashed_layer()
             elif tab == list(meta.stack):
                 done.append(f"finish creating {meta.name}: put it in roottab, clear the layer")
                 if not dry_run:
                     st.write_roottab(want)
-                    self._fresh_layer(carry=False)
+                    self._clear_squashed_layer()
             break
         return done
 
@@ -578,6 +614,7 @@ class Engine:
         if st.has_image(name) or st.meta_path(name).exists():
             raise UsageError(f"an image named {name!r} already exists")
         self._refuse_if_live()
+        self._rescue_home()
         lid = st.layer_id()
         layer = layerfs.stats(st.upper)  # nothing writes to it from here: not live
         if kind is Kind.INCREMENTAL and layer.files == 0 and layer.deleted == 0:
@@ -624,10 +661,9 @@ class Engine:
             raise
         # the commit point: roottab names the new image
         st.write_roottab([*tab, name] if kind is Kind.INCREMENTAL else [name])
-        slot, *_ = self._fresh_layer(carry=False)
-        self.refresh_boot_files()  # the new image, the fresh layer's id (a power cut before
+        self._clear_squashed_layer()
+        self._refresh_quietly()  # the new image, the fresh layer's id (a power cut before
         # this leaves a plan older than roottab: the next boot or action renews it)
-        remove_tree(slot)  # its content is in the new image: nothing is lost
         return meta
 
     @changes_store
@@ -693,7 +729,7 @@ class Engine:
     def delete(self, name: str) -> None:
         """Delete an image that is neither in the stack, nor the boot fallback, nor
         depended upon, nor mounted."""
-        self.recover()
+        self._recover_or_go_on("the delete")
         st = self.store
         reason = self.delete_blocker(name)
         if reason:
@@ -702,7 +738,8 @@ class Engine:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         fsync_dir(st.root)
-        self.refresh_boot_files()
+        self._refresh_quietly()
+        self._recover_or_go_on("the delete")  # with the space now free
 
     def verify(self, *, all_images: bool = False,
                progress: ProgressFn | None = None) -> VerifyReport:
@@ -829,19 +866,32 @@ class Engine:
     def purge(self) -> int:
         """Delete the layers set aside by Restore System and Roll back."""
         self.store.require()
+        self._recover_or_go_on("the purge")
         freed = 0
         for p in self.store.trash_entries():
             freed += tree_bytes(p)
             remove_tree(p)
+        if freed:
+            self._recover_or_go_on("the purge")  # with the space now free
         return freed
 
     # ------------------------------------------------------------------ mounts
+    @changes_store
     def mount(self, target: str | os.PathLike[str], *, fallback: bool = False,
               readonly: bool = False) -> MountResult:
         """Assemble the root on ``target``: each image loop-mounted read-only, overlayfs
         with the writable layer as upper, the store's home/ bound on /home. With
-        ``fallback``, a roottab that cannot be mounted gives way to roottab.prev."""
-        self.recover()
+        ``fallback``, a roottab that cannot be mounted gives way to roottab.prev.
+        Holds the store's lock while it mounts: the overlay then keeps every action that
+        changes the layer away (they check for it) until it is unmounted."""
+        self.store.require()
+        if not readonly:
+            self._refuse_if_live()  # one overlay per writable layer (overlayfs's own rule)
+        self._recover_or_go_on("the mount")
+        if self.store.layer_new.exists() and not readonly:
+            raise NoSpace("an interrupted Restore System or Roll back waits to be finished "
+                          "(ibi recover), and the data partition is full",
+                          hint="free space: ibi purge, ibi delete NAME; then ibi recover")
         st = self.store
         used = "roottab"
         try:
@@ -864,11 +914,18 @@ class Engine:
                               tmpfs_size=tmpfs_size)
 
     def umount(self, target: str | os.PathLike[str]) -> int:
-        """Take down everything :meth:`mount` or :meth:`review` put up for ``target``."""
+        """Take down everything :meth:`mount` or :meth:`review` put up for ``target``;
+        a mount ibi did not make there is left alone."""
         stage = mounts.stage_dir(self.run_dir, target)
-        if not mounts.is_mountpoint(target) and not stage.exists():
+        top = mounts.mount_at(target)
+        staged = stage.exists() and bool(mounts.mounts_under(stage))
+        if top is not None and not (top.fstype == "overlay" and top.source == "ibi"
+                                    and staged):
+            raise MountError(f"{target} is not mounted by ibi ({top.fstype} from "
+                             f"{top.source}): left alone")
+        if top is None and not stage.exists():
             raise MountError(f"nothing of ibi is mounted on {target}")
-        n = mounts.umount_all([Path(target), stage])
+        n = mounts.umount_all([Path(target), stage] if top is not None else [stage])
         if stage.exists():
             shutil.rmtree(stage)
         return n
@@ -904,13 +961,29 @@ class Engine:
                 m.overlay(target, lowers[::-1], upper, st.work)
             else:
                 m.overlay(target, lowers[::-1], readonly=True)
-            home = target / "home"
-            if home.is_dir():
+            home = self._home_in(target, writable=review or upper is not None)
+            if home is not None:
                 m.bind(st.home, home)
-            else:
-                log.warning("%s has no /home directory; home not bound", target)
         return MountResult(str(target), tuple(tab), used,
                            "tmpfs" if review else str(upper or "read-only"), review)
+
+    def _home_in(self, target: Path, writable: bool) -> Path | None:
+        """Where the store's home/ is bound in an assembled root: its /home, a symbolic
+        link followed inside the root (as the system will see it), never out of it; made
+        when the images lack it and the root is writable, so that nothing written to
+        /home ends up in the writable layer (it would be left out of restore points)."""
+        home = operators.resolve(target, "/home")
+        if home is None or not home.is_relative_to(target):
+            log.warning("%s/home is a symbolic link that loops: home not bound", target)
+            return None
+        if not home.exists() and not home.is_symlink() and writable:
+            with contextlib.suppress(OSError):
+                home.mkdir(mode=0o755, parents=True)
+        if home.is_dir() and not home.is_symlink():
+            return home
+        log.warning("%s has no /home directory%s; home not bound", target,
+                    "" if writable else " (read-only)")
+        return None
 
     @contextlib.contextmanager
     def _view(self, tab: list[str]) -> Iterator[Path]:
@@ -940,32 +1013,21 @@ class Engine:
         return out
 
     def _live_overlay(self) -> str | None:
-        """The mount point of an overlay using the writable layer as its upper, if any
-        (matched by path or, after a switch_root moved things, by inode)."""
-        upper = self.store.upper
-        try:
-            ident = (upper.stat().st_dev, upper.stat().st_ino)
-        except OSError:
-            return None
-        for m in mounts.mountinfo():
-            if m.fstype != "overlay":
-                continue
-            for opt in m.options.split(","):
-                if opt.startswith("upperdir="):
-                    path = opt.removeprefix("upperdir=")
-                    if path == str(upper):
-                        return m.mountpoint
-                    with contextlib.suppress(OSError):
-                        st = os.stat(path)
-                        if (st.st_dev, st.st_ino) == ident:
-                            return m.mountpoint
+        """Where an overlay using the writable layer as its upper can be read from here, if
+        there is one: its mount point in our mount namespace, else through
+        ``/proc/PID/root`` in another one (the running system seen from a
+        ``unshare --mount``, the menu's chroot, a second ``ibi mount``)."""
+        for use in mounts.overlays_using(self.store.upper):
+            return use.mountpoint if use.pid is None else \
+                f"/proc/{use.pid}/root{use.mountpoint}"
         return None
 
     def _refuse_if_live(self) -> None:
-        """Refuse to change the layer while an overlay uses it as its upper."""
-        live = self._live_overlay()
-        if live is not None:
-            raise InUse(f"the writable layer is in use by the overlay on {live}",
+        """Refuse to change the layer while an overlay, in any mount namespace, uses it."""
+        uses = mounts.overlays_using(self.store.upper)
+        if uses:
+            raise InUse(f"busy: the writable layer is in use by the overlay on "
+                        f"{uses[0].where()}",
                         hint="run this from Maintenance Mode, or queue it with --next-boot")
 
     # ------------------------------------------------------------------ helpers
@@ -1088,6 +1150,51 @@ class Engine:
         finally:
             if not mounts.mounts_under(stage):
                 shutil.rmtree(stage, ignore_errors=True)
+
+    def home_in_layer(self) -> list[str]:
+        """Files under /home that the writable layer holds (written while the store's home
+        was not bound there): restore points leave /home out, so they would be lost."""
+        home = self.store.upper / "home"
+        if not home.is_dir() or home.is_symlink():
+            return []
+        out = []
+        for e in sorted(os.scandir(home), key=lambda e: e.name):
+            st = e.stat(follow_symlinks=False)
+            if not layerfs.is_whiteout(st, e.path):
+                out.append(e.name)
+        return out
+
+    def _rescue_home(self) -> str | None:
+        """Move what the writable layer holds under /home into the store's home/ (in a
+        directory ``ibi-rescued-STAMP``), before a restore point leaves /home out. Each
+        entry is renamed (the same file system): a power cut leaves it in one place or the
+        other. Returns where they went, or None."""
+        names = self.home_in_layer()
+        if not names:
+            return None
+        st = self.store
+        dest = st.home / f"ibi-rescued-{utcnow().strftime('%Y%m%dT%H%M%SZ')}"
+        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fsync_dir(st.home)
+        for n in names:
+            os.rename(st.upper / "home" / n, dest / n)
+        fsync_dir(dest)
+        fsync_dir(st.upper / "home")
+        log.warning("the writable layer held %d entries under /home (written while /home "
+                    "was not bound): moved to /home/%s", len(names), dest.name)
+        return str(dest)
+
+    def _clear_squashed_layer(self) -> None:
+        """Empty the writable layer whose content an image named by roottab now holds. It
+        needs no free space: the old layer is set aside and deleted before the empty one is
+        made (a power cut in between leaves no layer, and recovery makes the empty one)."""
+        st = self.store
+        if st.layer_new.exists():
+            remove_tree(st.layer_new)
+        slot = st.new_trash_slot(st.layer_id())
+        durable_rename(st.layer, slot)
+        remove_tree(slot)  # its content is in the new image: nothing is lost
+        st.make_layer(st.layer)
 
     def _swap_in_new_layer(self) -> Path:
         st = self.store

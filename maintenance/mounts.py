@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +51,19 @@ class MountInfo:
     devno: str = ""  # "major:minor" of the mounted file system
 
 
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
 def _unescape(s: str) -> str:
-    return s.encode().decode("unicode_escape") if "\\" in s else s
+    """mountinfo's escapes (``\\040`` for a space, ``\\011``, ``\\012``, ``\\134``),
+    leaving every other character (UTF-8 names) as it is."""
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), s) if "\\" in s else s
 
 
-def mountinfo() -> list[MountInfo]:
+def mountinfo(pid: int | str = "self") -> list[MountInfo]:
+    """The mount table as process ``pid`` sees it (its mount namespace)."""
     out = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             left, _, right = line.partition(" - ")
             a = left.split()
@@ -65,6 +72,69 @@ def mountinfo() -> list[MountInfo]:
                                  _unescape(b[1]), a[5] + "," + (b[2] if len(b) > 2 else ""),
                                  a[2]))
     return out
+
+
+def option_values(m: MountInfo, key: str) -> list[str]:
+    """The values of option ``key=`` of a mount, unescaped (commas in paths are escaped)."""
+    return [_unescape(o[len(key) + 1:]) for o in m.options.split(",")
+            if o.startswith(key + "=")]
+
+
+@dataclass(frozen=True)
+class OverlayUse:
+    """An overlay mount, possibly in another mount namespace, using a given upper."""
+    pid: int | None  # a process of that namespace (None: our own namespace)
+    mountpoint: str  # as that namespace sees it
+
+    def where(self) -> str:
+        return self.mountpoint if self.pid is None else \
+            f"{self.mountpoint} (in the mount namespace of process {self.pid})"
+
+
+def _namespaces() -> dict[str, int | None]:
+    """One process of each mount namespace on the machine, ours first (as None)."""
+    out: dict[str, int | None] = {}
+    with contextlib.suppress(OSError):
+        out[os.readlink("/proc/self/ns/mnt")] = None
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError):
+                out.setdefault(os.readlink(f"/proc/{d}/ns/mnt"), int(d))
+    return out
+
+
+def overlays_using(upper: Path) -> list[OverlayUse]:
+    """Every overlay mount whose upperdir is ``upper`` (the same directory, by device and
+    inode), in any mount namespace this process can look into: the kernel's mount tables
+    are the record of who uses a writable layer, so no record can go stale."""
+    try:
+        st = upper.stat()
+    except OSError:
+        return []
+    ident = (st.st_dev, st.st_ino)
+    found = []
+    for pid in _namespaces().values():
+        try:
+            table = mountinfo(pid if pid is not None else "self")
+        except OSError:
+            continue  # the process is gone, or we may not look
+        root = "" if pid is None else f"/proc/{pid}/root"
+        for m in table:
+            if m.fstype != "overlay":
+                continue
+            for path in option_values(m, "upperdir"):
+                with contextlib.suppress(OSError):
+                    s = os.stat(root + path)
+                    if (s.st_dev, s.st_ino) == ident:
+                        found.append(OverlayUse(pid, m.mountpoint))
+    return found
+
+
+def mount_at(path: str | os.PathLike[str]) -> MountInfo | None:
+    """The topmost mount on ``path``, if it is a mount point."""
+    p = os.path.realpath(path)
+    found = [m for m in mountinfo() if m.mountpoint == p]
+    return found[-1] if found else None
 
 
 def is_mountpoint(path: str | os.PathLike[str]) -> bool:

@@ -4,13 +4,16 @@ carrying the command's stderr."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
+import functools
 import logging
 import os
 import pty
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import termios
@@ -28,6 +31,21 @@ def _env() -> dict[str, str]:
     env.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     env["LC_ALL"] = "C"
     return env
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: be killed when ibi dies (a killed ``ibi create`` must
+    not leave mksquashfs writing into the store)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def which(tool: str) -> str:
@@ -76,7 +94,8 @@ def run_with_progress(argv: Sequence[str], on_progress: Callable[[int, int], Non
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
-                                env=_env(), start_new_session=True)
+                                env=_env(), start_new_session=True,
+                                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
     except FileNotFoundError as e:
         os.close(master)
         raise IbiError(f"{argv[0]} not found") from e

@@ -150,6 +150,58 @@ def durable_rename(src: Path, dst: Path) -> None:
         fsync_dir(src.parent)
 
 
+def _command_of(pid: int | str = "self") -> str:
+    """A process's command line, shortened: ``ibi create --incremental``."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return ""
+    words = [os.path.basename(a) for a in argv[:1]] + argv[1:]
+    if words and words[0].startswith("python") and len(words) > 1:
+        words = words[2:] if words[1] == "-m" else [os.path.basename(words[1]), *words[2:]]
+        if words and words[0] == "maintenance.cli":
+            words[0] = "ibi"
+    return " ".join(w for w in words if not w.startswith("/run/ibi"))[:120]
+
+
+def _holder_line() -> str:
+    return f"{os.getpid()} {int(time.time())} {_command_of() or 'ibi'}\n"
+
+
+def _flock_holder(fd: int) -> int | None:
+    """The process holding a flock on the file open as ``fd`` (from /proc/locks)."""
+    st = os.fstat(fd)
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            for line in f:
+                w = line.split()
+                if len(w) > 5 and w[1] == "FLOCK" and w[5] == ident and w[4].isdigit():
+                    return int(w[4])
+    except OSError:
+        pass
+    return None
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds the lock: the kernel's /proc/locks says which process, the line its
+    holder wrote into the file since when (a line left by a crash names a dead process
+    and is ignored)."""
+    pid = _flock_holder(fd)
+    since = ""
+    try:
+        rpid, stamp, _cmd = os.pread(fd, 512, 0).decode(errors="replace").split(" ", 2)
+        if pid is not None and int(rpid) == pid:
+            when = dt.datetime.fromtimestamp(int(stamp), dt.UTC).strftime("%H:%M:%S UTC")
+            since = f", since {when}"
+    except (OSError, ValueError):
+        pass
+    if pid is None or pid == 0:
+        return "another ibi command"
+    return f"{_command_of(pid) or 'a process'} (process {pid}{since})"
+
+
 # --- text formats --------------------------------------------------------------------
 
 def parse_roottab(text: str) -> list[str]:
@@ -373,9 +425,16 @@ class Store:
 
     @contextlib.contextmanager
     def locked(self, wait: float | None = None) -> Iterator[None]:
-        """Hold the store's lock (flock on .root_images/.lock): one changing command at a
-        time (the kernel hook in the running system and a command typed meanwhile, say)."""
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Hold the store's lock (flock on .root_images/.lock) for a whole action: one
+        writer at a time, across processes and mount namespaces (the kernel hook in the
+        running system, a command typed meanwhile, the menu). The kernel drops a flock
+        when its holder dies, so a crash leaves no lock behind: the holder's line in the
+        file (who, since when) is only read while the lock is really held, and is
+        overwritten by the next holder."""
+        if self.root.is_symlink():
+            raise StoreError(f"{self.root} is a symbolic link: refused")
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     0o600)
         try:
             wait = LOCK_WAIT if wait is None else wait
             end = time.monotonic() + wait
@@ -385,10 +444,13 @@ class Store:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= end:
-                        raise InUse(f"another ibi command is changing the store in {self.data}"
-                                    f" (waited {wait:.0f} s)", hint="try again when it is "
-                                    "done") from None
+                        raise InUse(f"busy: {_lock_holder(fd)} is changing the store in "
+                                    f"{self.data} (waited {wait:.0f} s)",
+                                    hint="try again when it is done") from None
                     time.sleep(0.2)
+            with contextlib.suppress(OSError):  # who holds it, for the busy message
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, _holder_line().encode(), 0)
             yield
         finally:
             os.close(fd)  # releases the lock

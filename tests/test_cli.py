@@ -117,7 +117,12 @@ def test_mount_review_umount_from_cli(cli_store: Path, root_ns: Path) -> None:
     assert ibi("mount", "--data", str(cli_store), str(mnt), *run).returncode == 0
     assert (mnt / "etc/hostname").read_text() == "base-host\n"
     p = ibi("mount", "--data", str(cli_store), str(mnt), *run)
-    assert p.returncode == 1 and "already a mount point" in one_line_error(p)
+    assert p.returncode == 1 and "busy: the writable layer is in use" in one_line_error(p)
+    other = root_ns / "other"
+    other.mkdir()
+    p = ibi("mount", "--data", str(cli_store), str(other), *run)  # one writer per layer
+    assert p.returncode == 1 and f"in use by the overlay on {mnt}" in one_line_error(p)
+    assert not os.path.ismount(other)
     assert ibi("umount", str(mnt), *run).returncode == 0
     assert not os.path.ismount(mnt)
     assert ibi("review", "--data", str(cli_store), "base", str(mnt), *run).returncode == 0

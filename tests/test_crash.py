@@ -72,11 +72,13 @@ CREATE_POINTS = {
     "image renamed in": lambda mp: after_nth(mp, engine_mod, "durable_rename", 1, before=False),
     "roottab.prev written": lambda mp: after_nth(mp, store, "atomic_write", 2, before=False),
     "roottab written": lambda mp: after_nth(mp, store.Store, "write_roottab", 1, before=False),
-    "fresh layer made": lambda mp: after_nth(mp, store.Store, "make_layer", 1, before=False),
+    # the layer is cleared without needing free space: set aside, deleted, made anew
     "old layer set aside": lambda mp: after_nth(mp, engine_mod, "durable_rename", 2,
                                                 before=False),
-    "fresh layer in place": lambda mp: after_nth(mp, engine_mod, "durable_rename", 3,
-                                                 before=False),
+    "old layer half deleted": lambda mp: after_nth(mp, os, "unlink", 3, before=False),
+    "old layer deleted": lambda mp: after_nth(mp, engine_mod, "remove_tree", 1,
+                                              before=False),
+    "fresh layer made": lambda mp: after_nth(mp, store.Store, "make_layer", 1, before=False),
 }
 
 
