@@ -205,16 +205,43 @@ def test_maintenance_restore_system(scenario: Scenario) -> None:
 # --- no black screen: an unbootable store opens the menu with the error --------------------
 
 def test_unbootable_store_opens_the_menu_with_the_error(scenario: Scenario) -> None:
+    """The top image of roottab has one byte changed (its size and superblock intact, so
+    only rd.ibi.verify=sha256 sees it) and roottab.prev is gone: the image is refused with
+    its reason in one line, and the menu opens from the base alone, whose SHA-256 matched."""
     def break_both(data: Path) -> None:
-        store = data / ".root_images"
-        (store / "roottab").write_text("no-such-image\n")
-        (store / "roottab.prev").unlink(missing_ok=True)
+        import dataclasses
+
+        from maintenance import bootloader, bootplan
+        from maintenance.engine import Engine
+        from maintenance.model import Kind
+        from maintenance.store import Store
+
+        plant(data, "layer/upper/root/damaged.txt", "squashed, then damaged\n")
+        Engine(data, data.parent / "run").create(Kind.INCREMENTAL, name="damaged", level=1)
+        st = Store(data)
+        image = st.image_path("damaged")
+        with image.open("r+b") as f:  # one byte past the superblock
+            f.seek(image.stat().st_size // 2)
+            byte = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        st.roottab_prev_path.unlink(missing_ok=True)
+        s = bootloader.read_settings(st)
+        bootloader.write_settings(st, dataclasses.replace(
+            s, cmdline=f"{s.cmdline} rd.ibi.verify=sha256".strip()))
+        bootplan.write(st)
+        bootloader.write_grub_cfg(st)
 
     vm = scenario("broken", plant=break_both)  # the default entry, not Maintenance Mode
     con = open_menu(vm)
     assert "the boot failed" in con.text(), con.text()
     con.keys("o", settle=0)  # Power off: the decision ends the boot
     vm.expect_exit(timeout=180)
+    assert vm.log_path is not None
+    log = vm.log_path.read_text(errors="replace")
+    assert re.search(r"\nibi: image 'damaged' refused: SHA-256 [0-9a-f]{64}, its metadata "
+                     r"says [0-9a-f]{64}\r*\n", log), "no one-line reason on the console"
+    assert "falling back to roottab.prev" in log  # the fallback chain, then the menu
 
 
 # --- Live Review chosen in the menu ---------------------------------------------------------
@@ -236,4 +263,13 @@ def test_maintenance_live_review_decision(scenario: Scenario) -> None:
     assert vm.check("cat /run/ibi/mode") == "review base"
     assert_protected(vm, "/run/ibi/review/upper")
     assert vm.run("test -e /root/layer-marker.txt")[0] == 1
+    # the review's tmpfs: half of MemAvailable then (not the kernel's half of the RAM)
+    m = re.search(r"the Live Review's tmpfs: (\d+) KiB \(half of MemAvailable (\d+) kB\)",
+                  vm.check("dmesg | grep 'ibi:' | cat"))
+    assert m, "the initramfs did not log the review tmpfs's size"
+    kib, avail = int(m.group(1)), int(m.group(2))
+    assert kib == max(avail // 2, 65536) // 4 * 4
+    assert int(vm.check("findmnt -n -b -o SIZE --mountpoint /run/ibi/review")) == kib * 1024
+    total = int(vm.check("awk '/^MemTotal:/ {print $2}' /proc/meminfo"))
+    assert avail <= total and kib < total // 2
     vm.poweroff()
