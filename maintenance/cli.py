@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import logging
 import os
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__, authcli, statecli
-from .engine import DEFAULT_DATA, DEFAULT_RUN, Engine, human
-from .errors import IbiError, Refused
+from .engine import (
+    DEFAULT_DATA,
+    DEFAULT_RUN,
+    RAM_CRITICAL,
+    RAM_WARN,
+    Engine,
+    human,
+    tmpfs_uppers,
+)
+from .errors import IbiError, Refused, UsageError
 from .model import Kind, Level, Progress, StatePlan, Status, to_jsonable
 from .squash import COMPRESSORS
 
@@ -133,7 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
         is not changed.""", True)
     p.add_argument("name", metavar="NAME")
     p.add_argument("target", metavar="TARGET")
-    p.add_argument("--size", default=None, help="tmpfs size limit (e.g. 1G, 25%%)")
+    p.add_argument("--size", default=None, metavar="SIZE",
+                   help="the tmpfs's size: N%% of the RAM (1-90) or a size like 512M or 2G "
+                        "(default: half of the RAM available now; never under 64M)")
+
+    p = add("watch-ram", "warn when an overlay kept in RAM fills up", """\
+        Check every RAM file system (tmpfs) that an overlay writes to — a Live Review's
+        upper, above all — and warn on the console and in the journal when one is 80 %
+        full and again at 95 %: when it is full, every write fails (ENOSPC) and what was
+        written there is gone at the next boot anyway. With --interval, keep watching
+        (ibi-ram-watch.service does this in a Live Review); else check once and exit 1
+        if one is 95 % full or more.""", True)
+    p.add_argument("--interval", type=float, default=None, metavar="SECONDS",
+                   help="check again every SECONDS (at least 1) until stopped")
 
     p = add("create", "make a restore point", """\
         --incremental squashes the writable layer alone (deletions and opaque
@@ -195,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--run", action="store_true", help="carry out the queued action now")
     g.add_argument("--cancel", action="store_true", help="forget the queued action")
 
-    add("purge", "delete set-aside writable layers", """\
-        Delete the layers that Restore System and Roll back set aside in DATA/trash.""",
+    p = add("purge", "delete set-aside writable layers", """\
+        Delete the layers that Restore System and Roll back set aside in DATA/trash: the
+        last copy of what those layers held. Asks for confirmation unless --yes.""",
         True)
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
 
     statecli.add_parser(add)
     authcli.add_parser(add)
@@ -311,6 +336,36 @@ def print_status(s: Status) -> None:
     for n in s.notices:
         tag = {Level.ERROR: "error", Level.WARNING: "warning", Level.INFO: "note"}[n.level]
         print(f"{tag}: {n.message}")
+
+
+def watch_ram(args: argparse.Namespace) -> int:
+    """``ibi watch-ram``: the fill level of every RAM overlay; with --interval, a warning
+    on the console and in the journal (stderr) each time one crosses 80 % or 95 %."""
+    if args.interval is not None and not 1 <= args.interval <= 86400:
+        raise UsageError("--interval is 1 to 86400 seconds")
+    said: dict[str, int] = {}
+    while True:
+        uses = tmpfs_uppers()
+        worst = 0
+        for t in uses:
+            level = 2 if t.fraction >= RAM_CRITICAL else 1 if t.fraction >= RAM_WARN else 0
+            worst = max(worst, level)
+            if level > said.get(t.mountpoint, 0):
+                line = (f"ibi: {'CRITICAL' if level == 2 else 'warning'}: the RAM overlay "
+                        f"{t.mountpoint}{f' (upper of {t.serves})' if t.serves else ''} is "
+                        f"{t.fraction:.0%} full ({human(t.used)} of {human(t.total)})"
+                        + ("; writes fail when it is full" if level == 2 else ""))
+                print(line, file=sys.stderr, flush=True)
+                if args.interval is not None:
+                    with contextlib.suppress(OSError), open("/dev/console", "w") as con:
+                        con.write(line + "\n")
+            said[t.mountpoint] = level if level else 0  # falls back: warn again later
+        if args.interval is None:
+            text = "\n".join(f"{t.mountpoint}: {t.fraction:.0%} full ({human(t.used)} of "
+                             f"{human(t.total)})" for t in uses) or "no overlay writes to RAM"
+            emit(args, uses, functools.partial(print, text))
+            return 1 if worst == 2 else 0
+        time.sleep(args.interval)
 
 
 def print_kernels(versions: Sequence[str]) -> None:
@@ -459,8 +514,14 @@ def run_command(args: argparse.Namespace) -> int:
             emit(args, doc, lambda: print(" ".join(f"{k}={v}" for k, v in doc.items())
                                           if doc else "nothing queued"))
     elif cmd == "purge":
+        held = eng.trash_bytes()
+        if held:
+            confirm(args, "PURGE", f"The set-aside layers in {eng.store.trash} "
+                    f"({human(held)}) will be deleted for good.")
         freed = eng.purge()
         emit(args, {"freed": freed}, lambda: print(f"freed {human(freed)}"))
+    elif cmd == "watch-ram":
+        return watch_ram(args)
     elif cmd == "boot-entries":
         return boot_entries(eng, args)
     elif cmd == "install":

@@ -28,6 +28,7 @@ import errno
 import functools
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
@@ -313,14 +314,17 @@ class Engine:
         if du.free < max(LOW_SPACE_BYTES, du.total * LOW_SPACE_FRACTION):
             notices.append(Notice(Level.WARNING, f"low space on the data partition: "
                                   f"{human(du.free)} free of {human(du.total)}"))
+        notices += ram_notices(ram := self._ram())
         if trash:
             notices.append(Notice(Level.INFO, f"{human(trash)} of set-aside layers await "
                                   "deletion (ibi purge)"))
-        with contextlib.suppress(StoreError):
+        try:
             queued = st.read_pending()
             if queued:
                 notices.append(Notice(Level.INFO, f"queued for the next boot: {queued['action']}"
                                       + (f" ({queued['name']})" if "name" in queued else "")))
+        except StoreError as e:
+            notices.append(Notice(Level.ERROR, f"{e} (ibi pending --cancel)"))
         for what in self._recovery(dry_run=True):
             notices.append(Notice(Level.WARNING, f"interrupted action: {what} "
                                   "(done by the next action, or: ibi recover)"))
@@ -331,7 +335,7 @@ class Engine:
         stack_ks = kernels.stack_kernels(st, tab)
         layer_ks = tuple(k.version for k in kernels.layer_kernels(st, tab) or ()
                          if k not in stack_ks)
-        return Status(str(st.data), stack, others, layer, disk, self._ram(), tuple(notices),
+        return Status(str(st.data), stack, others, layer, disk, ram, tuple(notices),
                       boot.version if boot else None, layer_ks)
 
     def _entry(self, name: str, below: list[str] | None) -> StackEntry:
@@ -364,15 +368,7 @@ class Engine:
 
     def _ram(self) -> RamUsage:
         vm = psutil.virtual_memory()
-        tmpfs = []
-        stacks = self.run_dir / "stacks"
-        for m in mounts.mountinfo():
-            if m.fstype == "tmpfs" and (m.mountpoint.startswith(str(stacks) + "/")
-                                        or m.mountpoint == str(self.data_dir)):
-                with contextlib.suppress(OSError):
-                    u = psutil.disk_usage(m.mountpoint)
-                    tmpfs.append(TmpfsUse(m.mountpoint, u.total, u.used))
-        return RamUsage(vm.total, vm.available, tuple(tmpfs))
+        return RamUsage(vm.total, vm.available, tuple(tmpfs_uppers(self.data_dir)))
 
     # ------------------------------------------------------------------ recovery
     @changes_store
@@ -440,6 +436,9 @@ class Engine:
         self.store.require()
         live = self._live_overlay()
         warnings = []
+        if live is None:  # the initramfs renewing a stale plan: finish what a power cut
+            self._recover_or_go_on("the boot entries")  # interrupted first (a layer
+            # missing between its clear and the new one, say)
         if live is not None:  # the space check only when something is copied: the hook
             # also runs when a kernel is removed (to free space, say)
             warnings = kernels.sync_layer(
@@ -588,6 +587,7 @@ class Engine:
                 tmp.unlink()
             raise
         st.home.mkdir(mode=0o755, exist_ok=True)
+        st.trash.mkdir(mode=0o700, exist_ok=True)  # ready before the disk may fill up
         if not st.layer.exists():
             st.make_layer(st.layer)
         st.write_roottab([name])
@@ -831,7 +831,8 @@ class Engine:
 
     @changes_store
     def cancel_pending(self) -> bool:
-        had = self.pending() is not None
+        self.store.require()
+        had = self.store.pending_path.exists()  # also an unreadable one: cancel it
         self.store.clear_pending()
         self.refresh_boot_files()
         return had
@@ -861,6 +862,11 @@ class Engine:
         self.store.clear_pending()
         self.refresh_boot_files()
         return done
+
+    def trash_bytes(self) -> int:
+        """What the set-aside layers hold (what purge would delete)."""
+        self.store.require()
+        return sum((tree_bytes(p) for p in self.store.trash_entries()), 0)
 
     @changes_store
     def purge(self) -> int:
@@ -910,8 +916,9 @@ class Engine:
         Nothing written there persists."""
         self.store.require()
         tab = list(self.stack_for(name))
+        size = review_tmpfs_bytes(tmpfs_size)
         return self._assemble(Path(target), tab, None, "review", review=True,
-                              tmpfs_size=tmpfs_size)
+                              tmpfs_size=str(size))
 
     def umount(self, target: str | os.PathLike[str]) -> int:
         """Take down everything :meth:`mount` or :meth:`review` put up for ``target``;
@@ -1191,8 +1198,15 @@ class Engine:
         st = self.store
         if st.layer_new.exists():
             remove_tree(st.layer_new)
-        slot = st.new_trash_slot(st.layer_id())
-        durable_rename(st.layer, slot)
+        try:
+            slot = st.new_trash_slot(st.layer_id())
+        except OSError as e:  # no room for trash/ itself: delete the layer where it is
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            slot = st.layer  # (a power cut midway leaves part of a layer whose files
+            # the image holds as they are: the view is the same, recovery keeps it)
+        else:
+            durable_rename(st.layer, slot)
         remove_tree(slot)  # its content is in the new image: nothing is lost
         st.make_layer(st.layer)
 
@@ -1203,6 +1217,91 @@ class Engine:
             durable_rename(st.layer, slot)
         durable_rename(st.layer_new, st.layer)
         return slot
+
+
+REVIEW_MIN = 64 << 20  # a Live Review's tmpfs is never made smaller than this
+RAM_WARN = 0.80  # a RAM overlay this full is warned about (status, menu, journal)
+RAM_CRITICAL = 0.95
+_SIZE = re.compile(r"^([1-9][0-9]{0,12})([KMGT]?)(i?B)?$", re.IGNORECASE)
+
+
+def review_tmpfs_bytes(spec: str | None, meminfo: tuple[int, int] | None = None) -> int:
+    """The size of a Live Review's tmpfs: ``spec`` is ``N%`` of the RAM (1-90) or a size
+    (``512M``, ``2G``, bytes); None: half of the RAM available now. Never under 64 MiB.
+    The initramfs applies the same rule to ``rd.ibi.review_size=`` (docs/BOOT.md).
+    ``meminfo``: (total, available) bytes, for tests."""
+    total, avail = meminfo or (psutil.virtual_memory().total, psutil.virtual_memory().available)
+    if spec is None:
+        size = avail // 2
+    else:
+        text = spec.strip()
+        if text.endswith("%"):
+            pct = text[:-1]
+            if not pct.isdigit() or not 1 <= int(pct) <= 90:
+                raise UsageError(f"bad tmpfs size {spec!r}: a percentage of the RAM is "
+                                 "1% to 90%")
+            size = total * int(pct) // 100
+        else:
+            m = _SIZE.fullmatch(text)
+            if not m:
+                raise UsageError(f"bad tmpfs size {spec!r}: give N% of the RAM or a size "
+                                 "like 512M or 2G")
+            size = int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
+    if size > avail:
+        log.warning("the review's tmpfs (%s) is larger than the RAM available now (%s): "
+                    "filling it will push the system into swap or the OOM killer",
+                    human(size), human(avail))
+    return max(size, REVIEW_MIN)
+
+
+def tmpfs_uppers(data_dir: Path | None = None) -> list[TmpfsUse]:
+    """Every RAM file system (tmpfs, ramfs) that an overlay in this mount namespace writes
+    to, with its use; also the data directory when it lives in RAM."""
+    table = mounts.mountinfo()
+    by_point = {m.mountpoint: m for m in table}
+
+    def fs_of(path: str) -> str | None:
+        p = os.path.realpath(path)
+        while True:
+            if p in by_point:
+                return p
+            if p == "/":
+                return None
+            p = os.path.dirname(p)
+
+    seen: dict[str, str] = {}
+    for m in table:
+        if m.fstype == "overlay":
+            for upper in mounts.option_values(m, "upperdir"):
+                fs = fs_of(upper)
+                if fs and by_point[fs].fstype in ("tmpfs", "ramfs"):
+                    seen.setdefault(fs, m.mountpoint)
+    if data_dir is not None:
+        fs = fs_of(str(data_dir))
+        if fs and by_point[fs].fstype in ("tmpfs", "ramfs"):
+            seen.setdefault(fs, "")
+    out = []
+    for fs, serves in seen.items():
+        with contextlib.suppress(OSError):
+            u = os.statvfs(fs)
+            total = u.f_blocks * u.f_frsize
+            out.append(TmpfsUse(fs, total, total - u.f_bfree * u.f_frsize, serves))
+    return out
+
+
+def ram_notices(ram: RamUsage) -> list[Notice]:
+    out = []
+    for t in ram.tmpfs:
+        what = f"the RAM overlay {t.mountpoint}" + (f" (upper of {t.serves})" if t.serves
+                                                      else "")
+        if t.fraction >= RAM_CRITICAL:
+            out.append(Notice(Level.ERROR, f"{what} is {t.fraction:.0%} full "
+                              f"({human(t.used)} of {human(t.total)}): writes fail when it "
+                              "is full; keep what matters in /home"))
+        elif t.fraction >= RAM_WARN:
+            out.append(Notice(Level.WARNING, f"{what} is {t.fraction:.0%} full "
+                              f"({human(t.used)} of {human(t.total)})"))
+    return out
 
 
 def human(n: float) -> str:

@@ -109,13 +109,18 @@ class TmpfsUse:
     mountpoint: str
     total: int
     used: int
+    serves: str = ""  # the overlay it is the upper of ("" when not known)
+
+    @property
+    def fraction(self) -> float:
+        return self.used / self.total if self.total else 0.0
 
 
 @dataclasses.dataclass(frozen=True)
 class RamUsage:
     total: int
     available: int
-    tmpfs: tuple[TmpfsUse, ...] = ()  # tmpfs uppers of live reviews
+    tmpfs: tuple[TmpfsUse, ...] = ()  # every RAM file system an overlay writes to
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.package
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 DEPENDS = {"python3-urwid", "python3-psutil", "python3-yaml", "python3-pyudev",
-           "squashfs-tools", "dracut", "util-linux", "e2fsprogs", "mount"}
+           "squashfs-tools", "dracut", "util-linux", "e2fsprogs", "mount", "libcrypt1"}
 # What a build in the work tree would leave behind; build-deb builds in a copy instead.
 ARTEFACTS = ["debian/ibi", "debian/.debhelper", "debian/files", "debian/debhelper-build-stamp",
              "debian/ibi.substvars", "debian/ibi.debhelper.log", "debian/ibi.8", ".pybuild"]
@@ -197,7 +197,8 @@ def test_systemd_enable_no_start(deb: Deb) -> None:
     enabled = set(re.findall(r"deb-systemd-helper enable '([^']+)'", postinst))
     # exactly the units with an [Install] section: the boot-time protection check and the
     # capture of the configuration after a successful boot; never the maintenance units
-    assert enabled == {"ibi-protect.service", "ibi-state-save.service"}, enabled
+    assert enabled == {"ibi-protect.service", "ibi-state-save.service",
+                       "ibi-ram-watch.service"}, enabled
     assert "ibi-maintenance" not in postinst
     # not started at install, and nothing stopped or restarted by an upgrade or a removal
     for script in ("preinst", "postinst", "prerm", "postrm"):
