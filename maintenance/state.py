@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import stat
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 
@@ -119,9 +120,29 @@ def _overlap(a: str, b: str) -> bool:
                for x, y in zip(pa, pb, strict=False))
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line, control characters escaped (for a message)."""
+    text = " ".join(text.split())
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Cs") else c
+                   for c in text)
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> tuple[int | None, str]:
+    """(line, what is wrong) of a YAML error, on one line."""
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow
+        ch = e.character
+        code = ch if isinstance(ch, int) else ord(ch)
+        return text.count("\n", 0, e.position) + 1, f"character #x{code:04x} is not allowed"
+    mark = getattr(e, "problem_mark", None)
+    return (mark.line + 1 if mark is not None else None,
+            _one_line(str(getattr(e, "problem", None) or e)))
+
+
 def _check_path(p: object, where: str) -> str:
     if not isinstance(p, str):
         raise StoreError(f"{where}: {p!r} is not a path")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in p):
+        raise StoreError(f"{where}: {p!r}: control characters in a path")
     parts = p.split("/")
     if "\0" in p or not p.startswith("/") or any(x in ("..", ".") for x in parts) \
             or p != "/" + "/".join(x for x in parts if x) or p == "/":
@@ -142,10 +163,11 @@ def parse_config(text: str, where: str = "state.yaml",
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise StoreError(f"{where}{line}: not valid YAML "
-                         f"({getattr(e, 'problem', None) or e})") from None
+        n, problem = _yaml_problem(e, text)
+        line = f" line {n}" if n is not None else ""
+        raise StoreError(f"{where}{line}: not valid YAML ({problem})") from None
+    except RecursionError:
+        raise StoreError(f"{where}: not valid YAML (nested too deeply)") from None
     if root is None:
         return Config((), (), ())
     if not isinstance(root, yaml.MappingNode):
@@ -153,16 +175,25 @@ def parse_config(text: str, where: str = "state.yaml",
                          "'registry:', 'stash:' and 'reference:' lists")
     lists: dict[str, list[tuple[str, int]]] = {k: [] for k in KINDS}
     keep = DEFAULT_KEEP
+    for knode, vnode in root.value:  # the format first: a newer file is refused as such
+        if isinstance(knode, yaml.ScalarNode) and knode.value == "format" and (
+                not isinstance(vnode, yaml.ScalarNode) or vnode.value != str(FORMAT)):
+            shown = _one_line(vnode.value) if isinstance(vnode, yaml.ScalarNode) else \
+                "(not a number)"
+            raise StoreError(f"{where} line {knode.start_mark.line + 1}: format {shown} is "
+                             f"not known (this ibi reads format {FORMAT})")
     for knode, vnode in root.value:
-        key, line = knode.value, knode.start_mark.line + 1
+        line = knode.start_mark.line + 1
         at = f"{where} line {line}"
+        if not isinstance(knode, yaml.ScalarNode):
+            raise StoreError(f"{at}: expected a name before ':' (registry, stash, reference, "
+                             "format or keep)")
+        key = knode.value
         if key == "format":
-            if vnode.value != str(FORMAT):
-                raise StoreError(f"{at}: format {vnode.value} is not known (this ibi reads "
-                                 f"format {FORMAT})")
+            pass  # checked above
         elif key == "keep":
             try:
-                keep = int(vnode.value)
+                keep = int(vnode.value) if isinstance(vnode, yaml.ScalarNode) else 0
             except (TypeError, ValueError):
                 keep = 0
             if not 1 <= keep <= 100:
@@ -216,7 +247,8 @@ def default_text(store: Store) -> str:
     text = DEFAULT_CONFIG
     try:
         legacy = store.read_preserve()
-    except StoreError:
+    except (StoreError, OSError, ValueError) as e:  # not text, unreadable: not imported
+        log.warning("%s: not imported", e)
         legacy = []
     cfg = parse_config(text)
     managed = [p for op in cfg.registry for p in op.paths] + list(cfg.stash)
@@ -440,34 +472,79 @@ class Capture:
         return {p: e for entries in self.stash.values() for p, e in entries.items()}
 
 
+def _text(v: object, what: str) -> str:
+    """A capture's value as text: a string (or a number YAML read as one)."""
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise ValueError(f"{what} is not text")
+    s = str(v)
+    if any(unicodedata.category(c) == "Cs" for c in s):
+        raise ValueError(f"{what} is not UTF-8 text")
+    return s
+
+
+def _values(doc: object, what: str) -> dict[str, Values]:
+    if not isinstance(doc, dict):
+        raise ValueError(f"{what} is not a mapping")
+    out: dict[str, Values] = {}
+    for k, vals in doc.items():
+        vals = {} if vals is None else vals
+        if not isinstance(vals, dict):
+            raise ValueError(f"{what} {_text(k, 'a name')} is not a mapping")
+        out[_text(k, what)] = {_text(f, what): _text(v, f"{what} {f}")
+                               for f, v in vals.items() if v is not None}
+    return out
+
+
 def _load(d: Path) -> Capture:
     where = f"capture {d.name}"
     try:
-        doc = yaml.safe_load((d / CAPTURE_META).read_bytes().decode("utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
-        raise StoreError(f"{where}: unreadable ({e})") from None
+        text = (d / CAPTURE_META).read_bytes().decode("utf-8")
+        doc = yaml.safe_load(text)
+    except OSError as e:
+        raise StoreError(f"{where}: unreadable ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{where}: not UTF-8 text (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        n, problem = _yaml_problem(e, text)
+        raise StoreError(f"{where}: not valid YAML ({'line ' + str(n) + ': ' if n else ''}"
+                         f"{problem})") from None
+    except (ValueError, RecursionError) as e:  # a number too long, a nesting too deep
+        raise StoreError(f"{where}: unreadable ({_one_line(str(e))[:100]})") from None
     try:
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError("not a capture of a known format")
-        created = dt.datetime.fromisoformat(str(doc["created"]).replace("Z", "+00:00"))
-        registry = {str(k): {str(f): str(v) for f, v in vals.items()}
-                    for k, vals in (doc.get("registry") or {}).items()}
-        stash = {str(pat): {str(p): {"what": str(e["what"]), "digest": str(e["digest"])}
-                            for p, e in (entries or {}).items()}
-                 for pat, entries in (doc.get("stash") or {}).items()}
-        pinned = {str(k): {str(f): str(v) for f, v in (vals or {}).items()}
-                  for k, vals in (doc.get("pinned") or {}).items()}
-        cap = Capture(d.name, created, str(doc.get("reason", "")),
-                      tuple(str(n) for n in doc.get("stack") or ()), registry, stash,
-                      tuple(str(n) for n in doc.get("notes") or ()), d, pinned)
+        if not isinstance(doc, dict):
+            raise ValueError("not a capture")
+        fmt = doc.get("format")
+        if fmt != FORMAT or isinstance(fmt, bool):
+            raise ValueError(f"format {_one_line(str(fmt))[:40]} is not known (this ibi "
+                             f"reads format {FORMAT})")
+        created = doc["created"]
+        if isinstance(created, dt.date) and not isinstance(created, dt.datetime):
+            created = dt.datetime.combine(created, dt.time())
+        if not isinstance(created, dt.datetime):
+            created = dt.datetime.fromisoformat(_text(created, "created").replace("Z",
+                                                                                  "+00:00"))
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=dt.UTC)
+        registry = _values(doc.get("registry") or {}, "registry")
+        pinned = _values(doc.get("pinned") or {}, "pinned")
+        stash: dict[str, dict[str, dict[str, str]]] = {}
+        for pat, entries in (doc.get("stash") or {}).items():
+            stash[_text(pat, "a stash path")] = {
+                _text(p, "a stash path"): {"what": _text(e["what"], "what"),
+                                           "digest": _text(e["digest"], "digest")}
+                for p, e in (entries or {}).items()}
+        cap = Capture(d.name, created, _text(doc.get("reason", ""), "reason"),
+                      tuple(_text(n, "stack") for n in doc.get("stack") or ()), registry,
+                      stash, tuple(_text(n, "notes") for n in doc.get("notes") or ()), d,
+                      pinned)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise StoreError(f"{where}: damaged ({e})") from None
+        raise StoreError(f"{where}: damaged ({_one_line(str(e))[:120]})") from None
     for pat, entries in cap.stash.items():
         for p in entries:
             if not _covers(pat, p) or p.count("/") != pat.count("/") or "\0" in p:
                 raise StoreError(f"{where}: damaged (stash path {p!r} under {pat!r})")
             if not os.path.lexists(cap.stash_root / p.lstrip("/")):
-                raise StoreError(f"{where}: the stashed {p} is missing")
+                raise StoreError(f"{where}: the stashed {_one_line(p)} is missing")
     return cap
 
 
@@ -596,8 +673,8 @@ def _write(store: Store, cfg: Config, reason: str, stack: tuple[str, ...],
                "stash": stash, "notes": notes}
         if pinned:
             doc["pinned"] = pinned
-        (tmp / CAPTURE_META).write_text(yaml.safe_dump(doc, sort_keys=False,
-                                                       allow_unicode=True), encoding="utf-8")
+        (tmp / CAPTURE_META).write_text(yaml.dump(doc, Dumper=_Dumper, sort_keys=False,
+                                                  allow_unicode=True), encoding="utf-8")
         fsync_tree(tmp)
         durable_rename(tmp, store.captures / cid)
     except BaseException:
@@ -606,6 +683,20 @@ def _write(store: Store, cfg: Config, reason: str, stack: tuple[str, ...],
         raise
     _prune(store, cfg.keep)
     return _load(store.captures / cid)
+
+
+class _Dumper(yaml.SafeDumper):
+    """yaml.safe_dump's, but a string holding a character YAML reads as a line break (NEL,
+    U+2028, U+2029) is written double-quoted, escaped: PyYAML writes them raw in a
+    single-quoted string and reads them back as a space."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = '"' if any(c in data for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def _prune(store: Store, keep: int) -> None:
