@@ -17,6 +17,7 @@ import collections
 import contextlib
 import copy
 import datetime as dt
+import functools
 import os
 import shutil
 import signal
@@ -63,11 +64,50 @@ T = TypeVar("T")
 OPS = available()  # the registry operators (looked up once: entry points are slow to list)
 
 
+COLLECT = os.environ.get("IBI_FUZZ_COLLECT") == "1"  # record failures, go on (long runs)
+FAILURES: dict[tuple[str, str, str], tuple[int, str, str]] = {}  # -> (count, input, message)
+DRAWN: dict[str, object] = {}  # what a test drew with st.data(), for the record
+
+
+def target(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Count the executions of a fuzz target; under IBI_FUZZ_COLLECT=1 record each kind of
+    failure (exception type and the line that raised it) with its shortest input, and go
+    on, so that a long run finds every kind, not only the first."""
+    def deco(fn: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> None:
+            COUNTS[name] += 1
+            DRAWN.clear()
+            if not COLLECT:
+                return fn(*args, **kwargs)
+            try:
+                fn(*args, **kwargs)
+            except Exception as e:
+                tb = [f for f in traceback.extract_tb(e.__traceback__)
+                      if "/site-packages/" not in f.filename and "/lib/python" not in f.filename]
+                where = f"{os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else "?"
+                shown = {k: v for k, v in kwargs.items()
+                         if k not in ("store", "template", "tmp_path_factory", "data")}
+                shown.update(DRAWN)
+                text = repr(shown)
+                key = (name, type(e).__name__, where)
+                count, best, msg = FAILURES.get(key, (0, text, str(e)))
+                if len(text) <= len(best):
+                    best, msg = text, str(e)
+                FAILURES[key] = (count + 1, best, msg)
+            return None
+        return run
+    return deco
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _executions(request: pytest.FixtureRequest) -> Iterator[None]:
     """Print the executions per target when the module is done (with or without -s)."""
     yield
     lines = [f"  {target}: {n}" for target, n in sorted(COUNTS.items())]
+    for (tgt, exc, where), (n, best, msg) in sorted(FAILURES.items()):
+        lines.append(f"  FAILED {tgt}: {exc} at {where}, {n} times; shortest input: "
+                     f"{best[:600]}\n      {msg.splitlines()[0][:400] if msg else ''}")
     plugins = request.config.pluginmanager
     tr = plugins.get_plugin("terminalreporter")
     capman = plugins.get_plugin("capturemanager")
@@ -485,8 +525,8 @@ def test_the_valid_store_reads_clean(template: Path, tmp_path: Path) -> None:
 
 @FUZZ
 @given(content=file_bytes("roottab"), prev=st.booleans())
+@target("roottab")
 def test_roottab(store: Store, content: bytes, prev: bool) -> None:
-    COUNTS["roottab"] += 1
     target = "roottab.prev" if prev else "roottab"
     put(store.data, target, content)
     got = read(store.read_roottab, prev, names=(target,))
@@ -497,8 +537,8 @@ def test_roottab(store: Store, content: bytes, prev: bool) -> None:
 
 @FUZZ
 @given(content=file_bytes("base.yaml"))
+@target("image metadata")
 def test_image_metadata(store: Store, content: bytes) -> None:
-    COUNTS["image metadata"] += 1
     put(store.data, "base.yaml", content)
     got = read(store.read_meta, "base", names=("base.yaml",))
     fmt = future_format(content)
@@ -512,8 +552,8 @@ def test_image_metadata(store: Store, content: bytes) -> None:
 
 @FUZZ
 @given(content=file_bytes("pending"))
+@target("pending")
 def test_pending(store: Store, content: bytes) -> None:
-    COUNTS["pending"] += 1
     put(store.data, "pending", content)
     got = read(store.read_pending, names=("pending",))
     if got is not None and not isinstance(got, IbiError):
@@ -523,10 +563,10 @@ def test_pending(store: Store, content: bytes) -> None:
 
 @FUZZ
 @given(content=file_bytes("preserve"))
+@target("preserve")
 def test_preserve(store: Store, content: bytes) -> None:
     """The old list of paths, read alone and as the default state config's extra paths
     (load_config with no state.yaml)."""
-    COUNTS["preserve"] += 1
     put(store.data, "preserve", content)
     got = read(store.read_preserve, names=("preserve",))
     if not isinstance(got, IbiError):
@@ -545,8 +585,8 @@ def test_preserve(store: Store, content: bytes) -> None:
 
 @FUZZ
 @given(content=file_bytes("layer/kernels.yaml"))
+@target("layer kernels.yaml")
 def test_layer_kernels(store: Store, content: bytes) -> None:
-    COUNTS["layer kernels.yaml"] += 1
     put(store.data, "layer/kernels.yaml", content)
     got = read(store.read_layer_kernels, names=("kernels.yaml",))
     if got is None or isinstance(got, IbiError):
@@ -561,8 +601,8 @@ def test_layer_kernels(store: Store, content: bytes) -> None:
 
 @FUZZ
 @given(content=file_bytes("state.yaml"))
+@target("state.yaml")
 def test_state_config(store: Store, content: bytes) -> None:
-    COUNTS["state.yaml"] += 1
     put(store.data, "state.yaml", content)
     got = read(statemod.load_config, store, names=("state.yaml",))
     fmt = future_format(content)
@@ -574,8 +614,8 @@ def test_state_config(store: Store, content: bytes) -> None:
 
 @FUZZ
 @given(content=file_bytes("capture.yaml"))
+@target("capture.yaml")
 def test_capture(store: Store, content: bytes) -> None:
-    COUNTS["capture.yaml"] += 1
     put(store.data, "capture.yaml", content)
     d = store.captures / CAPTURE_ID
     got = read(statemod._load, d, names=(f"capture {CAPTURE_ID}",))
@@ -654,10 +694,10 @@ def check_shell_names(res: dict[str, Any]) -> None:
        file_bytes("roottab"), layer_id=file_bytes("layer/id"),
        review=st.sampled_from(["base", "inc1", "a b", "../x", "", "*", "base base"]),
        extra=st.sets(st.sampled_from(["a b", "-x", "é", "x*", ".hidden", "GLOBBED"])))
+@target("shell reader (ibi-lib.sh)")
 def test_shell_reader(template: Path, tmp_path_factory: pytest.TempPathFactory,
                       plan: bytes, roottab: bytes, layer_id: bytes, review: str,
                       extra: set[str]) -> None:
-    COUNTS["shell reader (ibi-lib.sh)"] += 1
     root = tmp_path_factory.mktemp("sh")
     data = root / "data"
     (data / ".root_images").mkdir(parents=True)
@@ -677,13 +717,14 @@ def test_shell_reader(template: Path, tmp_path_factory: pytest.TempPathFactory,
 @given(target=st.sampled_from(sorted(WHERE)), data=st.data(),
        odd_file=st.none() | st.binary(min_size=1, max_size=12).filter(
            lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")))
+@target("Engine.status + bootplan")
 def test_status_and_boot_plan(template: Path, tmp_path_factory: pytest.TempPathFactory,
                               target: str, data: st.DataObject, odd_file: bytes | None) -> None:
     """A store with one fuzzed file (and maybe an image file of an odd name): status
     reports what is wrong, the boot plan built from it names safe images only, and the
     shell reads back the stacks the plan holds, and finds the plan current."""
-    COUNTS["Engine.status + bootplan"] += 1
     content = data.draw(file_bytes(target), label="content")
+    DRAWN["content"] = content
     root = tmp_path_factory.mktemp("status")
     d = root / "data"
     shutil.copytree(template, d, symlinks=True)
@@ -765,8 +806,8 @@ metas = st.builds(
 
 @FUZZ
 @given(meta=metas)
+@target("round trip: metadata")
 def test_metadata_round_trip(store: Store, meta: ImageMeta) -> None:
-    COUNTS["round trip: metadata"] += 1
     store.write_meta(meta)
     try:
         assert store.read_meta(meta.name) == meta
@@ -777,8 +818,8 @@ def test_metadata_round_trip(store: Store, meta: ImageMeta) -> None:
 @FUZZ
 @given(tab=st.lists(names, unique=True, min_size=1, max_size=8),
        prev=st.lists(names, unique=True, min_size=1, max_size=8))
+@target("round trip: roottab")
 def test_roottab_round_trip(store: Store, tab: list[str], prev: list[str]) -> None:
-    COUNTS["round trip: roottab"] += 1
     store.write_roottab(prev)
     store.write_roottab(tab)
     assert store.read_roottab() == tab
@@ -788,9 +829,9 @@ def test_roottab_round_trip(store: Store, tab: list[str], prev: list[str]) -> No
 @FUZZ
 @given(action=st.sampled_from(PENDING_ACTIONS), name=st.none() | names,
        description=texts, keep=st.none() | texts)
+@target("round trip: pending")
 def test_pending_round_trip(store: Store, action: str, name: str | None, description: str,
                             keep: str | None) -> None:
-    COUNTS["round trip: pending"] += 1
     doc = {"action": action, "queued": "2026-01-02T03:04:05+00:00"}
     for k, v in (("name", name), ("description", description), ("keep", keep)):
         if v:
@@ -806,8 +847,8 @@ path_parts = st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9._ -]{0,12}\Z").filter(
 @FUZZ
 @given(paths=st.lists(st.lists(path_parts, min_size=1, max_size=4).map(
     lambda ps: "/" + "/".join(ps)), max_size=6))
+@target("round trip: preserve")
 def test_preserve_round_trip(store: Store, paths: list[str]) -> None:
-    COUNTS["round trip: preserve"] += 1
     put(store.data, "preserve", "".join(f"{p}\n" for p in paths).encode())
     assert store.read_preserve() == paths
 
@@ -815,9 +856,9 @@ def test_preserve_round_trip(store: Store, paths: list[str]) -> None:
 @FUZZ
 @given(layer=st.none() | hexes, stack=st.lists(names, unique=True, max_size=5),
        kernels=st.lists(kernel_refs, max_size=3).map(tuple))
+@target("round trip: layer kernels.yaml")
 def test_layer_kernels_round_trip(store: Store, layer: str | None, stack: list[str],
                                   kernels: tuple[KernelRef, ...]) -> None:
-    COUNTS["round trip: layer kernels.yaml"] += 1
     store.write_layer_kernels(layer, stack, kernels)
     assert store.read_layer_kernels() == (layer, stack, kernels)
 
@@ -827,9 +868,9 @@ def test_layer_kernels_round_trip(store: Store, layer: str | None, stack: list[s
        stash=st.lists(path_parts, unique=True, max_size=4),
        reference=st.lists(path_parts, unique=True, max_size=4),
        keep=st.integers(1, 100), flow=st.sampled_from([False, True, None]))
+@target("round trip: state.yaml")
 def test_state_config_round_trip(registry: list[str], stash: list[str], reference: list[str],
                                  keep: int, flow: bool | None) -> None:
-    COUNTS["round trip: state.yaml"] += 1
     stash_paths = [f"/srv/stash/{p}" for p in stash]
     ref_paths = [f"/srv/reference/{p}" for p in reference]
     text = yaml.safe_dump({"format": 1, "keep": keep, "registry": registry,
@@ -849,12 +890,12 @@ values_st = st.dictionaries(st.sampled_from(sorted(OPS)), st.dictionaries(
 @given(registry=values_st, pinned=values_st, stack=st.lists(names, max_size=4),
        notes=st.lists(texts, max_size=3), files=st.lists(path_parts, unique=True, max_size=3),
        reason=st.sampled_from(["save", "install", "create", "boot"]))
+@target("round trip: capture.yaml")
 def test_capture_round_trip(tmp_path_factory: pytest.TempPathFactory,
                             registry: dict[str, dict[str, str]], pinned: dict[str, dict[str, str]],
                             stack: list[str], notes: list[str], files: list[str],
                             reason: str) -> None:
     """What state.py writes (its own _write) it reads back the same."""
-    COUNTS["round trip: capture.yaml"] += 1
     s = Store(tmp_path_factory.mktemp("cap") / "data")
     s.root.mkdir(parents=True)
     cfg = statemod.parse_config(statemod.DEFAULT_CONFIG, ops=OPS)
@@ -897,13 +938,13 @@ plans = st.builds(
 @FUZZ
 @given(plan=plans, roottab=st.binary(max_size=200), pick=st.integers(0, 10),
        sizes=st.lists(st.tuples(st.integers(0, 2**50), digests), min_size=30, max_size=30))
+@target("round trip: bootplan (shell)")
 def test_boot_plan_round_trip(tmp_path_factory: pytest.TempPathFactory,
                               plan: bootplan.BootPlan, roottab: bytes, pick: int,
                               sizes: list[tuple[int, str]]) -> None:
     """What bootplan.render writes, the initramfs reads back: each stack, the review of
     each image, and the plan is current exactly when roottab's cksum and the layer's id
     are the plan's (Python's posix_cksum is cksum(1)'s)."""
-    COUNTS["round trip: bootplan (shell)"] += 1
     root = tmp_path_factory.mktemp("plan")
     data = root / "data"
     (data / ".root_images").mkdir(parents=True)
