@@ -501,6 +501,11 @@ class Engine:
                 if not dry_run:
                     remove_tree(st.layer_new)
         lid = st.layer_id()
+        if lid is None and st.layer.is_dir() and st.upper.is_dir():
+            done.append("give the writable layer a new id (its id file is missing or "
+                        "damaged)")
+            if not dry_run:
+                st.renew_layer_id()
         if lid is None or tab is None or not st.upper.is_dir():
             return done
         for meta in self.images():

@@ -554,7 +554,7 @@ class Store:
             doc = yaml.safe_load(read_store_text(self.pending_path))
         except FileNotFoundError:
             return None
-        except (yaml.YAMLError, RecursionError) as e:
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as e:
             raise StoreError(f"{PENDING}: unreadable ({one_line(e)})") from None
         if not isinstance(doc, dict) or doc.get("action") not in PENDING_ACTIONS:
             raise StoreError(f"{PENDING}: not a known action",
