@@ -508,8 +508,11 @@ def _load(d: Path) -> Capture:
         n, problem = _yaml_problem(e, text)
         raise StoreError(f"{where}: not valid YAML ({'line ' + str(n) + ': ' if n else ''}"
                          f"{problem})") from None
-    except (ValueError, RecursionError) as e:  # a number too long, a nesting too deep
-        raise StoreError(f"{where}: unreadable ({_one_line(str(e))[:100]})") from None
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError, OverflowError,
+            RecursionError) as e:  # a number too long, a nesting too deep, a bad explicit
+        # tag (yaml.safe_load("!!int ''") raises IndexError, "!!timestamp x" AttributeError)
+        raise StoreError(f"{where}: unreadable ({type(e).__name__}: "
+                         f"{_one_line(str(e))[:100]})") from None
     try:
         if not isinstance(doc, dict):
             raise ValueError("not a capture")

@@ -233,7 +233,9 @@ SNIPPETS = [
     b"null", b"1e400", b".inf", b"-.inf", b".nan", b"99", b"-1", b"0x10", b"0o17", b"1_0",
     b"2026-13-45", b"2026-01-02", b"1" * 5000, b"a" * 70000, b"[" * 3000, b"{a: " * 1000,
     b"- " * 1000, b"base", b"inc1", b"normal ", b"review ", b"menu ", b"roottab ",
-    b"layer ", b"format: 99\n", b"format: 2\n",
+    b"layer ", b"format: 99\n", b"format: 2\n", b"!!int ''", b"!!float ''", b"!!bool x",
+    b"!!timestamp x", b"!!timestamp 2026-01-02 99:00", b"!!int 0x", b"!!binary x", b"!!set ",
+    b"!!str ", b"!!null ", b"!!map ", b"!!seq ", b"!<tag:yaml.org,2002:int> ''",
 ]
 piece = st.sampled_from(SNIPPETS) | st.binary(min_size=1, max_size=8)
 
@@ -424,7 +426,7 @@ def future_format(data: bytes) -> int | None:
     later ibi), else None."""
     try:
         doc = yaml.safe_load(data.decode())
-    except (ValueError, yaml.YAMLError, RecursionError):
+    except Exception:  # yaml raises more than YAMLError ("!!int ''": IndexError)
         return None
     if isinstance(doc, dict):
         f = doc.get("format")
@@ -1056,9 +1058,12 @@ def _capture_with(**changes: Any) -> bytes:
 @pytest.mark.parametrize(("content", "said"), [
     (b"format: 1\ncreated: [\n", "not valid YAML (line 3: "),
     (b"format: 1\nstack: \x00\n", "not valid YAML (line 2: character #x0000 is not allowed)"),
-    (b"format: 1\ncreated: " + b"1" * 5000 + b"\n", "unreadable (Exceeds the limit"),
-    (b"format: 1\nstack: " + b"[" * 1200, "unreadable (maximum recursion depth"),
+    (b"format: 1\ncreated: " + b"1" * 5000 + b"\n", "unreadable (ValueError: Exceeds the limit"),
+    (b"format: 1\nstack: " + b"[" * 1200, "unreadable (RecursionError: maximum recursion"),
     (b"format: 1\nreason: caf\xe9\n", "not UTF-8 text (byte 21)"),
+    (b"format: 1\nreason: !!int ''\n", "unreadable (IndexError: string index out of range)"),
+    (b"format: 1\nreason: !!timestamp x\n", "unreadable (AttributeError: "),
+    (b"format: 1\nreason: !!bool x\n", "unreadable (KeyError: 'x')"),
     (_capture_with(format=99), "format 99 is not known (this ibi reads format 1)"),
     (_capture_with(format=True), "format True is not known"),
     (_capture_with(registry={"hostname": {"name": "\udcff"}}),
