@@ -28,7 +28,16 @@ from . import bootplan, kernels
 from .errors import StoreError
 from .model import KernelRef
 from .run import run, which
-from .store import BOOT, INITRD, KERNELS, VMLINUZ, Store, atomic_write
+from .store import (
+    BOOT,
+    INITRD,
+    KERNELS,
+    VMLINUZ,
+    Store,
+    atomic_write,
+    load_yaml,
+    read_store_text,
+)
 
 GRUB_DIR = "grub"
 GRUB_CFG = "grub.cfg"
@@ -61,7 +70,7 @@ class Settings:
 def read_settings(st: Store) -> Settings:
     path = st.bootloader_conf
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml(read_store_text(path))
         if not isinstance(doc, dict):
             raise ValueError("not a mapping")
         orig = doc.get("original")
@@ -77,7 +86,7 @@ def read_settings(st: Store) -> Settings:
     except FileNotFoundError:
         raise StoreError(f"{path} is missing: this machine was not set up by ibi install") \
             from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, ValueError, TypeError) as e:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise StoreError(f"{path.name}: unreadable ({' '.join(str(e).split())})") from None
 
 

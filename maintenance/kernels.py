@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from . import bootplan
-from .errors import BadName, IbiError
+from .errors import BadName, IbiError, StoreError
 from .model import KernelRef
 from .store import (
     INITRD,
@@ -54,6 +54,8 @@ from .store import (
     fsync_dir,
     kernel_from_doc,
     kernel_to_doc,
+    load_yaml,
+    read_store_text,
     remove_tree,
 )
 
@@ -151,9 +153,9 @@ def _copy_hashed(src: Path, dst: Path) -> tuple[str, int]:
 
 
 def _read_kept(st: Store, kernel_id: str) -> KernelRef | None:
-    with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError, KeyError,
-                             ValueError, TypeError, AttributeError, BadName):
-        doc = yaml.safe_load((st.kernel_dir(kernel_id) / KERNEL_META).read_text("utf-8"))
+    with contextlib.suppress(OSError, StoreError, KeyError, ValueError, TypeError,
+                             AttributeError, BadName):
+        doc = load_yaml(read_store_text(st.kernel_dir(kernel_id) / KERNEL_META))
         ref = kernel_from_doc(doc)
         vmlinuz, initrd = st.kernel_files(kernel_id)
         if ref.id == kernel_id and vmlinuz.is_file() and initrd.is_file():

@@ -289,6 +289,17 @@ def kernel_from_doc(doc: object) -> KernelRef:
                      source_initrd_sha256=_opt_str(doc, "source_initrd_sha256") or "")
 
 
+def load_yaml(text: str) -> object:
+    """``yaml.safe_load``, whose every failure on hostile text (a bad explicit tag raises
+    IndexError or AttributeError, an impossible date ValueError, deep nesting
+    RecursionError) becomes one ValueError with a one-line message."""
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError,
+            IndexError, AttributeError, KeyError) as e:
+        raise ValueError(f"not valid YAML: {one_line(e)}") from None
+
+
 def _str(doc: dict[str, object], key: str, default: str | None = None) -> str:
     v = doc.get(key, default)
     if not isinstance(v, str):
@@ -324,7 +335,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 def meta_from_yaml(text: str, where: str) -> ImageMeta:
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)
         if not isinstance(doc, dict):
             raise ValueError("not a mapping")
         check_format(doc)
@@ -551,11 +562,11 @@ class Store:
 
     def read_pending(self) -> dict[str, str] | None:
         try:
-            doc = yaml.safe_load(read_store_text(self.pending_path))
+            doc = load_yaml(read_store_text(self.pending_path))
         except FileNotFoundError:
             return None
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as e:
-            raise StoreError(f"{PENDING}: unreadable ({one_line(e)})") from None
+        except ValueError as e:
+            raise StoreError(f"{PENDING}: unreadable ({e})") from None
         if not isinstance(doc, dict) or doc.get("action") not in PENDING_ACTIONS:
             raise StoreError(f"{PENDING}: not a known action",
                              hint="see it with: cat; cancel it with: ibi pending --cancel")
@@ -665,7 +676,9 @@ class Store:
         recorded, or None when there is no (readable) record."""
         path = self.layer / LAYER_KERNELS
         try:
-            doc = yaml.safe_load(read_store_text(path))
+            doc = load_yaml(read_store_text(path))
+            if not isinstance(doc, dict):
+                return None
             return (str(doc["layer"]) if doc.get("layer") else None,
                     [check_name(str(n)) for n in doc.get("stack") or ()],
                     tuple(kernel_from_doc(k) for k in doc.get("kernels") or ()))
