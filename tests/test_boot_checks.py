@@ -341,3 +341,14 @@ def test_the_review_tmpfs_is_mounted_with_that_size(root_ns: Path, image: Path) 
         assert opts[2] == "tmpfs" and "size=98304k" in opts[3], opts
     finally:
         umount_all(root_ns)
+
+
+def test_plan_lines_with_anything_but_image_names_are_left_out(tmp_path: Path,
+                                                               image: Path) -> None:
+    """A damaged plan cannot make the initramfs mount a path or a pattern."""
+    st = make_store(tmp_path, image)
+    plan = bootplan.path(st)
+    plan.write_bytes(plan.read_bytes() + b"menu ../../etc base\nmenu b*\nmenu \xffbase\n"
+                     b"menu .hidden\nreview top ../x\nmenu base\n")
+    r = lib(st.data, "ibi_plan_stacks menu; ibi_plan_stacks review top")
+    assert r.stdout.splitlines() == ["base top", "base", "base", "base top"], r.stdout

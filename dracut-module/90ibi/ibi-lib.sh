@@ -117,16 +117,34 @@ ibi_plan_current() {
     [ "$_have" = "$_want" ] && [ "$_have_layer" = "$_want_layer" ]
 }
 
+# arg1: words separated by blanks
+# returns: 0 if every one is an image name (docs/FORMAT.md: 1-64 of A-Z a-z 0-9 . _ -, not
+#          starting with . or -, not ending in .sqfs, .yaml or .tmp), so none is a path or
+#          a pattern
+ibi_names_ok() {
+    case $1 in
+        *[!A-Za-z0-9._[:blank:]-]*) return 1 ;;
+    esac
+    for _no_n in $1; do
+        case $_no_n in
+            [!A-Za-z0-9_]* | *.tmp | *.sqfs | *.yaml) return 1 ;;
+        esac
+        [ "${#_no_n}" -le 64 ] || return 1
+    done
+    return 0
+}
+
 # arg1: normal | fallback | menu | review; arg2: the image name (review only)
-# prints: the matching stacks of the boot plan, one a line, image names bottom first
+# prints: the matching stacks of the boot plan, one a line, image names bottom first (a
+#         line with anything but image names, from a damaged plan, is left out)
 ibi_plan_stacks() {
     [ -f "$IBI_DATA/$IBI_STORE/bootplan" ] || return 0
     while read -r _kw _rest || [ -n "$_kw" ]; do
         [ "$_kw" = "$1" ] || continue
         if [ "$1" = review ]; then
-            [ "${_rest%% *}" = "$2" ] && echo "${_rest#* }"
+            [ "${_rest%% *}" = "$2" ] && ibi_names_ok "${_rest#* }" && echo "${_rest#* }"
         else
-            echo "$_rest"
+            ibi_names_ok "$_rest" && echo "$_rest"
         fi
     done < "$IBI_DATA/$IBI_STORE/bootplan"
     return 0
