@@ -28,7 +28,6 @@ import errno
 import functools
 import logging
 import os
-import re
 import shutil
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
@@ -41,6 +40,7 @@ from . import layer as layerfs
 from . import state as statemod
 from .errors import (
     IbiError,
+    IntegrityError,
     InUse,
     MountError,
     NoSpace,
@@ -921,6 +921,7 @@ class Engine:
         Nothing written there persists."""
         self.store.require()
         tab = list(self.stack_for(name))
+        self._check_images(tab)
         size = review_tmpfs_bytes(tmpfs_size)
         return self._assemble(Path(target), tab, None, "review", review=True,
                               tmpfs_size=str(size))
@@ -948,7 +949,19 @@ class Engine:
             if not self.store.has_image(n):
                 which = "roottab.prev" if prev else "roottab"
                 raise NotFound(f"{which} names image {n!r}, which is missing")
+        self._check_images(tab)
         return tab
+
+    def _check_images(self, tab: list[str]) -> None:
+        """The initramfs's cheap check before a stack is mounted, top image first: each
+        file's size is its metadata's, its squashfs superblock is sane."""
+        for n in reversed(tab):
+            meta = self.store.try_meta(n)
+            why = squash.check_superblock(self.store.image_path(n), meta.size) \
+                if meta else None
+            if why:
+                raise IntegrityError(f"image {n!r} refused: {why}",
+                                     hint="ibi verify --all; roll back below it")
 
     def _assemble(self, target: Path, tab: list[str], upper: Path | None, used: str,
                   review: bool, tmpfs_size: str | None = None) -> MountResult:
@@ -1224,39 +1237,26 @@ class Engine:
         return slot
 
 
-REVIEW_MIN = 64 << 20  # a Live Review's tmpfs is never made smaller than this
 RAM_WARN = 0.80  # a RAM overlay this full is warned about (status, menu, journal)
 RAM_CRITICAL = 0.95
-_SIZE = re.compile(r"^([1-9][0-9]{0,12})([KMGT]?)(i?B)?$", re.IGNORECASE)
 
 
-def review_tmpfs_bytes(spec: str | None, meminfo: tuple[int, int] | None = None) -> int:
-    """The size of a Live Review's tmpfs: ``spec`` is ``N%`` of the RAM (1-90) or a size
-    (``512M``, ``2G``, bytes); None: half of the RAM available now. Never under 64 MiB.
-    The initramfs applies the same rule to ``rd.ibi.review_size=`` (docs/BOOT.md).
-    ``meminfo``: (total, available) bytes, for tests."""
-    total, avail = meminfo or (psutil.virtual_memory().total, psutil.virtual_memory().available)
-    if spec is None:
-        size = avail // 2
-    else:
-        text = spec.strip()
-        if text.endswith("%"):
-            pct = text[:-1]
-            if not pct.isdigit() or not 1 <= int(pct) <= 90:
-                raise UsageError(f"bad tmpfs size {spec!r}: a percentage of the RAM is "
-                                 "1% to 90%")
-            size = total * int(pct) // 100
-        else:
-            m = _SIZE.fullmatch(text)
-            if not m:
-                raise UsageError(f"bad tmpfs size {spec!r}: give N% of the RAM or a size "
-                                 "like 512M or 2G")
-            size = int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
-    if size > avail:
-        log.warning("the review's tmpfs (%s) is larger than the RAM available now (%s): "
-                    "filling it will push the system into swap or the OOM killer",
-                    human(size), human(avail))
-    return max(size, REVIEW_MIN)
+def review_tmpfs_bytes(spec: str | None, meminfo: str | None = None) -> int:
+    """The size of a Live Review's tmpfs, by the initramfs's own rule
+    (:func:`bootplan.review_size_kib`: ``N%`` of the RAM, 1-90, or ``512M``/``2G``; None:
+    half of the RAM available now; never under 64 MiB), with a warning when it is more
+    than the RAM available. ``meminfo``: /proc/meminfo's text (for tests)."""
+    text = meminfo if meminfo is not None else Path("/proc/meminfo").read_text()
+    try:
+        kib, why = bootplan.review_size_kib(spec, text)
+    except UsageError as e:
+        raise UsageError(f"bad tmpfs size: {e}") from None
+    avail = bootplan.meminfo_kib(text).get("MemAvailable")
+    if avail is not None and kib > avail:
+        log.warning("the review's tmpfs (%s: %s) is larger than the RAM available now (%s):"
+                    " filling it will push the system into swap or the OOM killer",
+                    human(kib << 10), why, human(avail << 10))
+    return kib << 10
 
 
 def tmpfs_uppers(data_dir: Path | None = None) -> list[TmpfsUse]:

@@ -18,7 +18,14 @@ import pytest
 from maintenance import engine as engine_mod
 from maintenance import mounts
 from maintenance.engine import Engine, review_tmpfs_bytes
-from maintenance.errors import InUse, MountError, NoSpace, StoreError, UsageError
+from maintenance.errors import (
+    IntegrityError,
+    InUse,
+    MountError,
+    NoSpace,
+    StoreError,
+    UsageError,
+)
 from maintenance.model import Kind, Level
 from maintenance.store import Store
 from tests.fstree import build_base
@@ -419,18 +426,21 @@ def test_mksquashfs_dies_with_a_killed_ibi(store: Engine, root_ns: Path) -> None
 GiB = 1 << 30
 
 
+MEMINFO = "MemTotal: 8388608 kB\nMemFree: 1000 kB\nMemAvailable: 6291456 kB\n"
+
+
 @pytest.mark.parametrize("spec, want", [
     (None, 3 * GiB), ("25%", 2 * GiB), ("512M", 512 << 20), ("2G", 2 * GiB),
-    ("1", 64 << 20), ("90%", 8 * GiB * 9 // 10),
+    ("1M", 64 << 20), ("90%", 8 * GiB * 9 // 10 // 4096 * 4096),
 ])
 def test_review_tmpfs_size_rule(spec: str | None, want: int) -> None:
-    assert review_tmpfs_bytes(spec, (8 * GiB, 6 * GiB)) == want
+    assert review_tmpfs_bytes(spec, MEMINFO) == want
 
 
-@pytest.mark.parametrize("spec", ["0%", "95%", "1G,uid=0", "lots", "-1G", "1.5G", "%"])
+@pytest.mark.parametrize("spec", ["0%", "95%", "1G,uid=0", "lots", "-1G", "1.5G", "%", "1"])
 def test_review_tmpfs_size_refuses_options_and_nonsense(spec: str) -> None:
     with pytest.raises(UsageError, match="bad tmpfs size"):
-        review_tmpfs_bytes(spec, (8 * GiB, 6 * GiB))
+        review_tmpfs_bytes(spec, MEMINFO)
 
 
 def test_a_full_review_tmpfs_is_reported_and_fails_writes_cleanly(store: Engine,
@@ -459,3 +469,22 @@ def test_a_full_review_tmpfs_is_reported_and_fails_writes_cleanly(store: Engine,
     assert store.status().ram.tmpfs == ()
     assert Store(store.data_dir).layer_id()  # the store itself was never touched
     assert engine_mod.RAM_WARN < engine_mod.RAM_CRITICAL
+
+
+def test_a_truncated_top_image_is_refused_before_mounting(store: Engine,
+                                                          root_ns: Path) -> None:
+    (store.store.upper / "etc").mkdir()
+    (store.store.upper / "etc/motd").write_text("x\n")
+    store.create(Kind.INCREMENTAL, name="inc1")
+    img = store.store.image_path("inc1")
+    os.truncate(img, img.stat().st_size - 4096)
+    mnt = root_ns / "mnt"
+    mnt.mkdir()
+    with pytest.raises(IntegrityError, match="image 'inc1' refused"):
+        store.mount(mnt)
+    assert not mounts.is_mountpoint(mnt)
+    r = store.mount(mnt, fallback=True)  # roottab.prev (base alone) is fine
+    try:
+        assert r.roottab == "roottab.prev" and list(r.stack) == ["base"]
+    finally:
+        store.umount(mnt)
