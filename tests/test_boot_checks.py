@@ -352,3 +352,28 @@ def test_plan_lines_with_anything_but_image_names_are_left_out(tmp_path: Path,
                      b"menu .hidden\nreview top ../x\nmenu base\n")
     r = lib(st.data, "ibi_plan_stacks menu; ibi_plan_stacks review top")
     assert r.stdout.splitlines() == ["base top", "base", "base", "base top"], r.stdout
+
+
+# --- /home in the assembled root --------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["dir", "absolute-link", "relative-link", "missing"])
+def test_home_is_bound_inside_the_root(root_ns: Path, layout: str) -> None:
+    data = root_ns / "data"
+    (data / "home/alice").mkdir(parents=True)
+    target = root_ns / "sysroot"
+    (target / "var/home").mkdir(parents=True)
+    where = {"dir": "home", "absolute-link": "var/home", "relative-link": "var/home",
+             "missing": "home"}[layout]
+    if layout == "dir":
+        (target / "home").mkdir()
+    elif layout == "absolute-link":
+        os.symlink("/var/home", target / "home")  # from the initramfs: its own /var/home
+    elif layout == "relative-link":
+        os.symlink("var/home", target / "home")
+    r = lib(data, f"ibi_bind_home {target}")
+    try:
+        assert r.returncode == 0, r.stderr
+        assert mounts_under(target) == [str(target / where)], r.stderr
+        assert (target / where / "alice").is_dir()
+    finally:
+        umount_all(target)

@@ -346,10 +346,27 @@ ibi_mount_overlay() {
     return 0
 }
 
-# arg1: target; binds D/home on target/home when both exist
+# arg1: target (a writable overlay); binds D/home on the target's /home, as `ibi mount`
+# does: a symbolic link /home -> /var/home is followed inside the target (never out to the
+# initramfs's own tree), and a missing /home is made, so that nothing written to /home
+# lands in the writable layer (restore points leave /home out).
 ibi_bind_home() {
-    if [ -d "$1/home" ] && [ -d "$IBI_DATA/home" ]; then
-        mount --bind "$IBI_DATA/home" "$1/home" || ibi_log warning "cannot bind /home"
+    [ -d "$IBI_DATA/home" ] || return 0
+    _home=$1/home
+    if [ -L "$_home" ]; then
+        _link=$(readlink "$_home")
+        case $_link in
+            /*) _home=$1$_link ;;
+            *) _home=$1/$_link ;;
+        esac
+    fi
+    if [ ! -e "$_home" ] && [ ! -L "$_home" ]; then
+        mkdir -p "$_home" && chmod 0755 "$_home"
+    fi
+    if [ -d "$_home" ] && [ ! -L "$_home" ]; then
+        mount --bind "$IBI_DATA/home" "$_home" || ibi_log warning "cannot bind /home"
+    else
+        ibi_log warning "the root's /home is not a directory: the data partition's home is not bound"
     fi
     return 0
 }
