@@ -158,9 +158,16 @@ menu_failed() {
             echo "logs: $IBI_RUN/menu-stderr.log, $IBI_RUN/menu.log, journalctl -b"
             echo "************************************************************"
             echo "  r  try the maintenance menu again"
-            echo "  s  emergency shell (type exit to come back here)"
-            echo "  c  continue booting"
-            printf "Choose r, s or c: "
+            # dracut's rule for its own shells: rd.shell=0 offers none (the menu's Shell
+            # asks for root's password; this one, without the image's Python, cannot)
+            if getargbool 1 rd.shell; then
+                echo "  s  emergency shell (type exit to come back here)"
+                echo "  c  continue booting"
+                printf "Choose r, s or c: "
+            else
+                echo "  c  continue booting"
+                printf "Choose r or c: "
+            fi
         } > /dev/console 2>&1
         if ! read -r _answer < /dev/console; then
             ibi_log err "cannot read the console: continuing to boot"
@@ -170,6 +177,7 @@ menu_failed() {
         case $_answer in
             r* | R*) return 0 ;;
             s* | S*)
+                getargbool 1 rd.shell || continue
                 ibi_log notice "emergency shell from Maintenance Mode"
                 PS1="ibi-initramfs# " sh -i < /dev/console > /dev/console 2>&1
                 ;;
