@@ -804,7 +804,7 @@ metas = st.builds(
     .map(lambda t: t.replace(microsecond=0, tzinfo=dt.UTC)),
     sha256=digests, size=st.integers(0, 2**50), description=texts,
     parent=st.none() | names, stack=st.lists(names, unique=True, max_size=5).map(tuple),
-    source_layer=st.none() | hexes, source_stamp=st.none() | st.integers(0, 2**63),
+    source_layer=st.none() | hexes, source_stamp=st.none() | st.integers(0, 2**63 - 1),
     compressor=st.sampled_from(["zstd", "xz", "gzip", "lz4"]),
     kernels=st.lists(kernel_refs, max_size=3).map(tuple))
 
