@@ -96,7 +96,7 @@ def changes_store(method: F) -> F:
     def locked(self: Engine, *args: Any, **kwargs: Any) -> Any:
         if self._locked or not self.store.exists():
             return method(self, *args, **kwargs)
-        with self.store.locked():
+        with self.store.locked(self.lock_wait):
             self._locked = True
             try:
                 return method(self, *args, **kwargs)
@@ -119,6 +119,8 @@ class Engine:
         self.store = Store(data_dir)
         self.run_dir = Path(run_dir).absolute()
         self._locked = False
+        self.lock_wait: float | None = None  # how long to wait for the store's lock
+        # (None: store.LOCK_WAIT)
 
     @property
     def data_dir(self) -> Path:

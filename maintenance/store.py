@@ -162,7 +162,7 @@ def _command_of(pid: int | str = "self") -> str:
         words = words[2:] if words[1] == "-m" else [os.path.basename(words[1]), *words[2:]]
         if words and words[0] == "maintenance.cli":
             words[0] = "ibi"
-    return " ".join(w for w in words if not w.startswith("/run/ibi"))[:120]
+    return " ".join(" ".join(w for w in words if not w.startswith("/run/ibi")).split())[:120]
 
 
 def _holder_line() -> str:
@@ -456,7 +456,7 @@ class Store:
                 except BlockingIOError:
                     if time.monotonic() >= end:
                         raise InUse(f"busy: {_lock_holder(fd)} is changing the store in "
-                                    f"{self.data} (waited {wait:.0f} s)",
+                                    f"{self.data} (waited {wait:g} s)",
                                     hint="try again when it is done") from None
                     time.sleep(0.2)
             with contextlib.suppress(OSError):  # who holds it, for the busy message
