@@ -187,6 +187,7 @@ def test_power_cuts(installed: tuple[Path, dict[str, object]], vm_workdir: Path,
     logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
     base_seed = os.environ.get("IBI_POWERCUT_SEED", str(int(time.time())))
     disk0 = pinned(installed[0], vm_workdir)
+    request.addfinalizer(lambda: disk0.unlink(missing_ok=True))
     template, record = template_disk(disk0, logs)
     durations = record["durations"]
     print(f"\n[powercut] template {template}: {record}; seed {base_seed}, {ROUNDS} rounds",
