@@ -47,6 +47,7 @@ from .store import (
     TMP_PREFIX,
     Store,
     atomic_write,
+    dump_yaml,
     durable_rename,
     fsync_tree,
     remove_tree,
@@ -676,8 +677,7 @@ def _write(store: Store, cfg: Config, reason: str, stack: tuple[str, ...],
                "stash": stash, "notes": notes}
         if pinned:
             doc["pinned"] = pinned
-        (tmp / CAPTURE_META).write_text(yaml.dump(doc, Dumper=_Dumper, sort_keys=False,
-                                                  allow_unicode=True), encoding="utf-8")
+        (tmp / CAPTURE_META).write_text(dump_yaml(doc), encoding="utf-8")
         fsync_tree(tmp)
         durable_rename(tmp, store.captures / cid)
     except BaseException:
@@ -686,20 +686,6 @@ def _write(store: Store, cfg: Config, reason: str, stack: tuple[str, ...],
         raise
     _prune(store, cfg.keep)
     return _load(store.captures / cid)
-
-
-class _Dumper(yaml.SafeDumper):
-    """yaml.safe_dump's, but a string holding a character YAML reads as a line break (NEL,
-    U+2028, U+2029) is written double-quoted, escaped: PyYAML writes them raw in a
-    single-quoted string and reads them back as a space."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-    style = '"' if any(c in data for c in "\x85\u2028\u2029") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
 
 
 def _prune(store: Store, keep: int) -> None:

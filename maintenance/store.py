@@ -236,7 +236,8 @@ def parse_preserve(text: str) -> list[str]:
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
         if line:
-            if not line.startswith("/") or ".." in line.split("/"):
+            if not line.startswith("/") or ".." in line.split("/") or \
+                    any(ord(c) < 32 or ord(c) == 127 for c in line):
                 raise StoreError(f"preserve: {line!r} is not an absolute path")
             paths.append(os.path.normpath(line))
     return paths
@@ -259,7 +260,7 @@ def meta_to_yaml(meta: ImageMeta) -> str:
     }
     if meta.kernels:
         doc["kernels"] = [kernel_to_doc(k) for k in meta.kernels]
-    return str(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return dump_yaml(doc)
 
 
 _KERNEL_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+~-]{0,79}$")
@@ -284,9 +285,31 @@ def kernel_from_doc(doc: object) -> KernelRef:
         raise ValueError("a kernel entry is not a mapping")
     return KernelRef(version=check_kernel_id(_str(doc, "version")),
                      id=check_kernel_id(_str(doc, "id")),
-                     vmlinuz_sha256=_str(doc, "vmlinuz_sha256"),
-                     initrd_sha256=_str(doc, "initrd_sha256"), size=_int(doc.get("size"), "size"),
-                     source_initrd_sha256=_opt_str(doc, "source_initrd_sha256") or "")
+                     vmlinuz_sha256=_hex(_str(doc, "vmlinuz_sha256"), "vmlinuz_sha256"),
+                     initrd_sha256=_hex(_str(doc, "initrd_sha256"), "initrd_sha256"),
+                     size=_int(doc.get("size"), "size"),
+                     source_initrd_sha256=_hex(_opt_str(doc, "source_initrd_sha256") or "",
+                                               "source_initrd_sha256", empty=True))
+
+
+class _Dumper(yaml.SafeDumper):
+    """yaml.safe_dump's, but a string holding a character YAML reads as a line break (NEL,
+    U+2028, U+2029) is written double-quoted, escaped: PyYAML writes them raw in a
+    single-quoted string and reads them back as a space."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = '"' if any(c in data for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(doc: object) -> str:
+    """The YAML text of every file ibi writes (keys in order, UTF-8 kept, line breaks
+    inside strings escaped so that they read back as written)."""
+    return str(yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
 
 
 def load_yaml(text: str) -> object:
@@ -320,6 +343,12 @@ def _int(v: object, key: str) -> int:
     return v
 
 
+def _hex(v: str, key: str, empty: bool = False) -> str:
+    if (v or not empty) and not _HEX.fullmatch(v):
+        raise ValueError(f"{key!r} is not a hexadecimal digest")
+    return v
+
+
 def check_format(doc: dict[str, object]) -> None:
     """Refuse a document written by a newer ibi (``format`` above ours)."""
     v = doc.get("format", FORMAT_VERSION)
@@ -331,6 +360,7 @@ def check_format(doc: dict[str, object]) -> None:
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HEX = re.compile(r"^[0-9a-f]{1,128}$")
 
 
 def meta_from_yaml(text: str, where: str) -> ImageMeta:
@@ -587,7 +617,7 @@ class Store:
         return out
 
     def write_pending(self, doc: dict[str, str]) -> None:
-        atomic_write(self.pending_path, yaml.safe_dump(doc, sort_keys=False))
+        atomic_write(self.pending_path, dump_yaml(doc))
 
     def clear_pending(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -612,7 +642,9 @@ class Store:
 
     def layer_id(self, layer: Path | None = None) -> str | None:
         try:
-            text = read_store_text((layer or self.layer) / "id", "layer/id").strip()
+            text = read_store_text((layer or self.layer) / "id", "layer/id")
+            text = text[:-1] if text.endswith("\n") else text  # the initramfs reads it
+            # with `read -r`: anything but the id and one newline is a damaged id
         except (FileNotFoundError, NotADirectoryError):
             return None
         except StoreError as e:
@@ -692,7 +724,7 @@ class Store:
                             kernels: Iterable[KernelRef]) -> None:
         doc = {"format": 1, "layer": layer_id, "stack": list(stack),
                "kernels": [kernel_to_doc(k) for k in kernels]}
-        atomic_write(self.layer / LAYER_KERNELS, yaml.safe_dump(doc, sort_keys=False))
+        atomic_write(self.layer / LAYER_KERNELS, dump_yaml(doc))
 
     def clear_layer_kernels(self) -> bool:
         try:
