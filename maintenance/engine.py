@@ -379,6 +379,11 @@ class Engine:
         self.store.require()
         try:
             done = self._recovery(dry_run=False)
+            if done:  # what was removed stays removed after a power cut
+                for d in (self.store.root, self.store.state, self.store.kernels,
+                          self.store.data):
+                    if d.is_dir():
+                        fsync_dir(d)
         except OSError as e:
             if e.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -881,9 +886,12 @@ class Engine:
         self.store.require()
         self._recover_or_go_on("the purge")
         freed = 0
-        for p in self.store.trash_entries():
+        entries = self.store.trash_entries()
+        for p in entries:
             freed += tree_bytes(p)
             remove_tree(p)
+        if entries:
+            fsync_dir(self.store.trash)  # "freed" holds after a power cut too
         if freed:
             self._recover_or_go_on("the purge")  # with the space now free
         return freed

@@ -70,9 +70,9 @@ ACTIONS: dict[str, tuple[str, list[str]]] = {
 }
 NEW_NAME = {"inc": "new-inc", "full": "new-full"}
 NEW_HOSTNAME = {"state-set": "pc-set", "state-save": "pc-saved"}
-# a finished action must be durable, except these: deleting trash or leftovers is not
-# fsynced (nothing is lost when such a deletion is undone by a cut)
-NOT_DURABLE = {"purge", "recover"}
+# a finished action must be durable: every one (purge and recover fsync the directories
+# they deleted from, so that what they report holds after a cut)
+NOT_DURABLE: set[str] = set()
 BASE_HOST = "pc-base"
 
 
