@@ -332,7 +332,8 @@ def print_status(s: Status) -> None:
           f"(images {human(d.store)}, layer {human(d.layer)}, trash {human(d.trash)})")
     print(f"RAM: {human(s.ram.available)} available of {human(s.ram.total)}")
     for t in s.ram.tmpfs:
-        print(f"  tmpfs {t.mountpoint}: {human(t.used)} of {human(t.total)}")
+        print(f"  tmpfs {t.mountpoint}: {human(t.used)} of {human(t.total)} "
+              f"({t.fraction:.0%} full)" + (f", the upper of {t.serves}" if t.serves else ""))
     for n in s.notices:
         tag = {Level.ERROR: "error", Level.WARNING: "warning", Level.INFO: "note"}[n.level]
         print(f"{tag}: {n.message}")
