@@ -122,19 +122,9 @@ class Auth:
         holds one, else the menu root's (the image stack's)."""
         etc = self.store.upper / "etc"
         layer = etc / "shadow"
-        try:
-            st_etc = os.lstat(etc)
-        except FileNotFoundError:
-            st_etc = None
-        except OSError as e:
-            raise _unreadable(etc, e) from None
+        st_etc = _lstat(etc)
         if st_etc is not None and stat.S_ISDIR(st_etc.st_mode):
-            try:
-                st = os.lstat(layer)
-            except FileNotFoundError:
-                st = None
-            except OSError as e:
-                raise _unreadable(layer, e) from None
+            st = _lstat(layer)
             if st is not None and not is_whiteout(st, str(layer)):
                 if not stat.S_ISREG(st.st_mode):
                     raise AuthError(f"{layer} is not a regular file: root's password cannot "
@@ -173,6 +163,16 @@ class Auth:
 
 LOCKED_HINT = ("the Shell and the actions that change the store stay locked; Continue "
                "booting still works")
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    """lstat, None when the path does not exist; any other failure is an AuthError."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _unreadable(path, e) from None
 
 
 def _unreadable(path: Path, e: OSError) -> AuthError:
