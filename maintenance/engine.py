@@ -875,6 +875,37 @@ class Engine:
         self.refresh_boot_files()
         return done
 
+    # ------------------------------------------------------------------ updates
+    @changes_store
+    def import_image(self, source: str, *, name: str | None = None, description: str = "",
+                     sha256: str | None = None,
+                     progress: ProgressFn | None = None) -> ImageMeta:
+        """Add a root image built elsewhere (a squashfs file, ``-`` for stdin, or an
+        http(s) URL) to the store as a full image; nothing else changes
+        (maintenance/imports.py)."""
+        from . import imports
+
+        return imports.import_image(self, source, name=name, description=description,
+                                    sha256=sha256, progress=progress)
+
+    @changes_store
+    def pin(self, name: str, pinned: bool = True) -> ImageMeta:
+        """Pin (or unpin) image ``name``: a pinned image is never deleted by prune or
+        delete (maintenance/retention.py)."""
+        from . import retention
+
+        return retention.pin(self, name, pinned)
+
+    @changes_store
+    def prune(self, *, dry_run: bool = False, keep_last: int | None = None,
+              keep_days: int | None = None) -> Any:
+        """Delete the restore points the retention policy does not keep
+        (maintenance/retention.py); returns the plan it carried out."""
+        from . import retention
+
+        return retention.prune(self, dry_run=dry_run, keep_last=keep_last,
+                               keep_days=keep_days)
+
     def trash_bytes(self) -> int:
         """What the set-aside layers hold (what purge would delete)."""
         self.store.require()

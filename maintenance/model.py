@@ -53,6 +53,42 @@ class ImageMeta:
     compressor: str = "zstd"
     kernels: tuple[KernelRef, ...] = ()  # the kernels of the system up to this image, the
     # one its entries boot first (the newest, or the one installed last)
+    pinned: bool = False  # ibi pin: never deleted by ibi prune or ibi delete
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """The store's settings (``.root_images/policy.yaml``; every key optional)."""
+
+    boot_tries: int = 3  # boots a new stack gets to complete before the fallback (0: off)
+    keep_last: int = 5  # ibi prune keeps this many newest restore points ...
+    keep_days: int = 30  # ... and every one younger than this many days
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """A stack on trial (``.root_images/trial``): it must complete a boot (ibi boot-ok)
+    within ``tries`` boots, else the initramfs falls back to ``good``."""
+
+    stack: tuple[str, ...]  # the active stack when armed (void once roottab differs)
+    good: tuple[str, ...]  # the stack to fall back to
+    tries: int
+    armed: datetime
+    reason: str  # switch, rollback, create, undo, ...
+    good_layer: str | None = None  # the id of the writable layer the good stack had
+    # (set aside in trash/; put back by the fallback)
+    failure: str = ""  # the last failed health check, as ibi boot-failed recorded it
+
+
+@dataclasses.dataclass(frozen=True)
+class Fallback:
+    """What the last automatic fallback did (``.root_images/fallback``)."""
+
+    failed: tuple[str, ...]
+    good: tuple[str, ...]
+    boots: int
+    at: datetime
+    why: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +178,11 @@ class Status:
     layer_kernels: tuple[str, ...] = ()  # kernels installed in the writable layer (a kernel
     # package upgraded in the running system), not in the stack's images; the first is
     # booted next; Restore System discards them
+    trial: Trial | None = None  # the active stack is on trial (boot counting)
+    boots: int = 0  # boots of the stack on trial counted so far
+    fallback: Fallback | None = None  # the last automatic fallback, while its good stack
+    # is still the active one
+    pinned: tuple[str, ...] = ()  # images kept by ibi pin
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,10 @@ See docs/FORMAT.md. Under the data directory ``D``::
     D/.root_images/<name>.yaml    their metadata
     D/.root_images/bootplan       what the initramfs mounts for each way of booting (text)
     D/.root_images/maintenance.passwd  the menu's maintenance password (hashed; optional)
+    D/.root_images/policy.yaml    settings: boot tries, retention (optional; by hand)
+    D/.root_images/trial          the active stack on trial: tries left, the good stack
+    D/.root_images/boots          one line per boot of the stack on trial (the initramfs)
+    D/.root_images/fallback       what the last automatic fallback did (status shows it)
     D/.root_images/.tmp-*         work in progress (removed by recovery)
     D/boot/                       kernels, initramfs and GRUB's files (ibi install)
     D/boot/bootloader.yaml        the boot entries' settings (ibi install)
@@ -44,7 +48,7 @@ from pathlib import Path
 import yaml
 
 from .errors import BadName, InUse, NotFound, StoreError
-from .model import ImageMeta, KernelRef, Kind
+from .model import Fallback, ImageMeta, KernelRef, Kind, Policy, Trial
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,13 @@ INITRD = "initrd.img"
 KERNEL_META = "kernel.yaml"
 LAYER_KERNELS = "kernels.yaml"
 AUTH = "maintenance.passwd"
+POLICY = "policy.yaml"
+TRIAL = "trial"
+BOOTS = "boots"
+FALLBACK = "fallback"
+FROM_TRASH = "from-trash"  # in layer.new: the trash entry an undo is putting back
+SQUASHED = "-squashed"  # the suffix of a trash entry a restore point cleared (no undo)
+MAX_TRIES = 20
 LOCK = ".lock"
 LOCK_WAIT = 60  # seconds another ibi command may hold the store before we give up
 LAYER = "layer"
@@ -260,6 +271,8 @@ def meta_to_yaml(meta: ImageMeta) -> str:
     }
     if meta.kernels:
         doc["kernels"] = [kernel_to_doc(k) for k in meta.kernels]
+    if meta.pinned:
+        doc["pinned"] = True
     return dump_yaml(doc)
 
 
@@ -343,6 +356,33 @@ def _int(v: object, key: str) -> int:
     return v
 
 
+def _bool(doc: dict[str, object], key: str) -> bool:
+    v = doc.get(key, False)
+    if not isinstance(v, bool):
+        raise ValueError(f"{key!r} is not true or false")
+    return v
+
+
+def _stack(doc: dict[str, object], key: str) -> tuple[str, ...]:
+    v = doc.get(key)
+    if not isinstance(v, list) or not v or not all(isinstance(n, str) for n in v):
+        raise ValueError(f"{key!r} is not a list of image names")
+    return tuple(check_name(n) for n in v)
+
+
+def _when(doc: dict[str, object], key: str) -> dt.datetime:
+    v = doc.get(key)
+    if isinstance(v, str):
+        v = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+    if not isinstance(v, dt.datetime):
+        raise ValueError(f"{key!r} is not a date and time")
+    return v if v.tzinfo else v.replace(tzinfo=dt.UTC)
+
+
+def _stamp(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _hex(v: str, key: str, empty: bool = False) -> str:
     if (v or not empty) and not _HEX.fullmatch(v):
         raise ValueError(f"{key!r} is not a hexadecimal digest")
@@ -400,6 +440,7 @@ def meta_from_yaml(text: str, where: str) -> ImageMeta:
             source_stamp=None if stamp is None else _int(stamp, "source_stamp"),
             compressor=_str(doc, "compressor", "zstd") if doc.get("compressor") else "zstd",
             kernels=tuple(kernel_from_doc(k) for k in ks),
+            pinned=_bool(doc, "pinned"),
         )
     except (yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError, OverflowError,
             RecursionError, BadName) as e:
@@ -624,6 +665,135 @@ class Store:
             self.pending_path.unlink()
             fsync_dir(self.root)
 
+    # the settings: .root_images/policy.yaml, written by hand (every key optional)
+    @property
+    def policy_path(self) -> Path:
+        return self.root / POLICY
+
+    def read_policy(self) -> Policy:
+        try:
+            doc = load_yaml(read_store_text(self.policy_path))
+        except FileNotFoundError:
+            return Policy()
+        except ValueError as e:
+            raise StoreError(f"{POLICY}: unreadable ({e})") from None
+        if doc is None:
+            return Policy()
+        try:
+            if not isinstance(doc, dict):
+                raise ValueError("not a mapping")
+            check_format(doc)
+            unknown = set(doc) - {"format", "boot_tries", "keep_last", "keep_days"}
+            if unknown:
+                raise ValueError(f"unknown setting {sorted(map(str, unknown))[0]!r}")
+            d = Policy()
+            p = Policy(
+                boot_tries=_int(doc.get("boot_tries", d.boot_tries), "boot_tries"),
+                keep_last=_int(doc.get("keep_last", d.keep_last), "keep_last"),
+                keep_days=_int(doc.get("keep_days", d.keep_days), "keep_days"))
+            if p.boot_tries > MAX_TRIES:
+                raise ValueError(f"'boot_tries' is more than {MAX_TRIES}")
+            return p
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"{POLICY}: {one_line(e)}",
+                             hint="see docs/FORMAT.md (Updates); fix or remove the file") from None
+
+    # boot counting: the trial (the engine), the boots counted (the initramfs)
+    @property
+    def trial_path(self) -> Path:
+        return self.root / TRIAL
+
+    @property
+    def boots_path(self) -> Path:
+        return self.root / BOOTS
+
+    @property
+    def fallback_path(self) -> Path:
+        return self.root / FALLBACK
+
+    def read_trial(self) -> Trial | None:
+        """The trial on record (None: none), whether or not it still holds (it holds while
+        its ``stack`` is roottab)."""
+        try:
+            text = read_store_text(self.trial_path)
+        except FileNotFoundError:
+            return None
+        try:
+            doc = load_yaml(text)
+            if not isinstance(doc, dict):
+                raise ValueError("not a mapping")
+            check_format(doc)
+            tries = _int(doc.get("tries"), "tries")
+            if not 1 <= tries <= MAX_TRIES:
+                raise ValueError(f"'tries' is not 1..{MAX_TRIES}")
+            layer = _opt_str(doc, "good_layer")
+            if layer is not None and not _LAYER_ID.fullmatch(layer):
+                raise ValueError("'good_layer' is not a layer id")
+            return Trial(_stack(doc, "stack"), _stack(doc, "good"), tries,
+                         _when(doc, "armed"), _str(doc, "reason"), layer,
+                         _str(doc, "failure", "") if doc.get("failure") else "")
+        except (yaml.YAMLError, KeyError, ValueError, TypeError, OverflowError,
+                BadName) as e:
+            raise StoreError(f"{TRIAL}: unreadable ({one_line(e)})",
+                             hint="ibi boot-ok --cancel forgets it") from None
+
+    def write_trial(self, t: Trial) -> None:
+        doc: dict[str, object] = {
+            "format": FORMAT_VERSION, "stack": list(t.stack), "good": list(t.good),
+            "tries": t.tries, "armed": _stamp(t.armed), "reason": t.reason}
+        if t.good_layer:
+            doc["good_layer"] = t.good_layer
+        if t.failure:
+            doc["failure"] = t.failure
+        atomic_write(self.trial_path, dump_yaml(doc))
+
+    def clear_trial(self) -> None:
+        """Forget the trial and its boots (the trial first: a power cut between the two
+        leaves counted boots without a trial, which count for nothing)."""
+        for p in (self.trial_path, self.boots_path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        fsync_dir(self.root)
+
+    def count_boots(self) -> int:
+        """The boots the initramfs counted for the trial: one line each (``boot EPOCH``;
+        a line cut short by a power cut still counts)."""
+        try:
+            text = read_store_text(self.boots_path)
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in text.splitlines() if line.strip())
+
+    def read_fallback(self) -> Fallback | None:
+        try:
+            text = read_store_text(self.fallback_path)
+        except FileNotFoundError:
+            return None
+        try:
+            doc = load_yaml(text)
+            if not isinstance(doc, dict):
+                raise ValueError("not a mapping")
+            check_format(doc)
+            return Fallback(_stack(doc, "failed"), _stack(doc, "good"),
+                            _int(doc.get("boots"), "boots"), _when(doc, "at"),
+                            _str(doc, "why", "") if doc.get("why") else "")
+        except (yaml.YAMLError, KeyError, ValueError, TypeError, OverflowError,
+                BadName) as e:
+            raise StoreError(f"{FALLBACK}: unreadable ({one_line(e)})") from None
+
+    def write_fallback(self, f: Fallback) -> None:
+        doc: dict[str, object] = {
+            "format": FORMAT_VERSION, "failed": list(f.failed), "good": list(f.good),
+            "boots": f.boots, "at": _stamp(f.at)}
+        if f.why:
+            doc["why"] = f.why
+        atomic_write(self.fallback_path, dump_yaml(doc))
+
+    def clear_fallback(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fallback_path.unlink()
+            fsync_dir(self.root)
+
     # preserve (older stores; state.yaml replaces it)
     def read_preserve(self) -> list[str]:
         try:
@@ -752,11 +922,32 @@ class Store:
             out += sorted(p for p in self.state.iterdir() if p.name.startswith(TMP_PREFIX))
         return out
 
-    def new_trash_slot(self, layer_id: str | None) -> Path:
+    def new_trash_slot(self, layer_id: str | None, squashed: bool = False) -> Path:
+        """Where a layer set aside goes: ``<UTC stamp>-<layer id>``; a layer a restore
+        point holds (being deleted) gets ``-squashed``, and is never put back."""
         self.trash.mkdir(exist_ok=True)
         self.trash_entries()  # a real directory
         stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-        return self.trash / f"{stamp}-{layer_id or secrets.token_hex(4)}"
+        slot = self.trash / f"{stamp}-{layer_id or secrets.token_hex(4)}"
+        n = 1
+        while slot.exists() or slot.with_name(slot.name + SQUASHED).exists():
+            n += 1
+            slot = self.trash / f"{stamp}.{n}-{layer_id or secrets.token_hex(4)}"
+        return slot.with_name(slot.name + SQUASHED) if squashed else slot
+
+    def set_aside_layers(self) -> list[tuple[Path, str, list[str]]]:
+        """The layers Restore System, Roll back and Switch set aside that can be put back,
+        newest first: (entry, layer id, the stack it was used on). A layer a restore point
+        cleared, or one without its id, stack or directories, is left out."""
+        out = []
+        for p in reversed(self.trash_entries()):
+            if p.name.endswith(SQUASHED) or p.is_symlink() or not p.is_dir():
+                continue
+            lid, stack = self.layer_id(p), self.layer_stack(p)
+            if lid and stack and all((p / d).is_dir() and not (p / d).is_symlink()
+                                     for d in ("upper", "work")):
+                out.append((p, lid, stack))
+        return out
 
 
 def tree_bytes(path: Path) -> int:
