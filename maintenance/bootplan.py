@@ -16,6 +16,8 @@ else of the store::
     menu base inc1
     review inc1 base inc1          # Live Review of inc1: its stack
     review base base
+    trial 3                        # the normal stack is on trial: boots it may try
+    good base inc1                 # the stack the initramfs falls back to after them
 
 A plan whose ``roottab`` checksum differs from the file (a power cut between the commit of
 roottab and the plan, or roottab edited by hand), or whose ``layer`` differs from the
@@ -70,6 +72,8 @@ class BootPlan:
     reviews: tuple[Review, ...] = field(default=())  # newest first
     layer_id: str | None = None  # the writable layer's id when the plan was made
     images: tuple[ImageCheck, ...] = ()  # by name
+    trial: int | None = None  # the normal stack is on trial: the boots it may try
+    good: tuple[str, ...] | None = None  # with a trial: the stack to fall back to
 
 
 def _crc_table() -> list[int]:
@@ -146,8 +150,26 @@ def build(st: Store) -> BootPlan:
     images = tuple(ImageCheck(m.name, m.size, m.sha256)
                    for m in sorted(metas, key=lambda m: m.name)
                    if m.size >= 0 and _SHA256.fullmatch(m.sha256))
+    trial, good = _trial(st, normal)
+    if good and good not in menu:  # the fallback runs the good stack's own ibi
+        menu.insert(1, good)
     return BootPlan(cksum, normal, fallback, tuple(menu), tuple(reviews), st.layer_id(),
-                    images)
+                    images, trial, good)
+
+
+def _trial(st: Store, normal: tuple[str, ...] | None
+           ) -> tuple[int | None, tuple[str, ...] | None]:
+    """The trial's lines: only while the normal stack is the one on trial and the good
+    stack can be assembled (else there is nothing to fall back to)."""
+    try:
+        t = st.read_trial()
+    except StoreError:
+        return None, None
+    if t is None or normal is None or t.stack != normal or t.good == normal:
+        return None, None
+    if not all(st.has_image(n) for n in t.good):
+        return None, None
+    return t.tries, t.good
 
 
 def render(plan: BootPlan) -> str:
@@ -168,6 +190,9 @@ def render(plan: BootPlan) -> str:
         lines.append("fallback " + " ".join(plan.fallback))
     lines += ["menu " + " ".join(s) for s in plan.menu]
     lines += [f"review {r.name} " + " ".join(r.stack) for r in plan.reviews]
+    if plan.trial and plan.good:
+        lines.append(f"trial {plan.trial}")
+        lines.append("good " + " ".join(plan.good))
     return "\n".join(lines) + "\n"
 
 

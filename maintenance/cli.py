@@ -15,17 +15,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, authcli, statecli
+from . import __version__, authcli, statecli, updatecli
 from .engine import (
     DEFAULT_DATA,
     DEFAULT_RUN,
     RAM_CRITICAL,
     RAM_WARN,
     Engine,
+    check_tries,
     human,
     tmpfs_uppers,
 )
-from .errors import IbiError, Refused, UsageError
+from .errors import IbiError, NotFound, Refused, UsageError
 from .model import Kind, Level, Progress, StatePlan, Status, to_jsonable
 from .squash import COMPRESSORS
 
@@ -180,16 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
         written into the fresh layer from the last capture, not from the layer being
         discarded; --dry-run shows, per path, the value now and the value written. The
         old layer waits in DATA/trash until ibi purge. Asks for confirmation unless
-        --yes.""", True)
+        --yes.
+
+        --undo puts back the layer the last Restore System, Roll back, Switch or
+        automatic fallback set aside (while it is in DATA/trash), with the stack it was
+        used on; the current layer is set aside in turn, so an undo can be undone.""", True)
     _restore_opts(p)
+    p.add_argument("--undo", action="store_true",
+                   help="put back the layer the last restore, roll back or switch set aside")
 
     p = add("rollback", "make the stack end at an older restore point", """\
         Make roottab end at image NAME (permanent until the next change; newer images are
         kept so you can roll forward again with the same command). The writable layer is
-        set aside as for restore, and the managed config written from the last capture.
-        The next boot uses NAME's kernel. Asks for confirmation unless --yes.""", True)
+        set aside as for restore (ibi restore --undo puts it back), and the managed config
+        written from the last capture. The next boot uses NAME's kernel. The stack is on
+        trial until a boot of it completes (see ibi switch). Asks for confirmation unless
+        --yes.""", True)
     p.add_argument("name", metavar="NAME")
     _restore_opts(p)
+    updatecli.tries_arg(p)
+    updatecli.add_parser(add, _restore_opts)
 
     p = add("delete", "delete a restore point", """\
         Delete image NAME and its metadata. Refused when it is in the active stack, in
@@ -400,9 +411,39 @@ def restore_explanation(engine: Engine, what: str, plan: StatePlan) -> str:
     return "\n".join(lines)
 
 
+def undo(eng: Engine, args: argparse.Namespace) -> int:
+    """ibi restore --undo: show (--dry-run), confirm, do or queue."""
+    plan = eng.undo_plan()
+    if plan is None:
+        raise NotFound("no set-aside writable layer to put back (none was set aside, or "
+                       "ibi purge deleted them)")
+    entry, stack, stats = plan
+    now = eng.restore_plan()
+    text = (f"Undo puts back the writable layer set aside in {entry} ({stats.changed} "
+            f"changed files, {human(stats.bytes)}) with its stack [{' '.join(stack)}].\n"
+            f"The current layer ({now.changed} changed files, {human(now.bytes)}) is set "
+            "aside in turn: undo again to get it back.")
+    if args.dry_run:
+        emit(args, {"put_back": entry, "stack": stack, "layer": stats},
+             lambda: print(text + "\n(--dry-run: nothing was changed)"))
+        return 0
+    confirm(args, "UNDO", text)
+    if args.next_boot:
+        eng.queue("undo")
+        print("the undo will run at the next boot")
+        return 0
+    res = eng.undo()
+    emit(args, res, lambda: print(
+        f"put back {res.put_back}: the stack is [{' '.join(res.stack)}]; the layer it "
+        f"replaced is in trash/{res.set_aside} (ibi restore --undo again to swap back)"))
+    return 0
+
+
 def restore_like(eng: Engine, args: argparse.Namespace, name: str | None) -> int:
-    """ibi restore and ibi rollback: show (--dry-run), confirm, do or queue."""
-    what, word = ("Restore System", "RESTORE") if name is None else ("Roll back", "ROLLBACK")
+    """ibi restore, ibi rollback and ibi switch: show (--dry-run), confirm, do or queue."""
+    switch = args.cmd == "switch"
+    what, word = ("Restore System", "RESTORE") if name is None else \
+        ("Switch", "SWITCH") if switch else ("Roll back", "ROLLBACK")
     plan = eng.state_plan(name, args.keep_current)
     head = "" if name is None else f"The stack becomes: {' '.join(eng.stack_for(name))}.\n"
     if args.dry_run:
@@ -413,12 +454,18 @@ def restore_like(eng: Engine, args: argparse.Namespace, name: str | None) -> int
     confirm(args, word, head + restore_explanation(eng, what, plan))
     action = "restore" if name is None else "rollback"
     if args.next_boot:
-        eng.queue(action, name=name, keep=args.keep_current)
+        eng.queue(action, name=name, keep=args.keep_current,
+                  reason="switch" if switch else None, tries=eng.trial_tries)
         print(f"{what} will run at the next boot")
         return 0
     if name is not None:
-        stack = eng.rollback(name, args.keep_current)
-        emit(args, {"stack": stack}, lambda: print(f"stack is now: {' '.join(stack)}"))
+        stack = eng.rollback(name, args.keep_current,
+                             reason="switch" if switch else "rollback")
+        t = eng.trial()
+        emit(args, {"stack": stack, "trial": t}, lambda: print(
+            f"stack is now: {' '.join(stack)}" + (
+                f"\non trial: {t.tries} boots to complete one, else back to "
+                f"[{' '.join(t.good)}]" if t else "")))
         return 0
     res = eng.restore(args.keep_current)
 
@@ -482,10 +529,16 @@ def run_command(args: argparse.Namespace) -> int:
                           compressor=args.compressor, level=args.level, progress=rep)
         emit(args, meta, lambda: print(f"created {meta.kind.value} restore point {meta.name} "
                                        f"({human(meta.size)}); the writable layer is now empty"))
+    elif cmd == "restore" and args.undo:
+        return undo(eng, args)
     elif cmd == "restore":
         return restore_like(eng, args, None)
     elif cmd == "rollback":
+        if args.tries is not None:
+            eng.trial_tries = check_tries(args.tries)
         return restore_like(eng, args, args.name)
+    elif cmd in ("switch", "boot-ok", "boot-failed"):
+        return updatecli.run(eng, args, emit, restore_like)
     elif cmd == "state":
         return statecli.run(eng, args)
     elif cmd == "passwd":

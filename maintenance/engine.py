@@ -24,6 +24,7 @@ Recovery never touches a layer that a mounted overlay is using.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -52,6 +53,7 @@ from .model import (
     CaptureInfo,
     Change,
     DiskUsage,
+    Fallback,
     ImageMeta,
     KernelRef,
     Kind,
@@ -68,12 +70,17 @@ from .model import (
     StatePlan,
     Status,
     TmpfsUse,
+    Trial,
+    UndoResult,
     VerifyItem,
     VerifyReport,
 )
 from .store import (
+    FROM_TRASH,
     IMAGE_EXT,
+    MAX_TRIES,
     Store,
+    atomic_write,
     check_name,
     durable_rename,
     fsync_dir,
@@ -121,6 +128,7 @@ class Engine:
         self._locked = False
         self.lock_wait: float | None = None  # how long to wait for the store's lock
         # (None: store.LOCK_WAIT)
+        self.trial_tries: int | None = None  # boots a new stack gets (None: policy.yaml)
 
     @property
     def data_dir(self) -> Path:
@@ -337,8 +345,33 @@ class Engine:
         stack_ks = kernels.stack_kernels(st, tab)
         layer_ks = tuple(k.version for k in kernels.layer_kernels(st, tab) or ()
                          if k not in stack_ks)
+        trial, boots = self.trial(), 0
+        if trial:
+            boots = st.count_boots()
+            left = max(trial.tries - boots, 0)
+            notices.append(Notice(
+                Level.WARNING if boots else Level.INFO,
+                f"the stack is on trial ({trial.reason}): {boots} of {trial.tries} boots "
+                f"used; {'the next boot falls back' if not left else 'when no boot completes'}"
+                f" to [{' '.join(trial.good)}]" + (f"; last failure: {trial.failure}"
+                                                   if trial.failure else "")))
+        if trial is None and st.trial_path.exists():
+            try:
+                st.read_trial()
+                notices.append(Notice(Level.INFO, "a trial of another stack is on record "
+                                      "(void; ibi boot-ok --cancel removes it)"))
+            except StoreError as e:
+                notices.append(Notice(Level.WARNING, f"{e} (ibi boot-ok --cancel)"))
+        fb = self.last_fallback()
+        if fb:
+            notices.append(Notice(Level.WARNING, fallback_text(fb)))
+        try:
+            st.read_policy()
+        except StoreError as e:
+            notices.append(Notice(Level.WARNING, f"{e}: the defaults apply"))
+        pinned = tuple(m.name for m in self.images() if m.pinned)
         return Status(str(st.data), stack, others, layer, disk, ram, tuple(notices),
-                      boot.version if boot else None, layer_ks)
+                      boot.version if boot else None, layer_ks, trial, boots, fb, pinned)
 
     def _entry(self, name: str, below: list[str] | None) -> StackEntry:
         st = self.store
@@ -489,11 +522,13 @@ class Engine:
             tab: list[str] | None = st.read_roottab()
         except StoreError:
             tab = None
+        back = st.layer_new / FROM_TRASH  # an undo (or a fallback) putting a layer back
         if not st.layer.is_dir():
             if st.layer_new.is_dir():
                 done.append("put the prepared fresh writable layer in place")
                 if not dry_run:
                     durable_rename(st.layer_new, st.layer)
+                    self._forget_origin()
             else:
                 done.append("create an empty writable layer")
                 if not dry_run:
@@ -503,6 +538,12 @@ class Engine:
                 done.append("finish putting the fresh writable layer in place")
                 if not dry_run:
                     self._swap_in_new_layer()
+                    self._forget_origin()
+            elif back.is_file():
+                done.append("put a set-aside layer back in trash/ (its undo was "
+                            "interrupted)")
+                if not dry_run:
+                    self._return_to_trash()
             else:
                 done.append("remove an unfinished fresh layer")
                 if not dry_run:
@@ -531,6 +572,7 @@ class Engine:
             elif tab == list(meta.stack):
                 done.append(f"finish creating {meta.name}: put it in roottab, clear the layer")
                 if not dry_run:
+                    self._arm_trial(want, tab, "create", None)
                     st.write_roottab(want)
                     self._clear_squashed_layer()
             break
@@ -671,8 +713,10 @@ class Engine:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        # the commit point: roottab names the new image
-        st.write_roottab([*tab, name] if kind is Kind.INCREMENTAL else [name])
+        # the commit point: roottab names the new image (on trial until a boot completes)
+        new_tab = [*tab, name] if kind is Kind.INCREMENTAL else [name]
+        self._arm_trial(new_tab, tab, "create", None)
+        st.write_roottab(new_tab)
         self._clear_squashed_layer()
         self._refresh_quietly()  # the new image, the fresh layer's id (a power cut before
         # this leaves a plan older than roottab: the next boot or action renews it)
@@ -693,18 +737,23 @@ class Engine:
                              tuple(warnings))
 
     @changes_store
-    def rollback(self, name: str, keep_current: Collection[str] = ()) -> tuple[str, ...]:
-        """Make the stack end at ``name`` (newer images are kept, to roll forward again),
-        and set the writable layer aside, as its changes were made on another stack. The
-        managed config is rendered into the fresh layer as for :meth:`restore`."""
+    def rollback(self, name: str, keep_current: Collection[str] = (),
+                 reason: str = "rollback") -> tuple[str, ...]:
+        """Make the stack end at ``name`` (ibi rollback, ibi switch: newer or other
+        images are kept, to switch back with the same command), and set the writable layer
+        aside, as its changes were made on another stack (``ibi restore --undo`` puts it
+        back). The managed config is rendered into the fresh layer as for
+        :meth:`restore`. The new stack is put on trial (:meth:`boot_ok`)."""
         self.recover()
         new = self.stack_for(name)
         for n in new:
             if not self.store.has_image(n):
                 raise NotFound(f"image {n!r} is missing")
+        self._check_images(list(new))
         self._refuse_if_live()
         statemod.check_choices(statemod.load_config(self.store), keep_current)
-        *_, warnings = self._fresh_layer(carry=True, new_stack=list(new), keep=keep_current)
+        *_, warnings = self._fresh_layer(carry=True, new_stack=list(new), keep=keep_current,
+                                         reason=reason)
         for w in warnings:
             log.warning("%s", w)
         self.refresh_boot_files()
@@ -729,6 +778,13 @@ class Engine:
                     name in self.stack_for(queued["name"]):
                 return (f"a roll back to {queued['name']!r} is queued for the next boot "
                         "(ibi pending --cancel first)")
+        meta = st.try_meta(name)
+        if meta is not None and meta.pinned:
+            return f"{name!r} is pinned (ibi unpin {name} first)"
+        t = self.trial()
+        if t is not None and name in t.good:
+            return (f"{name!r} is in the stack the boot falls back to while "
+                    f"[{' '.join(t.stack)}] is on trial (ibi boot-ok --cancel first)")
         users = [m.name for m in self.images()
                  if m.kind is Kind.INCREMENTAL and name in m.stack and m.name != name]
         if users:
@@ -806,14 +862,15 @@ class Engine:
     # ------------------------------------------------------------------ next boot
     @changes_store
     def queue(self, action: str, *, name: str | None = None, description: str = "",
-              keep: Collection[str] = ()) -> None:
+              keep: Collection[str] = (), reason: str | None = None,
+              tries: int | None = None) -> None:
         """Queue Restore System ("restore") or a restore point ("incremental", "full") for
         the next boot, for a running system whose writable layer is in use. The boot path
         runs it (``run_pending``) before it assembles the root. Replaces any queued one.
         ``keep``: for a restore or roll back, the managed paths whose value at that time is
         kept (as ``keep_current``)."""
         self.store.require()
-        if action not in ("restore", "incremental", "full", "rollback"):
+        if action not in ("restore", "incremental", "full", "rollback", "undo"):
             raise UsageError(f"cannot queue {action!r}")
         if name is not None:
             check_name(name)
@@ -823,6 +880,8 @@ class Engine:
             statemod.check_choices(statemod.load_config(self.store), keep)
             if any("," in k for k in keep):
                 raise UsageError("a path to keep cannot contain a comma")
+        if action == "undo" and self.undo_plan() is None:
+            raise NotFound("no set-aside writable layer to put back")
         if action == "rollback":
             if name is None:
                 raise UsageError("a queued roll back needs the image to roll back to")
@@ -832,6 +891,10 @@ class Engine:
             doc["name"] = name
         if description:
             doc["description"] = description
+        if reason:
+            doc["reason"] = reason
+        if tries is not None:
+            doc["tries"] = str(check_tries(tries))
         if keep:
             doc["keep"] = ",".join(keep)
         self.store.write_pending(doc)
@@ -861,8 +924,15 @@ class Engine:
             res = self.restore(keep)
             done = f"restored: discarded {res.discarded.changed} changed files"
         elif action == "rollback":
-            stack = self.rollback(doc["name"], keep)
-            done = f"rolled back: the stack is {' '.join(stack)}"
+            if doc.get("tries", "").isdigit():
+                self.trial_tries = check_tries(int(doc["tries"]))
+            reason = doc.get("reason", "rollback")
+            stack = self.rollback(doc["name"], keep, reason=reason)
+            done = f"{'switched' if reason == 'switch' else 'rolled back'}: the stack is " \
+                f"{' '.join(stack)}"
+        elif action == "undo":
+            res = self.undo()
+            done = f"undone: the layer {res.put_back} is back on [{' '.join(res.stack)}]"
         else:
             kind = Kind.FULL if action == "full" else Kind.INCREMENTAL
             try:
@@ -874,6 +944,204 @@ class Engine:
         self.store.clear_pending()
         self.refresh_boot_files()
         return done
+
+
+    # ------------------------------------------------------------------ boot trials
+    def trial(self) -> Trial | None:
+        """The trial the active stack is on, or None (no trial, or one for another stack:
+        roottab changed since)."""
+        st = self.store
+        try:
+            t = st.read_trial()
+            tab = st.read_roottab()
+        except StoreError as e:
+            log.warning("%s", e)
+            return None
+        return t if t is not None and list(t.stack) == tab else None
+
+    def _arm_trial(self, new: list[str], tab: list[str], reason: str,
+                   good_layer: str | None) -> None:
+        """Before roottab becomes ``new`` (its commit point): put ``new`` on trial. The
+        stack to fall back to is the last good one: ``tab``, unless ``tab`` is itself on
+        trial (then that trial's good stack). Written before the commit, a trial is void
+        until roottab names its stack, so a power cut in between leaves no false trial."""
+        st = self.store
+        try:
+            tries = self.trial_tries if self.trial_tries is not None else \
+                st.read_policy().boot_tries
+        except StoreError as e:
+            log.warning("%s: boots are counted %d times", e, 3)
+            tries = 3
+        old = self.trial()
+        good, layer = (list(old.good), old.good_layer) if old else (tab, good_layer)
+        if tries <= 0 or good == new or not good:
+            st.clear_trial()
+            return
+        st.clear_trial()
+        st.write_trial(Trial(tuple(new), tuple(good), tries, utcnow(), reason, layer))
+
+    @changes_store
+    def boot_ok(self) -> Trial | None:
+        """Mark the active stack good: a boot of it completed (ibi-boot-ok.service, after
+        boot-complete.target and its health checks). Returns the trial it ended."""
+        self.store.require()
+        t = self.trial()
+        if t is None:
+            if self.store.trial_path.exists():  # a trial of another stack: void
+                self.store.clear_trial()
+            return None
+        self.store.clear_trial()
+        self._refresh_quietly()
+        return t
+
+    @changes_store
+    def cancel_trial(self) -> Trial | None:
+        """Forget the trial (the active stack is taken as good, no fallback)."""
+        self.store.require()
+        try:
+            t = self.store.read_trial()
+        except StoreError:
+            t = None  # an unreadable one: forgotten all the same
+        self.store.clear_trial()
+        self._refresh_quietly()
+        return t
+
+    @changes_store
+    def boot_failed(self, why: str) -> tuple[Trial | None, int]:
+        """Record that this boot of the active stack failed its health checks; returns the
+        trial (None: the stack is not on trial) and the boots counted so far."""
+        self.store.require()
+        t = self.trial()
+        if t is None:
+            return None, 0
+        why = " ".join(why.split())[:300]
+        t = dataclasses.replace(t, failure=why)
+        self.store.write_trial(t)
+        return t, self.store.count_boots()
+
+    @changes_store
+    def boot_fallback(self) -> Fallback | None:
+        """The initramfs, when the stack on trial has used up its boots: make the good
+        stack the active one again, durably, with the writable layer it had (when it is
+        still in trash/; else a fresh one with the saved settings). The failed stack's
+        layer is set aside (undoable). Returns what was done, None when no fallback is
+        due."""
+        st = self.store
+        st.require()
+        self.recover()
+        t = self.trial()
+        if t is None:
+            return None
+        boots = st.count_boots()
+        if boots < t.tries:
+            return None
+        good = list(t.good)
+        for n in good:
+            if not st.has_image(n):
+                raise NotFound(f"the good stack's image {n!r} is missing: no fallback")
+        self._check_images(good)
+        self._refuse_if_live()
+        why = t.failure or f"{boots} boots did not complete"
+        fb = Fallback(t.stack, t.good, boots, utcnow(), why)
+        st.write_fallback(fb)  # shown while roottab is its good stack
+        layers = {lid: p for p, lid, stack in st.set_aside_layers() if stack == good}
+        if t.good_layer and t.good_layer in layers:
+            self._put_back(layers[t.good_layer], good, "fallback", arm=False)
+        else:
+            self._fresh_layer(carry=True, new_stack=good, arm=False)
+        st.clear_trial()
+        self._refresh_quietly()
+        log.warning("stack [%s] failed %d boots (%s): back on [%s]", " ".join(t.stack),
+                    boots, why, " ".join(good))
+        return fb
+
+    def last_fallback(self) -> Fallback | None:
+        """The last automatic fallback, while its good stack is still the active one."""
+        try:
+            fb = self.store.read_fallback()
+            tab = self.store.read_roottab()
+        except StoreError:
+            return None
+        return fb if fb is not None and list(fb.good) == tab else None
+
+    # ------------------------------------------------------------------ undo
+    def undo_plan(self) -> tuple[str, list[str], LayerStats] | None:
+        """What ``restore --undo`` puts back: (trash entry, its stack, what it holds)."""
+        self.store.require()
+        for p, _lid, stack in self.store.set_aside_layers():
+            return p.name, stack, layerfs.stats(p / "upper")
+        return None
+
+    @changes_store
+    def undo(self) -> UndoResult:
+        """Put back the writable layer the last Restore System, Roll back, Switch or
+        fallback set aside (the newest one in trash/), with the stack it was used on; the
+        current layer is set aside in turn, so an undo can be undone."""
+        self.recover()
+        st = self.store
+        self._refuse_if_live()
+        cands = st.set_aside_layers()
+        if not cands:
+            raise NotFound("no set-aside writable layer to put back (none was set aside, "
+                           "or ibi purge deleted them)")
+        entry, _lid, stack = cands[0]
+        for n in stack:
+            if not st.has_image(n):
+                raise NotFound(f"the layer in {entry.name} was used on [{' '.join(stack)}],"
+                               f" but image {n!r} is gone")
+        self._check_images(stack)
+        tab = st.read_roottab()
+        back = layerfs.stats(entry / "upper")
+        aside = self._put_back(entry, stack, "undo")
+        self._refresh_quietly()
+        return UndoResult(entry.name, tuple(stack), tuple(tab), back, aside.name)
+
+    def _put_back(self, entry: Path, stack: list[str], reason: str,
+                  arm: bool = True) -> Path:
+        """Make trash ``entry`` the writable layer and ``stack`` roottab: the entry is
+        renamed to layer.new (marked with where it came from: recovery returns it there
+        until roottab names its stack), roottab written (the commit point, when the stack
+        changes), then the swap. Returns where the replaced layer went."""
+        st = self.store
+        tab = st.read_roottab()
+        if st.layer_new.exists():
+            remove_tree(st.layer_new)
+        atomic_write(entry / FROM_TRASH, entry.name + "\n")
+        st.mark_layer_ready(entry, stack)
+        self._note_layer_stack(tab)
+        durable_rename(entry, st.layer_new)
+        if stack != tab:
+            if arm:
+                self._arm_trial(stack, tab, reason, st.layer_id())
+            st.write_roottab(stack)
+        slot = self._swap_in_new_layer()
+        self._forget_origin()
+        return slot
+
+    def _note_layer_stack(self, tab: list[str]) -> None:
+        """The current layer remembers the stack it was used on, before it is set aside
+        (``restore --undo`` puts it back with that stack)."""
+        if self.store.layer.is_dir() and self.store.upper.is_dir():
+            self.store.mark_layer_ready(self.store.layer, tab)
+
+    def _forget_origin(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.store.layer / FROM_TRASH).unlink()
+            fsync_dir(self.store.layer)
+
+    def _return_to_trash(self) -> None:
+        """An interrupted undo: layer.new goes back where it came from in trash/."""
+        st = self.store
+        try:
+            name = (st.layer_new / FROM_TRASH).read_text().strip()
+        except OSError:
+            name = ""
+        if not name or "/" in name or name.startswith(".") or (st.trash / name).exists():
+            name = st.new_trash_slot(st.layer_id(st.layer_new)).name
+        st.trash.mkdir(exist_ok=True)
+        durable_rename(st.layer_new, st.trash / name)
+        with contextlib.suppress(FileNotFoundError):
+            (st.trash / name / FROM_TRASH).unlink()
 
     # ------------------------------------------------------------------ updates
     @changes_store
@@ -1161,7 +1429,7 @@ class Engine:
                 shutil.rmtree(where, ignore_errors=True)
 
     def _fresh_layer(self, carry: bool, new_stack: list[str] | None = None,
-                     keep: Collection[str] = ()
+                     keep: Collection[str] = (), reason: str = "rollback", arm: bool = True
                      ) -> tuple[Path, list[str], list[str], list[str]]:
         """Swap in an empty writable layer (for ``new_stack``, written to roottab as the
         commit point, or for the current stack); the old one goes to trash/. With
@@ -1180,7 +1448,10 @@ class Engine:
             written, kept, warnings = self._render_state(tab, target, keep)
             fsync_tree(st.layer_new / "upper")
         st.mark_layer_ready(st.layer_new, target)
+        self._note_layer_stack(tab)
         if target != tab:
+            if arm:
+                self._arm_trial(target, tab, reason, st.layer_id())
             st.write_roottab(target)
         return self._swap_in_new_layer(), written, kept, warnings
 
@@ -1258,7 +1529,7 @@ class Engine:
         if st.layer_new.exists():
             remove_tree(st.layer_new)
         try:
-            slot = st.new_trash_slot(st.layer_id())
+            slot = st.new_trash_slot(st.layer_id(), squashed=True)  # never put back
         except OSError as e:  # no room for trash/ itself: delete the layer where it is
             if e.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -1333,6 +1604,20 @@ def tmpfs_uppers(data_dir: Path | None = None) -> list[TmpfsUse]:
             total = u.f_blocks * u.f_frsize
             out.append(TmpfsUse(fs, total, total - u.f_bfree * u.f_frsize, serves))
     return out
+
+
+def check_tries(n: int) -> int:
+    if not 0 <= n <= MAX_TRIES:
+        raise UsageError(f"boot tries are 0 (no trial) to {MAX_TRIES}, not {n}")
+    return n
+
+
+def fallback_text(fb: Fallback) -> str:
+    """One line for the menu and ibi status: what the automatic fallback did."""
+    at = fb.at.strftime("%Y-%m-%d %H:%M UTC")
+    return (f"automatic fallback: stack [{' '.join(fb.failed)}] failed {fb.boots} boots "
+            f"({fb.why}); back on [{' '.join(fb.good)}] at {at} (ibi restore --undo "
+            "returns to it with its layer)")
 
 
 def ram_notices(ram: RamUsage) -> list[Notice]:

@@ -216,6 +216,17 @@ class RestoreResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class UndoResult:
+    """What ``ibi restore --undo`` did."""
+
+    put_back: str  # the trash entry that is the writable layer again
+    stack: tuple[str, ...]  # the stack it was used on: the active stack now
+    previous: tuple[str, ...]  # the active stack before
+    layer: LayerStats  # what the layer put back holds
+    set_aside: str  # where the layer it replaced went (undo again puts it back)
+
+
+@dataclasses.dataclass(frozen=True)
 class StateItem:
     """One managed path (docs/FORMAT.md, "State"), as Restore System or Roll back would
     leave it: the value in the system as it is now (the layer being discarded) and the

@@ -90,7 +90,7 @@ META_EXT = ".yaml"
 FORMAT_VERSION = 1
 MAX_STORE_TEXT = 1 << 20  # roottab, metadata, pending, ids: small text files
 
-PENDING_ACTIONS = ("restore", "incremental", "full", "rollback")
+PENDING_ACTIONS = ("restore", "incremental", "full", "rollback", "undo")
 
 _LAYER_ID = re.compile(r"^[0-9a-f]{1,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
@@ -928,11 +928,9 @@ class Store:
         self.trash.mkdir(exist_ok=True)
         self.trash_entries()  # a real directory
         stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-        slot = self.trash / f"{stamp}-{layer_id or secrets.token_hex(4)}"
-        n = 1
-        while slot.exists() or slot.with_name(slot.name + SQUASHED).exists():
-            n += 1
-            slot = self.trash / f"{stamp}.{n}-{layer_id or secrets.token_hex(4)}"
+        same = [p for p in self.trash.iterdir() if p.name.startswith(stamp)]
+        seq = f".{len(same) + 1:03d}" if same else ""  # sorts after the ones before it
+        slot = self.trash / f"{stamp}{seq}-{layer_id or secrets.token_hex(4)}"
         return slot.with_name(slot.name + SQUASHED) if squashed else slot
 
     def set_aside_layers(self) -> list[tuple[Path, str, list[str]]]:

@@ -70,7 +70,9 @@ CREATE_POINTS = {
     "squashed, unchecked": lambda mp: after_nth(mp, squash, "check_image", 1, before=True),
     "metadata written": lambda mp: after_nth(mp, store.Store, "write_meta", 1, before=False),
     "image renamed in": lambda mp: after_nth(mp, engine_mod, "durable_rename", 1, before=False),
-    "roottab.prev written": lambda mp: after_nth(mp, store, "atomic_write", 2, before=False),
+    # atomic writes: the metadata, the trial of the new stack, roottab.prev, roottab
+    "trial written": lambda mp: after_nth(mp, store, "atomic_write", 2, before=False),
+    "roottab.prev written": lambda mp: after_nth(mp, store, "atomic_write", 3, before=False),
     "roottab written": lambda mp: after_nth(mp, store.Store, "write_roottab", 1, before=False),
     # the layer is cleared without needing free space: set aside, deleted, made anew
     "old layer set aside": lambda mp: after_nth(mp, engine_mod, "durable_rename", 2,
