@@ -537,7 +537,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.tries is not None:
             eng.trial_tries = check_tries(args.tries)
         return restore_like(eng, args, args.name)
-    elif cmd in ("switch", "boot-ok", "boot-failed"):
+    elif cmd in ("switch", "boot-ok", "boot-failed", "boot-fallback"):
         return updatecli.run(eng, args, emit, restore_like)
     elif cmd == "state":
         return statecli.run(eng, args)

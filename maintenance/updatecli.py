@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import run as runmod
-from .engine import Engine, check_tries
+from .engine import Engine, check_tries, fallback_text
 from .errors import CommandError
 
 Add = Callable[..., argparse.ArgumentParser]
@@ -62,6 +62,15 @@ def add_parser(add: Add, restore_opts: Callable[[argparse.ArgumentParser], None]
         ended; nothing when the stack was not on trial.""", True)
     p.add_argument("--cancel", action="store_true",
                    help="forget the trial without a completed boot")
+    boot_arg(p)
+
+    p = add("boot-fallback", "fall back from a stack whose tries are used (initramfs)", """\
+        The initramfs runs this (with the good stack's own ibi) when the stack on trial
+        has used up its boots without completing one: the last good stack becomes the
+        active one again, durably, with the writable layer it had when it is still in
+        DATA/trash (else a fresh one with the saved settings); the failed stack's layer is
+        set aside (ibi restore --undo returns to it). ibi status then says what happened.
+        Does nothing when no fallback is due.""", True)
 
     p = add("boot-failed", "record a failed boot of the stack on trial", """\
         Record that this boot of the active stack failed its health checks (WHY is kept
@@ -73,6 +82,13 @@ def add_parser(add: Add, restore_opts: Callable[[argparse.ArgumentParser], None]
                    help="what failed")
     p.add_argument("--reboot", action="store_true",
                    help="reboot when the stack is on trial")
+    boot_arg(p)
+
+
+def boot_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--boot", action="store_true",
+                   help="only when / is the normal boot of the store (the units' way: a "
+                        "Live Review or the RAM fallback counts for nothing)")
 
 
 def run(eng: Engine, args: argparse.Namespace, emit: Callable[..., None],
@@ -81,6 +97,11 @@ def run(eng: Engine, args: argparse.Namespace, emit: Callable[..., None],
         if args.tries is not None:
             eng.trial_tries = check_tries(args.tries)
         return restore_like(eng, args, args.name)
+    boot_only = getattr(args, "boot", False) and not getattr(args, "cancel", False)
+    if boot_only and not eng.booted_normally():
+        print(f"ibi: {args.cmd}: / is not the normal boot of the store in "
+              f"{eng.data_dir}: nothing to mark")
+        return 0
     if args.cmd == "boot-ok":
         t = eng.cancel_trial() if args.cancel else eng.boot_ok()
         doc: dict[str, Any] = {"ended": t}
@@ -88,6 +109,11 @@ def run(eng: Engine, args: argparse.Namespace, emit: Callable[..., None],
             "" if t is None else
             f"{'forgot the trial of' if args.cancel else 'marked good:'} "
             f"[{' '.join(t.stack)}]") if t or not args.quiet else None)
+        return 0
+    if args.cmd == "boot-fallback":
+        fb = eng.boot_fallback()
+        emit(args, {"fallback": fb}, lambda: print(
+            fallback_text(fb) if fb else "no fallback is due"))
         return 0
     # boot-failed
     trial, boots = eng.boot_failed(args.why)

@@ -377,3 +377,56 @@ def test_home_is_bound_inside_the_root(root_ns: Path, layout: str) -> None:
         assert (target / where / "alice").is_dir()
     finally:
         umount_all(target)
+
+
+# --- boot counting: the trial's lines, counted before the stack is assembled -------------
+
+def on_trial(st: Store, tries: int) -> None:
+    """The engine's trial: roottab [base top] on trial, [base] the good stack."""
+    from maintenance.model import Trial
+
+    st.write_trial(Trial(("base", "top"), ("base",), tries,
+                         dt.datetime(2026, 1, 9, tzinfo=dt.UTC), "switch"))
+    bootplan.write(st)
+
+
+def test_each_boot_on_trial_is_counted_until_the_tries_are_used(tmp_path: Path,
+                                                                 image: Path) -> None:
+    st = make_store(tmp_path, image)
+    r = lib(st.data, "ibi_count_boot && echo go")
+    assert r.stdout.strip() == "go" and not st.boots_path.exists()  # not on trial
+    on_trial(st, 2)
+    plan = bootplan.path(st).read_text()
+    assert "\ntrial 2\ngood base\n" in plan
+    r = lib(st.data, "ibi_count_boot && echo go")
+    assert r.stdout.strip() == "go"
+    assert "warning: the stack is on trial: boot 1 of 2" in r.stderr
+    assert st.count_boots() == 1  # the engine reads what the shell wrote
+    r = lib(st.data, "ibi_count_boot && echo go")
+    assert r.stdout.strip() == "go" and "LAST boot (2 of 2)" in r.stderr
+    assert "falls back to: base" in r.stderr
+    r = lib(st.data, "ibi_count_boot || echo fall back")
+    assert r.stdout.strip() == "fall back" and st.count_boots() == 2  # not counted again
+    # a line cut short by a power cut still counts
+    st.boots_path.write_text("boot 1\nbo")
+    assert lib(st.data, "ibi_boots_counted").stdout.strip() == "2"
+    assert st.count_boots() == 2
+
+
+def test_a_trial_of_another_stack_counts_nothing(tmp_path: Path, image: Path) -> None:
+    st = make_store(tmp_path, image)
+    on_trial(st, 1)
+    st.roottab_path.write_text("base\n")  # changed since (by hand): the trial is void
+    bootplan.write(st)
+    assert "trial" not in bootplan.path(st).read_text().split("ibi-boot-plan")[1]
+    r = lib(st.data, "ibi_count_boot && echo go")
+    assert r.stdout.strip() == "go" and not st.boots_path.exists()
+
+
+@pytest.mark.parametrize("line", ["trial 2x", "trial", "trial -1", "trial 2;reboot"])
+def test_a_damaged_trial_line_counts_nothing(tmp_path: Path, image: Path, line: str) -> None:
+    st = make_store(tmp_path, image)
+    plan = bootplan.path(st)
+    plan.write_text(plan.read_text() + f"{line}\ngood base\n")
+    r = lib(st.data, "ibi_count_boot && echo go")
+    assert r.stdout.strip() == "go" and not st.boots_path.exists()

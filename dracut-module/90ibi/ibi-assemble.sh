@@ -6,12 +6,17 @@
 #   ibi-assemble menu-inner (internal) the menu in a private mount namespace
 #   ibi-assemble pending-inner (internal) the action queued for this boot, likewise
 #   ibi-assemble plan-inner (internal) renew a stale boot plan, likewise
+#   ibi-assemble fallback-inner (internal) the fallback of a stack on trial, likewise
 #
 # What to mount comes from the boot plan alone (.root_images/bootplan, written by the
 # engine); a stale plan is renewed first by the image's own `ibi boot-entries --write`.
 #
 # Both units first carry out an action queued from the running system (ibi restore/create
 # --next-boot, or the menu there), with Python from the image, before anything else.
+#
+# A stack on trial (a switch, a roll back, a new restore point: docs/FORMAT.md "Updates") has
+# each normal boot counted before it is assembled; once its tries are used up, the good stack
+# becomes the active one again (the good stack's own `ibi boot-fallback`), durably.
 #
 # Normal boot: the plan's normal stack (roottab); if it is unusable, its fallback (roottab.prev);
 # if that fails too, the menu opens with the error; if even the menu cannot run, the console
@@ -63,9 +68,15 @@ image_inner() {
     _err=$2
     mount --make-rprivate /
     mkdir -p "$IBI_RUN/menu-rw" "$MENU_ROOT"
-    # the first candidate stack that mounts and has ibi in it
+    # the first candidate stack that mounts and has ibi in it (for a fallback: the good
+    # stack's own, never the one that failed)
     _ok=
-    for _stack in $(menu_stacks | tr ' ' ','); do
+    if [ "$_what" = fallback ]; then
+        _stacks=$(ibi_plan_stacks good | tr ' ' ',')
+    else
+        _stacks=$(menu_stacks | tr ' ' ',')
+    fi
+    for _stack in $_stacks; do
         _stack=$(echo "$_stack" | tr ',' ' ')
         if ! ibi_mount_lowers "$_stack"; then
             echo "ibi: $IBI_ERROR" >&2
@@ -99,6 +110,7 @@ image_inner() {
     case $_what in
         pending) set -- pending --run ;;
         plan) set -- boot-entries --write ;;
+        fallback) set -- boot-fallback ;;
         *)
             [ -n "$_err" ] && echo "$_err" > "$IBI_RUN/boot-error"
             : > "$IBI_RUN/menu-started"
@@ -138,6 +150,27 @@ ensure_plan() {
     ibi_plan_current && return 0
     ibi_log err "the boot plan could not be renewed: booting from the plan as it is"
     return 0
+}
+
+# The stack on trial used up its boots: the good stack's own ibi makes it the active one
+# again (roottab, its writable layer back), then the plan names it as the normal stack. If
+# that fails, this boot runs the good stack on a RAM overlay (nothing it writes is kept),
+# so a machine without a console never stays on the failed stack; the next boot tries again.
+# returns: 0 when the plan's normal stack is now the good one; 1 (IBI_NAMES: the good stack)
+fall_back() {
+    _fb_good=$(ibi_plan_stacks good | head -n 1)
+    ibi_log err "the stack on trial used up its boots without completing one: falling back to [$_fb_good]"
+    echo "ibi: falling back to the last good stack [$_fb_good]..." > /dev/console 2> /dev/null
+    unshare --mount /usr/sbin/ibi-assemble fallback-inner > /dev/console 2>&1
+    _fb_rc=$?
+    rmdir "$IBI_LOWER"/* 2> /dev/null
+    if [ "$_fb_rc" -eq 0 ] && ibi_plan_current && [ -z "$(ibi_plan_tries)" ]; then
+        ibi_log warning "back on the last good stack: $(ibi_plan_stacks normal | head -n 1) (ibi status says why)"
+        return 0
+    fi
+    ibi_log err "the fallback could not be made durable (exit $_fb_rc): this boot runs [$_fb_good] on a RAM overlay"
+    IBI_NAMES=$_fb_good
+    return 1
 }
 
 # arg1: why the menu failed
@@ -228,6 +261,14 @@ run_menu() {
 
 # The plan's normal stack (roottab), else its fallback (roottab.prev); sets IBI_ERROR on failure
 assemble_normal() {
+    if ! ibi_count_boot && ! fall_back; then
+        if [ -n "$IBI_NAMES" ] && ibi_names_ok "$IBI_NAMES" \
+            && ibi_assemble "$NEWROOT" "$IBI_NAMES" tmpfs; then
+            echo "fallback-ram $IBI_NAMES" > "$MODE"
+            return 0
+        fi
+        ibi_log err "the good stack cannot be assembled either ($IBI_ERROR): booting the stack on trial"
+    fi
     if ibi_plan_stack normal && ibi_assemble "$NEWROOT" "$IBI_NAMES" layer; then
         echo "normal roottab" > "$MODE"
         ibi_log notice "booting the stack from roottab: $IBI_NAMES"
@@ -326,6 +367,7 @@ case $1 in
     menu-inner) image_inner menu "$2" ;;
     pending-inner) image_inner pending "" ;;
     plan-inner) image_inner plan "" ;;
+    fallback-inner) image_inner fallback "" ;;
     *)
         echo "usage: ibi-assemble menu|sysroot" >&2
         exit 2

@@ -172,6 +172,54 @@ ibi_plan_stack() {
     return 0
 }
 
+# --- boot counting (docs/FORMAT.md, "Updates") ------------------------------------------
+# A stack on trial has the plan lines "trial TRIES" and "good STACK". Each boot of it is
+# counted here, before it is assembled, as one line appended to .root_images/boots (a line
+# cut short by a power cut still counts); ibi-boot-ok.service clears the trial once a boot
+# completes. When TRIES boots are counted, this boot falls back to the good stack instead.
+
+# prints: the plan's trial tries (nothing when the normal stack is not on trial)
+ibi_plan_tries() {
+    [ -f "$IBI_DATA/$IBI_STORE/bootplan" ] || return 0
+    while read -r _kw _rest || [ -n "$_kw" ]; do
+        [ "$_kw" = trial ] || continue
+        case $_rest in
+            "" | *[!0-9]*) ;;
+            *) echo "$_rest" ;;
+        esac
+        return 0
+    done < "$IBI_DATA/$IBI_STORE/bootplan"
+    return 0
+}
+
+# prints: the boots counted so far for the trial
+ibi_boots_counted() {
+    _bc_f=$IBI_DATA/$IBI_STORE/boots
+    if [ -f "$_bc_f" ] && [ ! -L "$_bc_f" ]; then
+        grep -c . "$_bc_f" 2> /dev/null || echo 0
+    else
+        echo 0
+    fi
+}
+
+# Counts this boot of a stack on trial. returns: 0 when it may boot (not on trial, or a
+# try is left: counted now, durably); 1 when its tries are used up (time to fall back)
+ibi_count_boot() {
+    _cb_tries=$(ibi_plan_tries)
+    [ -n "$_cb_tries" ] && [ "$_cb_tries" -gt 0 ] || return 0
+    _cb_boots=$(ibi_boots_counted)
+    [ "$_cb_boots" -ge "$_cb_tries" ] && return 1
+    _cb_boots=$((_cb_boots + 1))
+    echo "boot $(date +%s 2> /dev/null)" >> "$IBI_DATA/$IBI_STORE/boots"
+    sync
+    if [ "$_cb_boots" -lt "$_cb_tries" ]; then
+        ibi_log warning "the stack is on trial: boot $_cb_boots of $_cb_tries (it is marked good when a boot completes)"
+    else
+        ibi_log warning "the stack is on trial: LAST boot ($_cb_boots of $_cb_tries); if it does not complete, the next boot falls back to: $(ibi_plan_stacks good | head -n 1)"
+    fi
+    return 0
+}
+
 # --- images are checked before they are mounted -----------------------------------------
 # Always: the file's size is the one in its metadata (the plan's "image NAME SIZE SHA256"
 # line) and it starts with a sane squashfs superblock. With rd.ibi.verify=sha256 also its

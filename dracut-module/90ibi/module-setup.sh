@@ -25,7 +25,7 @@ installkernel() {
 # called by dracut
 install() {
     inst_multiple mount umount losetup chroot unshare stty env mkdir rmdir tr grep \
-        cat sleep udevadm cksum head tail sed sh od stat sha256sum
+        cat sleep udevadm cksum head tail sed sh od stat sha256sum date sync
     inst_hook cmdline 90 "$moddir/parse-ibi.sh"
     inst_simple "$moddir/ibi-lib.sh" /usr/lib/ibi/ibi-lib.sh
     inst_script "$moddir/ibi-assemble.sh" /usr/sbin/ibi-assemble
