@@ -128,7 +128,7 @@ class Engine:
         self._locked = False
         self.lock_wait: float | None = None  # how long to wait for the store's lock
         # (None: store.LOCK_WAIT)
-        self.trial_tries: int | None = None  # boots a new stack gets (None: policy.yaml)
+        self.trial_tries: int | None = None  # boots a new stack gets (None: policy)
 
     @property
     def data_dir(self) -> Path:
@@ -1372,9 +1372,13 @@ class Engine:
     def _check_space(self, need: int, what: str) -> None:
         free = psutil.disk_usage(str(self.store.data)).free
         if need > free:
+            from . import retention
+
+            prune = retention.shortage_hint(self, need, free)
             raise NoSpace(f"not enough space to {what}: needs up to {human(need)}, "
                           f"{human(free)} free on {self.store.data}",
-                          hint="free space (ibi purge, ibi delete) and try again")
+                          hint=f"{prune}; then try again (also ibi purge)" if prune
+                          else "free space (ibi purge, ibi delete) and try again")
 
     def _copy(self, src: Path, dest: Path, progress: ProgressFn | None) -> None:
         total = src.stat().st_size

@@ -58,7 +58,7 @@ class ImageMeta:
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """The store's settings (``.root_images/policy.yaml``; every key optional)."""
+    """The store's settings (``.root_images/policy``; every key optional)."""
 
     boot_tries: int = 3  # boots a new stack gets to complete before the fallback (0: off)
     keep_last: int = 5  # ibi prune keeps this many newest restore points ...

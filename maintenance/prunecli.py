@@ -17,7 +17,7 @@ from .retention import PruneItem, PrunePlan
 Add = Callable[..., argparse.ArgumentParser]
 
 POLICY_TEXT = """\
-        The retention policy is set in DATA/.root_images/policy.yaml (every key
+        The retention policy is set in DATA/.root_images/policy (every key
         optional; see docs/FORMAT.md):
           keep_last: 5     keep the 5 newest restore points (by creation time)
           keep_days: 30    keep every restore point younger than 30 days"""
@@ -75,10 +75,10 @@ def add_parser(add: Add) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="list what would be deleted and kept, and why; change nothing")
     p.add_argument("--keep-last", type=int, default=None, metavar="N",
-                   help="keep the N newest restore points (default: policy.yaml's, or 5)")
+                   help="keep the N newest restore points (default: policy's, or 5)")
     p.add_argument("--keep-days", type=int, default=None, metavar="DAYS",
                    help="keep every restore point younger than DAYS days (default: "
-                        "policy.yaml's, or 30)")
+                        "policy's, or 30)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
 
 

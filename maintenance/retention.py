@@ -1,7 +1,7 @@
 """Pins and the retention policy: ``ibi pin``, ``ibi unpin`` and ``ibi prune``.
 
 A pinned image (``pinned: true`` in its metadata) is never deleted by prune. Prune
-deletes the restore points that the policy (``.root_images/policy.yaml``: ``keep_last``,
+deletes the restore points that the policy (``.root_images/policy``: ``keep_last``,
 ``keep_days``; docs/FORMAT.md) does not keep, and never one that something needs:
 
 * pinned images, the base image (made by ibi init; only ibi delete removes it);
@@ -87,7 +87,7 @@ def pin(eng: Engine, name: str, pinned: bool = True) -> ImageMeta:
 def _check_count(value: int, what: str, policy: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         if policy:  # the file is wrong, not the command
-            raise StoreError(f"policy.yaml: {what!r} must be 0 or more (not {value!r})",
+            raise StoreError(f"policy: {what!r} must be 0 or more (not {value!r})",
                              hint="fix it, or give --keep-last and --keep-days")
         raise UsageError(f"{what} must be a whole number, 0 or more (not {value!r})")
     return value
@@ -132,7 +132,7 @@ def _damaged_needs(eng: Engine, name: str) -> list[str]:
 def plan(eng: Engine, *, keep_last: int | None = None, keep_days: int | None = None,
          now: datetime | None = None) -> PrunePlan:
     """What prune would delete and keep, and why. ``keep_last``, ``keep_days``: the
-    policy (default: ``policy.yaml``'s); ``now``: the time ages are counted from."""
+    policy (default: ``policy``'s); ``now``: the time ages are counted from."""
     st = eng.store
     st.require()
     if keep_last is not None:
@@ -168,8 +168,6 @@ def plan(eng: Engine, *, keep_last: int | None = None, keep_days: int | None = N
     reasons: dict[str, str] = {}  # kept -> why (the first reason that applies)
     damaged: list[str] = []
     for n in st.image_names():
-        if not st.has_image(n) and st.meta_path(n) == st.policy_path:
-            continue  # policy.yaml is the settings, not an image's metadata
         try:
             meta = st.read_meta(n)
         except NotFound:

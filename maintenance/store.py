@@ -10,7 +10,7 @@ See docs/FORMAT.md. Under the data directory ``D``::
     D/.root_images/<name>.yaml    their metadata
     D/.root_images/bootplan       what the initramfs mounts for each way of booting (text)
     D/.root_images/maintenance.passwd  the menu's maintenance password (hashed; optional)
-    D/.root_images/policy.yaml    settings: boot tries, retention (optional; by hand)
+    D/.root_images/policy    settings: boot tries, retention (optional; by hand)
     D/.root_images/trial          the active stack on trial: tries left, the good stack
     D/.root_images/boots          one line per boot of the stack on trial (the initramfs)
     D/.root_images/fallback       what the last automatic fallback did (status shows it)
@@ -66,7 +66,7 @@ INITRD = "initrd.img"
 KERNEL_META = "kernel.yaml"
 LAYER_KERNELS = "kernels.yaml"
 AUTH = "maintenance.passwd"
-POLICY = "policy.yaml"
+POLICY = "policy"
 TRIAL = "trial"
 BOOTS = "boots"
 FALLBACK = "fallback"
@@ -665,7 +665,7 @@ class Store:
             self.pending_path.unlink()
             fsync_dir(self.root)
 
-    # the settings: .root_images/policy.yaml, written by hand (every key optional)
+    # the settings: .root_images/policy, written by hand (every key optional)
     @property
     def policy_path(self) -> Path:
         return self.root / POLICY

@@ -19,7 +19,7 @@ Add = Callable[..., argparse.ArgumentParser]
 Restore = Callable[[Engine, argparse.Namespace, "str | None"], int]
 
 TRIES_HELP = ("boots the new stack may try before the initramfs falls back (default: "
-              "boot_tries in DATA/.root_images/policy.yaml, else 3; 0: no trial)")
+              "boot_tries in DATA/.root_images/policy, else 3; 0: no trial)")
 
 
 def tries_arg(p: argparse.ArgumentParser) -> None:

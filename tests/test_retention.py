@@ -61,7 +61,7 @@ def chain(engine: Engine, root_ns: Path) -> Engine:
 
 
 def images(st: Store) -> list[str]:
-    """The images in the store (policy.yaml is no image's metadata)."""
+    """The images in the store (policy is no image's metadata)."""
     return [n for n in st.image_names() if st.has_image(n)]
 
 
@@ -147,7 +147,7 @@ def test_the_policy_file_and_bad_counts(chain: Engine) -> None:
     with pytest.raises(UsageError, match="--keep-days"):
         retention.plan(chain, keep_days=-5)
     st.policy_path.write_text("keep_last: -2\n")
-    with pytest.raises(StoreError, match=r"^policy\.yaml: 'keep_last' "):
+    with pytest.raises(StoreError, match=r"^policy: 'keep_last' "):
         retention.plan(chain)
     assert retention.plan(chain, keep_last=0, keep_days=0).names == ("inc2", "inc1")
 
@@ -266,8 +266,7 @@ def test_prune_deletes_exactly_the_plan_leaf_first(chain: Engine,
     assert "inc1" not in after and "inc2" not in after and "image f1 " in after
     assert bootplan.is_current(st)
     assert chain.prune(keep_last=0, keep_days=0).delete == ()  # nothing left to prune
-    # (policy.yaml is listed as an image without a file by Store.image_names)
-    assert all(i.ok for i in chain.verify(all_images=True).items if i.name != "policy")
+    assert all(i.ok for i in chain.verify(all_images=True).items)
 
 
 def install_kernel(root: Path, version: str) -> None:
@@ -406,7 +405,7 @@ def test_cli_help_is_documented(capsys: pytest.CaptureFixture[str]) -> None:
         text = help_text(cmd, capsys)
         assert "exit status" in text and "examples" in text and "--json" in text
     text = help_text("prune", capsys)
-    for opt in ("--dry-run", "--keep-last", "--keep-days", "--yes", "policy.yaml",
+    for opt in ("--dry-run", "--keep-last", "--keep-days", "--yes", "policy",
                 "pinned", "roottab.prev", "PRUNE"):
         assert opt in text
 
