@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, authcli, prunecli, statecli, updatecli
+from . import __version__, authcli, importcli, prunecli, statecli, updatecli
 from .engine import (
     DEFAULT_DATA,
     DEFAULT_RUN,
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     statecli.add_parser(add)
     authcli.add_parser(add)
     prunecli.add_parser(add)
+    importcli.add_parser(add)
 
     p = add("boot-entries", "show or renew the boot plan and GRUB's menu", """\
         Show the boot plan: for the normal boot, its fallback, the maintenance menu and
@@ -538,6 +539,8 @@ def run_command(args: argparse.Namespace) -> int:
         if args.tries is not None:
             eng.trial_tries = check_tries(args.tries)
         return restore_like(eng, args, args.name)
+    elif cmd == "import":
+        return importcli.run(eng, args, rep)
     elif cmd in ("pin", "unpin", "prune"):
         return prunecli.run(eng, args)
     elif cmd in ("switch", "boot-ok", "boot-failed", "boot-fallback"):

@@ -5,7 +5,6 @@ the old store or the new one after recovery."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.server
 import io
@@ -16,14 +15,13 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from maintenance import cli, importcli, imports, kernels, squash
+from maintenance import cli, imports, kernels, squash
 from maintenance import engine as engine_mod
 from maintenance import store as store_mod
 from maintenance.engine import Engine
@@ -39,41 +37,6 @@ CRASH = 99
 
 
 # --------------------------------------------------------------------------- helpers
-
-@pytest.fixture(autouse=True)
-def import_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`ibi import` as cli.py registers it (importcli.add_parser in build_parser,
-    importcli.run in run_command): put in place here while cli.py does not have it yet."""
-    def subparsers(top: argparse.ArgumentParser) -> argparse._SubParsersAction:  # type: ignore[type-arg]
-        return next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
-
-    if "import" in subparsers(cli.build_parser()).choices:
-        return
-    real_build, real_run = cli.build_parser, cli.run_command
-
-    def build() -> argparse.ArgumentParser:
-        top = real_build()
-        sub = subparsers(top)
-
-        def add(name: str, help: str, desc: str, json_out: bool = False
-                ) -> argparse.ArgumentParser:
-            return sub.add_parser(name, help=help, description=textwrap.dedent(desc),
-                                  parents=[cli._common(json_out)],
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-
-        importcli.add_parser(add)
-        return top
-
-    def run_command(args: argparse.Namespace) -> int:
-        if args.cmd != "import":
-            return real_run(args)
-        args.data = os.path.abspath(args.data)
-        eng = Engine(args.data, args.run_dir)
-        return importcli.run(eng, args, cli.Reporter(args.quiet or args.json))
-
-    monkeypatch.setattr(cli, "build_parser", build)
-    monkeypatch.setattr(cli, "run_command", run_command)
-
 
 def add_kernel(root: Path, version: str) -> None:
     (root / "boot").mkdir(parents=True, exist_ok=True)

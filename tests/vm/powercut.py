@@ -62,6 +62,8 @@ ACTIONS: dict[str, tuple[str, list[str]]] = {
     "full": ("create", ["--full", "--name", "new-full"]),
     "restore": ("restore", ["--yes"]),
     "rollback": ("rollback", ["--yes", "r1"]),
+    "switch": ("switch", ["--yes", "r2"]),
+    "undo": ("restore", ["--undo", "--yes"]),
     "delete": ("delete", ["--yes", "r2"]),
     "purge": ("purge", ["--yes"]),
     "state-set": ("state", ["set", "hostname.name=pc-set"]),
@@ -166,6 +168,11 @@ def setup(root: Path) -> dict[str, Any]:
             ibi(store, "rollback", "--yes", "r1")
             write_layer(store, "r3", rng)
             ibi(store, "create", "--incremental", "--name", "r3")
+        elif action == "switch":  # r2 outside roottab: switched to, on trial
+            ibi(store, "rollback", "--yes", "r1")
+        elif action == "undo":  # a layer Restore System set aside: put back
+            write_layer(store, "U", rng, size=64 << 10, files=24)
+            ibi(store, "restore", "--yes")
         elif action == "purge":  # a set-aside layer in trash/
             write_layer(store, "trashed", rng, size=64 << 10, files=24)
             ibi(store, "restore", "--yes")
@@ -317,6 +324,8 @@ def before(action: str, store: Path) -> dict[str, Any]:
         rec["expect_new_view"] = view(store, "ro")
     elif action == "rollback":
         rec["expect_new_view"] = view(store, "review", "r1")
+    elif action == "switch":
+        rec["expect_new_view"] = view(store, "review", "r2")
     return rec
 
 
@@ -392,8 +401,9 @@ def classify(action: str, rec: dict[str, Any], raw: dict[str, Any], snap: dict[s
         # either way every file of the old system is there, with its checksum: in the layer
         # (old) or in the new image (new)
         unchanged("trash")
-    elif action in ("restore", "rollback"):
-        want = old["roottab"] if action == "restore" else ["base", "r1"]
+    elif action in ("restore", "rollback", "switch"):
+        want = {"restore": old["roottab"], "rollback": ["base", "r1"],
+                "switch": ["base", "r1", "r2"]}[action]
         if snap["layer_id"] == old["layer_id"] and snap["roottab"] == old["roottab"]:
             outcome = "old"
             if snap["layer"] != old["layer"]:
@@ -410,6 +420,22 @@ def classify(action: str, rec: dict[str, Any], raw: dict[str, Any], snap: dict[s
         else:
             bad.append(f"neither old nor new: roottab {snap['roottab']}, layer id "
                        f"{old['layer_id']} -> {snap['layer_id']}")
+    elif action == "undo":  # the set-aside layer back whole, the replaced one set aside whole
+        (entry, back), = old["trash"].items()
+        if snap["layer_id"] == old["layer_id"] and snap["trash"] == old["trash"]:
+            outcome = "old"
+            unchanged("roottab", "layer")
+        elif snap["layer"] == back and entry not in snap["trash"]:
+            outcome = "new"
+            added = [v for k, v in snap["trash"].items() if k not in old["trash"]]
+            if len(added) != 1 or added[0] != old["layer"]:
+                bad.append(f"the replaced layer is not set aside whole: {len(added)} new "
+                           "trash entries")
+            if snap["roottab"] != old["roottab"]:
+                bad.append(f"roottab changed: {old['roottab']} -> {snap['roottab']}")
+        else:
+            bad.append(f"neither old nor new: layer id {old['layer_id']} -> "
+                       f"{snap['layer_id']}, trash {sorted(snap['trash'])}")
     elif action == "delete":
         present = ("r2" in snap["sqfs"], "r2" in snap["yaml"])
         outcome = {(True, True): "old", (False, False): "new"}.get(present, "?")
