@@ -322,6 +322,7 @@ def print_status(s: Status) -> None:
         mark = "ok" if e.chain_ok and e.present else "BROKEN"
         kind = e.kind.value if e.kind else "?"
         print(f"  {i:>2}  {e.name:<24} {kind:<11} {when}  {human(e.size):>10}  {mark}"
+              + ("  pinned" if e.name in s.pinned else "")
               + (f"  {e.description}" if e.description else ""))
         print_kernels(e.kernels)
     if s.layer:
@@ -336,7 +337,8 @@ def print_status(s: Status) -> None:
         for e in s.other_images:
             when = e.created.strftime("%Y-%m-%d %H:%M") if e.created else "?"
             kind = e.kind.value if e.kind else "?"
-            print(f"      {e.name:<24} {kind:<11} {when}  {human(e.size):>10}")
+            print(f"      {e.name:<24} {kind:<11} {when}  {human(e.size):>10}"
+                  + ("  pinned" if e.name in s.pinned else ""))
             print_kernels(e.kernels)
     if s.boot_kernel:
         print(f"Next boot: Linux {s.boot_kernel}")

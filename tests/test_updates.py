@@ -349,3 +349,18 @@ def undo_to_old(eng: Engine, what: str) -> None:
         count_boot(e)
     else:
         e.undo()
+
+
+def test_a_pinned_image_is_shown_and_never_deleted(two_stacks: Engine,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    d = ["--data", str(two_stacks.data_dir), "--run-dir", str(two_stacks.run_dir)]
+    two_stacks.store.write_roottab(["base"])  # roottab.prev no longer names new
+    assert main(["pin", "new", *d]) == 0
+    assert main(["status", *d]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if " new " in ln)
+    assert line.rstrip().endswith("pinned")
+    assert main(["delete", "new", "--yes", *d]) == 1
+    assert "'new' is pinned (ibi unpin new first)" in capsys.readouterr().err
+    assert main(["unpin", "new", *d]) == 0
+    assert main(["delete", "new", "--yes", *d]) == 0
+    assert not two_stacks.store.has_image("new")
