@@ -379,6 +379,15 @@ def _when(doc: dict[str, object], key: str) -> dt.datetime:
     return v if v.tzinfo else v.replace(tzinfo=dt.UTC)
 
 
+def _line(text: str, limit: int = 300) -> str:
+    """Free text shown in one line (status, the menu): control characters and line breaks
+    become spaces; no lone surrogates."""
+    text = "".join(" " if (ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029")
+                   else c for c in text)
+    text = " ".join(text.split())[:limit]
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _stamp(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -730,8 +739,8 @@ class Store:
             if layer is not None and not _LAYER_ID.fullmatch(layer):
                 raise ValueError("'good_layer' is not a layer id")
             return Trial(_stack(doc, "stack"), _stack(doc, "good"), tries,
-                         _when(doc, "armed"), _str(doc, "reason"), layer,
-                         _str(doc, "failure", "") if doc.get("failure") else "")
+                         _when(doc, "armed"), _line(_str(doc, "reason")), layer,
+                         _line(_str(doc, "failure", "")) if doc.get("failure") else "")
         except (yaml.YAMLError, KeyError, ValueError, TypeError, OverflowError,
                 BadName) as e:
             raise StoreError(f"{TRIAL}: unreadable ({one_line(e)})",
@@ -776,7 +785,7 @@ class Store:
             check_format(doc)
             return Fallback(_stack(doc, "failed"), _stack(doc, "good"),
                             _int(doc.get("boots"), "boots"), _when(doc, "at"),
-                            _str(doc, "why", "") if doc.get("why") else "")
+                            _line(_str(doc, "why", "")) if doc.get("why") else "")
         except (yaml.YAMLError, KeyError, ValueError, TypeError, OverflowError,
                 BadName) as e:
             raise StoreError(f"{FALLBACK}: unreadable ({one_line(e)})") from None

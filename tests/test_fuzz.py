@@ -38,7 +38,7 @@ from maintenance import bootplan
 from maintenance import state as statemod
 from maintenance.engine import Engine
 from maintenance.errors import IbiError
-from maintenance.model import ImageMeta, KernelRef, Kind, Level
+from maintenance.model import Fallback, ImageMeta, KernelRef, Kind, Level, Policy, Trial
 from maintenance.operators import RegistryOperator, available
 from maintenance.store import (
     PENDING_ACTIONS,
@@ -145,6 +145,12 @@ CAPTURE_DOC: dict[str, Any] = {
 }
 PENDING_DOC = {"action": "rollback", "queued": "2026-01-02T03:04:05+00:00", "name": "base",
                "description": "back", "keep": "hostname,/etc/adjtime"}
+TRIAL_DOC = {"format": 1, "stack": ["base", "inc1"], "good": ["base"], "tries": 3,
+             "armed": "2026-01-02T03:04:05Z", "reason": "switch", "good_layer": LAYER_ID,
+             "failure": "health checks failed: 50-check (exit 1)"}
+FALLBACK_DOC = {"format": 1, "failed": ["base", "inc2"], "good": ["base", "inc1"], "boots": 3,
+                "at": "2026-01-02T03:04:05Z", "why": "3 boots did not complete"}
+POLICY_DOC = {"format": 1, "boot_tries": 2, "keep_last": 4, "keep_days": 10}
 LAYER_KERNELS_DOC = {"format": 1, "layer": LAYER_ID, "stack": ["base", "inc1"],
                      "kernels": [kernel_to_doc(KERNEL)]}
 
@@ -164,12 +170,16 @@ SEEDS: dict[str, bytes] = {
     "layer/id": f"{LAYER_ID}\n".encode(),
     "state.yaml": statemod.DEFAULT_CONFIG.encode(),
     "capture.yaml": dump(CAPTURE_DOC),
+    "trial": dump(TRIAL_DOC),
+    "fallback": dump(FALLBACK_DOC),
+    "policy": dump(POLICY_DOC),
 }
 DOCS: dict[str, Any] = {
     "base.yaml": yaml.safe_load(SEEDS["base.yaml"]),
     "inc1.yaml": yaml.safe_load(SEEDS["inc1.yaml"]),
     "pending": PENDING_DOC, "layer/kernels.yaml": LAYER_KERNELS_DOC,
     "state.yaml": yaml.safe_load(SEEDS["state.yaml"]), "capture.yaml": CAPTURE_DOC,
+    "trial": TRIAL_DOC, "fallback": FALLBACK_DOC, "policy": POLICY_DOC,
 }
 WHERE = {  # each target's file, under the data directory
     "roottab": ".root_images/roottab", "roottab.prev": ".root_images/roottab.prev",
@@ -178,6 +188,8 @@ WHERE = {  # each target's file, under the data directory
     "bootplan": ".root_images/bootplan", "layer/kernels.yaml": "layer/kernels.yaml",
     "layer/id": "layer/id", "state.yaml": "state/state.yaml",
     "capture.yaml": f"state/captures/{CAPTURE_ID}/capture.yaml",
+    "trial": ".root_images/trial", "fallback": ".root_images/fallback",
+    "policy": ".root_images/policy",
 }
 
 
@@ -516,9 +528,16 @@ def test_the_valid_store_reads_clean(template: Path, tmp_path: Path) -> None:
     assert (cfg.stash, cfg.reference, cfg.keep) == (default.stash, default.reference,
                                                     default.keep)
     assert [c.id for c in statemod.captures(s)] == [CAPTURE_ID]
+    assert s.read_trial() == Trial(("base", "inc1"), ("base",), 3, CREATED, "switch",
+                                   LAYER_ID, "health checks failed: 50-check (exit 1)")
+    assert s.read_fallback() == Fallback(("base", "inc2"), ("base", "inc1"), 3, CREATED,
+                                         "3 boots did not complete")
+    assert s.read_policy() == Policy(2, 4, 10)
     status = Engine(template, tmp_path / "run").status()
     assert [n for n in status.notices if "low space" not in n.message and
-            "queued" not in n.message] == []
+            "queued" not in n.message and "on trial" not in n.message
+            and "automatic fallback" not in n.message] == []
+    assert status.trial is not None and status.fallback is not None
     assert bootplan.is_current(s)
     res = run_shell(template, "inc1")
     assert (res["current.rc"], res["normal"], res["review"]) == (0, "base inc1\n",
@@ -561,6 +580,48 @@ def test_pending(store: Store, content: bytes) -> None:
     if got is not None and not isinstance(got, IbiError):
         assert type(got) is dict and got.get("action") in PENDING_ACTIONS, got
         assert all(text_ok(k) and text_ok(v) for k, v in got.items()), got
+
+
+@FUZZ
+@given(content=file_bytes("trial"))
+@target("trial")
+def test_trial(store: Store, content: bytes) -> None:
+    put(store.data, "trial", content)
+    got = read(store.read_trial, names=("trial",))
+    if got is not None and not isinstance(got, IbiError):
+        assert type(got) is Trial and 1 <= got.tries <= 20, got
+        assert got.stack and got.good and all(safe_name(n) for n in got.stack + got.good)
+        assert got.good_layer is None or (text_ok(got.good_layer) and
+                                          got.good_layer.isalnum()), got
+        assert text_ok(got.reason) and one_line(got.reason), got
+        assert got.failure == "" or (text_ok(got.failure) and one_line(got.failure)), got
+        store.write_trial(got)  # round trip
+        assert store.read_trial() == got
+
+
+@FUZZ
+@given(content=file_bytes("fallback"))
+@target("fallback")
+def test_fallback(store: Store, content: bytes) -> None:
+    put(store.data, "fallback", content)
+    got = read(store.read_fallback, names=("fallback",))
+    if got is not None and not isinstance(got, IbiError):
+        assert type(got) is Fallback and count(got.boots), got
+        assert got.failed and got.good and all(safe_name(n) for n in got.failed + got.good)
+        assert got.why == "" or (text_ok(got.why) and one_line(got.why)), got
+        store.write_fallback(got)
+        assert store.read_fallback() == got
+
+
+@FUZZ
+@given(content=file_bytes("policy"))
+@target("policy")
+def test_policy(store: Store, content: bytes) -> None:
+    put(store.data, "policy", content)
+    got = read(store.read_policy, names=("policy",))
+    if not isinstance(got, IbiError):
+        assert type(got) is Policy and 0 <= got.boot_tries <= 20, got
+        assert count(got.keep_last) and count(got.keep_days), got
 
 
 @FUZZ
@@ -643,17 +704,18 @@ label_uuid_to_dev() { return 1; }
 . "$IBI_LIB"
 IBI_DATA=$1
 ibi_plan_current; echo $? > "$2/current.rc"
-for ibi_fz_k in normal fallback menu; do
+for ibi_fz_k in normal fallback menu good; do
     ibi_plan_stacks "$ibi_fz_k" > "$2/$ibi_fz_k"; echo $? > "$2/$ibi_fz_k.rc"
 done
 ibi_plan_stacks review "$3" > "$2/review"; echo $? > "$2/review.rc"
 ibi_plan_stack normal > "$2/stack.out"; echo $? > "$2/stack.rc"
 printf '%s' "$IBI_NAMES" > "$2/stack.names"
 ibi_plan_image "$3" > "$2/image"; echo $? > "$2/image.rc"
+ibi_plan_tries > "$2/tries"; echo $? > "$2/tries.rc"
 exit 0
 """
 RC = {"current": {0, 1}, "normal": {0}, "fallback": {0}, "menu": {0}, "review": {0},
-      "stack": {0, 1}, "image": {0, 1}}
+      "stack": {0, 1}, "image": {0, 1}, "good": {0}, "tries": {0}}
 
 
 def run_shell(data: Path, review: str) -> dict[str, Any]:
@@ -678,15 +740,17 @@ def run_shell(data: Path, review: str) -> dict[str, Any]:
         rc = int((out / f"{fn}.rc").read_text())
         assert rc in allowed, f"{fn} returned {rc}"
         res[f"{fn}.rc"] = rc
-    for fn in ("normal", "fallback", "menu", "review", "stack.out", "stack.names", "image"):
+    for fn in ("normal", "fallback", "menu", "review", "stack.out", "stack.names", "image",
+               "good", "tries"):
         res[fn] = (out / fn).read_bytes().decode("utf-8", "surrogateescape")
     return res
 
 
 def check_shell_names(res: dict[str, Any]) -> None:
-    for fn in ("normal", "fallback", "menu", "review", "stack.names"):
+    for fn in ("normal", "fallback", "menu", "review", "stack.names", "good"):
         bad = [n for n in res[fn].split() if not safe_name(n)]
         assert not bad, f"the shell reader gives unsafe names in {fn}: {bad}"
+    assert res["tries"] == "" or res["tries"].strip().isdigit(), res["tries"]
     if res["stack.rc"] == 0:
         assert res["stack.names"].split(), "ibi_plan_stack normal: no names, yet status 0"
 
@@ -770,8 +834,11 @@ def test_status_and_boot_plan(template: Path, tmp_path_factory: pytest.TempPathF
     assert lines[0] == f"ibi-boot-plan {bootplan.PLAN_VERSION}"
     for ln in lines[1:]:
         kw, *names = ln.split(" ")
-        assert kw in ("roottab", "layer", "image", "normal", "fallback", "menu", "review"), ln
-        if kw == "image":
+        assert kw in ("roottab", "layer", "image", "normal", "fallback", "menu", "review",
+                      "trial", "good"), ln
+        if kw == "trial":
+            assert len(names) == 1 and names[0].isdigit() and 1 <= int(names[0]) <= 20, ln
+        elif kw == "image":
             assert len(names) == 3 and safe_name(names[0]) and names[1].isdigit(), ln
         elif kw not in ("roottab", "layer"):
             assert names and all(safe_name(n) for n in names), ln
@@ -784,6 +851,8 @@ def test_status_and_boot_plan(template: Path, tmp_path_factory: pytest.TempPathF
     assert res["normal"] == (" ".join(plan.normal) + "\n" if plan.normal else "")
     assert res["fallback"] == (" ".join(plan.fallback) + "\n" if plan.fallback else "")
     assert res["menu"] == "".join(" ".join(s) + "\n" for s in plan.menu)
+    assert res["tries"] == (f"{plan.trial}\n" if plan.trial else "")
+    assert res["good"] == (" ".join(plan.good) + "\n" if plan.good else "")
     assert res["current.rc"] == 0, f"a plan just written is stale to the initramfs: {text!r}"
     shutil.rmtree(root)
 
