@@ -33,11 +33,14 @@ from maintenance.model import (
     RegistryValue,
     StatePlan,
     Status,
+    Trial,
+    UndoResult,
 )
 
-from . import decision
+from . import decision, undo_views
 from .auth_views import PasswordDialog
 from .state_views import StateTable, StateView, restored_lines, saved_lines
+from .undo_views import UndoPlan
 from .views import (
     ALL_ACTIONS,
     RESCUE_ACTIONS,
@@ -65,6 +68,10 @@ Work = Callable[[ProgressFn], Any]
 # what Restore System would do: the layer's figures, the managed state (or why it cannot be
 # read), the first changed paths, the stack
 RestorePlan = tuple[LayerStats, StatePlan | str, list[Change], list[str] | None]
+# the store's status (or why it cannot be read), and whether Undo has a layer to put back
+Loaded = tuple[Status | None, str | None, bool]
+# what Undo would do: its plan, the current layer's figures, the stack, the trial it is on
+UndoShown = tuple[UndoPlan, LayerStats | None, list[str] | None, Trial | None]
 Done = Callable[[Any, BaseException | None], None]
 OnProgress = Callable[[Progress | None, float], None]
 
@@ -92,6 +99,7 @@ class Controller:
         self.decision_path = decision_path
         self.status: Status | None = None
         self.problem: str | None = None
+        self.can_undo = False  # a set-aside layer to put back, at the last reading
         self.busy = False
         self.help_open = False
         # who may use the Shell and the store-changing actions; authenticated once a right
@@ -104,30 +112,37 @@ class Controller:
         """Read the store once (before the screen is up) and show the main view."""
         self._show_main(self._load(lambda _p: None))
 
-    def _load(self, _report: ProgressFn) -> tuple[Status | None, str | None]:
+    def _load(self, _report: ProgressFn) -> Loaded:
         try:
-            return self.engine.status(), None
+            status = self.engine.status()
         except IbiError as e:
             log.warning("status: %s", e)
-            return None, str(e) + (f" ({e.hint})" if e.hint else "")
+            return None, str(e) + (f" ({e.hint})" if e.hint else ""), False
         except OSError as e:  # an unreadable disk: the menu still opens, to rescue it
             log.warning("status: %s", e, exc_info=e)
-            return None, f"cannot read the store: {e}"
+            return None, f"cannot read the store: {e}", False
         except Exception as e:  # a store broken in a way the engine did not foresee
             log.error("status failed", exc_info=e)
-            return None, f"cannot read the store: {type(e).__name__}: {e}"
+            return None, f"cannot read the store: {type(e).__name__}: {e}", False
+        try:
+            can_undo = self.engine.undo_plan() is not None
+        except Exception as e:  # Undo stays offered: trying it says what is wrong
+            log.warning("undo plan: %s", e)
+            can_undo = True
+        return status, None, can_undo
 
-    def _show_main(self, loaded: tuple[Status | None, str | None]) -> None:
-        self.status, self.problem = loaded
+    def _show_main(self, loaded: Loaded) -> None:
+        self.status, self.problem, self.can_undo = loaded
         actions = ALL_ACTIONS if self.status is not None else RESCUE_ACTIONS
         low = self.status is not None and any(
             n.message.startswith("low space") for n in self.status.notices)
         self.host.home(MainView(self, self.status, problem=self.problem, actions=actions,
-                                low_space=low, boot_error=self.boot_error))
+                                low_space=low, boot_error=self.boot_error,
+                                disabled=() if self.can_undo else ("undo",)))
 
     def reload(self, then: Callable[[], None] | None = None) -> None:
         """Read the store again (in the background) and go back to a fresh main view."""
-        def done(loaded: tuple[Status | None, str | None]) -> None:
+        def done(loaded: Loaded) -> None:
             self._show_main(loaded)
             if then is not None:
                 then()
@@ -177,11 +192,13 @@ class Controller:
                                 error=True, more=more))
 
     def _or_queue(self, action: str, name: str | None = None, description: str = "",
-                  keep: Sequence[str] = ()) -> Callable[[BaseException], None]:
-        """An error handler for Restore, Roll back and Create: when the writable layer is in
-        use (the menu runs in a booted system, not in Maintenance Mode), offer to queue the
-        action for the next boot instead (``.root_images/pending``, run before the root is
-        built), with the same "keep current" choices."""
+                  keep: Sequence[str] = (), said: Sequence[Line | str] = ()
+                  ) -> Callable[[BaseException], None]:
+        """An error handler for Restore, Roll back, Undo and Create: when the writable
+        layer is in use (the menu runs in a booted system, not in Maintenance Mode), offer
+        to queue the action for the next boot instead (``.root_images/pending``, run before
+        the root is built), with the same "keep current" choices. ``said``: what the page
+        after says (else: the next boot runs ``action``)."""
         def handler(exc: BaseException) -> None:
             if not isinstance(exc, InUse):
                 self.error(exc)
@@ -195,8 +212,8 @@ class Controller:
                                                  description=description, keep=tuple(keep)),
                     lambda _res: self.host.show(result_page(
                         "Queued for the next boot",
-                        [f"The next boot runs {action} before it builds the root.",
-                         "Cancel it with: ibi pending --cancel"], self.reload))))
+                        said or [f"The next boot runs {action} before it builds the root.",
+                                 "Cancel it with: ibi pending --cancel"], self.reload))))
             self.error(exc, more=[("Queue for the next boot", queue)])
         return handler
 
@@ -328,7 +345,8 @@ class Controller:
                 f"Discarded: {plural(res.discarded.changed, 'changed file')}, "
                 f"{plural(res.discarded.deleted, 'deleted path')}, "
                 f"{human(res.discarded.bytes)}.",
-                f"The old layer was set aside in {res.trash} (ibi purge deletes it).",
+                f"The old layer was set aside in {res.trash} (Undo puts it back; ibi purge "
+                "deletes it).",
                 *restored_lines(res.written, res.kept_current, res.warnings),
                 "", "The writable layer is now fresh"
                 + (": it holds only the saved settings." if res.written or res.kept_current
@@ -337,6 +355,59 @@ class Controller:
         self._work("Restoring the system", "",
                    lambda _r: self.engine.restore(keep_current=keep), done,
                    mutating=True, on_error=self._or_queue("restore", keep=keep))
+
+    # ------------------------------------------------------------------ Undo
+    def undo(self) -> None:
+        """Put back the layer the last Restore, Roll back, Switch or fallback set aside.
+        When the last reading found none, say so at once (no password for nothing)."""
+        if not self.can_undo:
+            self._nothing_to_undo()
+            return
+        self._authorized(undo_views.TITLE, self._undo)
+
+    def _trial_or_none(self) -> Trial | None:
+        """The trial the active stack is on (after an action: done all the same when it
+        cannot be read; the main screen says more)."""
+        try:
+            return self.engine.trial()
+        except IbiError as e:
+            log.warning("trial: %s", e)
+            return None
+
+    def _nothing_to_undo(self) -> None:
+        self.host.dialog(Dialog(undo_views.TITLE, undo_views.NOTHING, self.host.close_dialog))
+
+    def _undo(self) -> None:
+        def work(_r: ProgressFn) -> UndoShown | None:
+            plan = self.engine.undo_plan()
+            if plan is None:
+                return None
+            try:
+                now: LayerStats | None = self.engine.restore_plan()
+            except (IbiError, OSError) as e:  # a missing layer: Undo may still help
+                log.warning("layer: %s", e)
+                now = None
+            return plan, now, self._stack_or_none(), self._trial_or_none()
+
+        def shown(res: UndoShown | None) -> None:
+            if res is None:  # purged since the main screen was drawn
+                self.can_undo = False
+                self._nothing_to_undo()
+                return
+            self.host.show(ConfirmView(undo_views.TITLE, undo_views.confirm_lines(*res),
+                                       undo_views.WORD, self._do_undo, self.back))
+        self._work("Reading the set-aside layer", "", work, shown)
+
+    def _do_undo(self) -> None:
+        self.host.back()  # the confirmation
+
+        def work(_r: ProgressFn) -> tuple[UndoResult, Trial | None]:
+            return self.engine.undo(), self._trial_or_none()
+
+        def done(res: tuple[UndoResult, Trial | None]) -> None:
+            self.host.show(result_page("Undone", undo_views.done_lines(*res), self.reload))
+        self._work("Putting back the set-aside layer", "", work, done, mutating=True,
+                   on_error=self._or_queue("undo", said=undo_views.QUEUED))
 
     # ------------------------------------------------------------------ restore points
     def create_full(self) -> None:
@@ -420,6 +491,8 @@ class Controller:
                     continue
                 where = ("top of the stack" if tab and m.name == tab[-1] else
                          "in the stack" if m.name in tab else "not in the stack")
+                if m.pinned:
+                    where += ", pinned"
                 out.append((m.name, image_choice(m, where, users[m.name])))
             return out, tab
         return work
@@ -517,13 +590,22 @@ class Controller:
         self.host.back()  # confirmation
         self.host.back()  # picker
 
-        def done(new: tuple[str, ...]) -> None:
-            self.host.show(result_page("Rolled back", [
+        def work(_r: ProgressFn) -> tuple[tuple[str, ...], Trial | None]:
+            return self.engine.rollback(name, keep_current=keep), self._trial_or_none()
+
+        def done(res: tuple[tuple[str, ...], Trial | None]) -> None:
+            new, trial = res
+            lines: list[Line | str] = [
                 "The stack is now: " + " -> ".join(new),
-                "The old writable layer was set aside (ibi purge deletes it).",
-                "Continue booting to start the system from there."], self.reload))
-        self._work(f"Rolling back to {name}", "",
-                   lambda _r: self.engine.rollback(name, keep_current=keep), done,
+                "The old writable layer was set aside (Undo puts it back; ibi purge "
+                "deletes it)."]
+            if trial is not None:
+                lines.append(f"It is on trial: a boot of it must complete within "
+                             f"{plural(trial.tries, 'boot')}, else the boot falls back to "
+                             f"[{' '.join(trial.good)}].")
+            lines.append("Continue booting to start the system from there.")
+            self.host.show(result_page("Rolled back", lines, self.reload))
+        self._work(f"Rolling back to {name}", "", work, done,
                    mutating=True, on_error=self._or_queue("rollback", name, keep=keep))
 
     def delete(self) -> None:
@@ -535,12 +617,13 @@ class Controller:
             if not choices:
                 self.host.dialog(Dialog("Delete restore point", [
                     "No restore point can be deleted now: each is in the active stack,",
-                    "the boot fallback (roottab.prev), or needed by another image.",
+                    "the boot fallback (roottab.prev), the stack a trial falls back to,",
+                    "pinned (ibi unpin), or needed by another image.",
                     "Roll back past one first."], self.host.close_dialog))
                 return
             intro: list[Line | str] = [
-                "Images in the active stack or the boot fallback, or needed by another",
-                "image, cannot be deleted; these can.",
+                "Images in the active stack or the boot fallback, pinned ones, or ones",
+                "needed by another image cannot be deleted; these can.",
                 "Choose the restore point to delete (newest first):"]
             self.host.show(PickerView("Delete restore point", intro, choices,
                                       self._confirm_delete, self.back))

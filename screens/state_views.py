@@ -183,6 +183,13 @@ class Field(Wrap):
         self._marker.set_text(">" if focus else " ")
         return super().render(size, focus)
 
+    def move_cursor_to_coords(self, size: Size, col: Any, row: int) -> bool:
+        """A field that takes the focus has the cursor at the end of its value, so typing
+        adds to it (urwid 2.6, Debian 13's, would put it at column 0 when the screen
+        opens; newer ones keep the column of the field above)."""
+        self.edit.set_edit_pos(len(self.edit.edit_text))
+        return True
+
 
 # how a capture came to be made, by its reason
 _REASONS = {"install": "at install", "boot": "at a boot that reached multi-user",

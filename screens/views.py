@@ -6,7 +6,7 @@ by calling its way back, so ``Esc goes back`` holds everywhere."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 import urwid
@@ -23,6 +23,7 @@ class MainActions(Protocol):
 
     def continue_boot(self) -> None: ...
     def restore(self) -> None: ...
+    def undo(self) -> None: ...
     def create_full(self) -> None: ...
     def create_incremental(self) -> None: ...
     def live_review(self) -> None: ...
@@ -41,6 +42,7 @@ class MainActions(Protocol):
 ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("continue_boot", "Continue booting", "c"),
     ("restore", "Restore System", "r"),
+    ("undo", "Undo Restore / Roll back", "u"),
     ("create_full", "Create Full Restore Point", "f"),
     ("create_incremental", "Create Incremental Restore Point", "i"),
     ("live_review", "Live Review...", "l"),
@@ -55,6 +57,8 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
 ALL_ACTIONS = tuple(a[0] for a in ACTIONS)
 # what a broken or missing store still offers
 RESCUE_ACTIONS = ("continue_boot", "restore", "rollback", "shell", "reboot", "poweroff")
+# what a disabled action's entry says instead of its label (its hotkey still tells why)
+DISABLED_LABELS = {"undo": "Undo: nothing to undo"}
 
 MAIN_FOOTER = " Up/Down Enter: choose  letter: shortcut  w: what changed  ?: help"
 DIALOG_FOOTER = " Enter: OK  Esc: back  ?: help"
@@ -118,8 +122,9 @@ def stack_rows(status: Status) -> list[urwid.Widget]:
     """The stack bottom first, the writable layer on top of it, problems flagged in place."""
     rows: list[urwid.Widget] = []
     below: str | None = None
+    pinned = set(status.pinned)
     for i, e in enumerate(status.stack, 1):
-        rows.extend(_entry_rows(str(i), e))
+        rows.extend(_entry_rows(str(i), e, e.name in pinned))
         if e.kernels and e.kernels[0] != below:  # where the booted kernel changes
             rows.append(urwid.Text(("dim", f"   boots Linux {e.kernels[0]}"), wrap="clip"))
             below = e.kernels[0]
@@ -134,16 +139,19 @@ def stack_rows(status: Status) -> list[urwid.Widget]:
         rows.append(urwid.Text(("warning", f"   Linux {status.layer_kernels[0]} installed in the "
                                 "layer: booted next; Restore discards it"), wrap="clip"))
     if status.other_images:
-        names = ", ".join(e.name + ("!" if e.problem else "") for e in status.other_images)
+        names = ", ".join(e.name + ("!" if e.problem else "")
+                          + (" (pinned)" if e.name in pinned else "")
+                          for e in status.other_images)
         rows.append(urwid.Text(("dim", f"   not in the stack: {names}"), wrap="clip"))
     return rows
 
 
-def _entry_rows(num: str, e: StackEntry) -> list[urwid.Widget]:
+def _entry_rows(num: str, e: StackEntry, pinned: bool = False) -> list[urwid.Widget]:
     attr = "error" if e.problem else None
     kind = e.kind.value if e.kind else "?"
+    desc = ("[pinned] " if pinned else "") + e.description  # first: the column is narrow
     rows = [_cells(num, ("! " if e.problem else "") + e.name, kind, date(e.created),
-                   human(e.size) if e.present else "missing", e.description, attr)]
+                   human(e.size) if e.present else "missing", desc, attr)]
     if e.problem:
         rows.append(urwid.Text(("error", f"   ! {e.problem}")))
     return rows
@@ -175,13 +183,44 @@ def disk_rows(status: Status, low: bool) -> list[urwid.Widget]:
     return rows
 
 
-def notice_rows(notices: Sequence[Notice], limit: int) -> list[urwid.Widget]:
-    mark = {Level.ERROR: ("error", "!! "), Level.WARNING: ("warning", " ! "),
-            Level.INFO: ("info", " i ")}
+MARK = {Level.ERROR: ("error", "!! "), Level.WARNING: ("warning", " ! "),
+        Level.INFO: ("info", " i ")}
+# the engine's notices that ``boot_lines`` says in short (the whole text stays in Details)
+TRIAL_NOTICE = "the stack is on trial ("
+FALLBACK_NOTICE = "automatic fallback: "
+
+
+def boot_lines(status: Status) -> list[Notice]:
+    """A stack on trial and the last automatic fallback, one short line each: they decide
+    what the next boots do, so the main screen shows them first and whole."""
+    out = []
+    t = status.trial
+    if t is not None:
+        left = t.tries - status.boots
+        then = ("the next boot falls back" if left <= 0 else "falls back") + \
+            f" to [{' '.join(t.good)}]"
+        failed = t.failure if len(t.failure) <= 60 else t.failure[:57] + "..."
+        out.append(Notice(Level.WARNING if status.boots else Level.INFO,
+                          f"On trial ({t.reason}): {status.boots} of "
+                          f"{plural(t.tries, 'boot')} used; {then}"
+                          + (f"; last failure: {failed}" if failed else "")))
+    fb = status.fallback
+    if fb is not None:
+        out.append(Notice(Level.WARNING,
+                          f"Automatic fallback {date(fb.at)}: [{' '.join(fb.failed)}] failed "
+                          f"{plural(fb.boots, 'boot')}; back on [{' '.join(fb.good)}]"))
+    return out
+
+
+def notice_rows(notices: Sequence[Notice], limit: int,
+                first: Sequence[Notice] = ()) -> list[urwid.Widget]:
+    """``first`` (always shown), then up to ``limit`` rows in all of ``notices``, errors
+    first, and how many more the Details page (w) has."""
     order = sorted(notices, key=lambda n: (n.level is not Level.ERROR,
                                            n.level is not Level.WARNING))
-    rows: list[urwid.Widget] = [urwid.Text((mark[n.level][0], mark[n.level][1] + n.message))
-                                for n in order[:limit]]
+    limit = max(1, limit - len(first))
+    rows: list[urwid.Widget] = [urwid.Text((MARK[n.level][0], MARK[n.level][1] + n.message))
+                                for n in (*first, *order[:limit])]
     if len(order) > limit:
         rows.append(urwid.Text(("dim", f"    ... {len(order) - limit} more: press w")))
     return rows
@@ -195,9 +234,12 @@ class MainView(Wrap):
     def __init__(self, controller: MainActions, status: Status | None, *,
                  problem: str | None = None, actions: Sequence[str] = ALL_ACTIONS,
                  low_space: bool = False, boot_error: str | None = None,
-                 notice_limit: int = 3) -> None:
+                 notice_limit: int = 3, disabled: Collection[str] = ()) -> None:
         self.controller = controller
-        self.items = [MenuItem(label, getattr(controller, method), key)
+        # a disabled action keeps its hotkey: the controller says why it cannot run
+        self.items = [MenuItem(DISABLED_LABELS.get(method, label) if method in disabled
+                               else label, getattr(controller, method), key,
+                               enabled=method not in disabled)
                       for method, label, key in ACTIONS if method in actions]
         self.hotkeys = {key: getattr(controller, method)
                         for method, _label, key in ACTIONS if method in actions}
@@ -212,10 +254,14 @@ class MainView(Wrap):
             self.stack.set_focus(len(rows) - 1)  # keep the top of the stack in view
             parts.append(("weight", 1, self.stack))
             parts.append(("pack", urwid.Divider("-")))
-            notices = status.notices
+            first = boot_lines(status)
+            said = ((TRIAL_NOTICE,) if status.trial else ()) + \
+                ((FALLBACK_NOTICE,) if status.fallback else ())
+            notices = tuple(n for n in status.notices
+                            if not (said and n.message.startswith(said)))
             if boot_error:
                 notices = (Notice(Level.ERROR, f"the boot failed: {boot_error}"), *notices)
-            parts.extend(("pack", w) for w in notice_rows(notices, notice_limit))
+            parts.extend(("pack", w) for w in notice_rows(notices, notice_limit, first))
             right: list[urwid.Widget] = disk_rows(status, low_space)
         else:
             if boot_error:
@@ -253,7 +299,7 @@ class MainView(Wrap):
             # scroll the stack while the actions keep the focus; its height is about what
             # the fixed parts leave of the screen
             maxcol, maxrow = box_size(size)
-            return self.stack.keypress((maxcol, max(1, maxrow - 16)), key)
+            return self.stack.keypress((maxcol, max(1, maxrow - 4 - len(self.items))), key)
         return key
 
 
@@ -285,13 +331,13 @@ class Dialog(Wrap):
 
 HELP_LINES: list[Line | str] = [
     ("title", "Keys"),
-    "Up/Down, Tab: move     Enter or Space: choose     Esc: go back",
-    "the letter before an action runs it      w: what the writable layer changed",
-    "?: this help     Ctrl-L: redraw     PgUp/PgDn: scroll long lists",
+    "Up/Down, Tab: move    Enter, Space: choose    Esc: go back    ?: this help",
+    "a letter: its action   w: what changed   Ctrl-L: redraw   PgUp/PgDn: scroll",
     ("title", "Actions"),
     "Continue booting: boot the system as it is (default).  Reboot, Power off.",
     "Restore System: throw the writable layer away (/home and the images stay);",
     "  the saved settings are written back from the last capture. Types RESTORE.",
+    "Undo: put back the layer that Restore or Roll back set aside. Types UNDO.",
     "Create Full / Incremental Restore Point: squash the whole system (full) or",
     "  just the writable layer (incremental) into a new image on the stack.",
     "Live Review: boot an older restore point read-only with a RAM layer on top;",

@@ -88,20 +88,24 @@ def frame(body: urwid.Widget, title: str = "") -> urwid.Widget:
 
 class MenuItem(Wrap):
     """A selectable line that calls ``on_press`` on Enter or Space and shows its focus with a
-    ``>`` marker (visible without colour) as well as the ``focus`` attribute."""
+    ``>`` marker (visible without colour) as well as the ``focus`` attribute. A disabled
+    one is drawn dim and cannot take the focus (its label should say why: dim is invisible
+    without colour)."""
 
-    def __init__(self, label: str, on_press: Callable[[], Any], hotkey: str = "") -> None:
+    def __init__(self, label: str, on_press: Callable[[], Any], hotkey: str = "",
+                 *, enabled: bool = True) -> None:
         self.label = label
         self.hotkey = hotkey
+        self.enabled = enabled
         self._on_press = on_press
         self._marker = urwid.Text(" ")
         key = urwid.Text(f"{hotkey} " if hotkey else "")
         self._text = urwid.Text(label, wrap="clip")
         cols = urwid.Columns([(2, self._marker), (len(key.text), key), self._text])
-        super().__init__(urwid.AttrMap(cols, None, focus_map="focus"))
+        super().__init__(urwid.AttrMap(cols, None if enabled else "dim", focus_map="focus"))
 
     def selectable(self) -> bool:
-        return True
+        return self.enabled
 
     def render(self, size: Size, focus: bool = False) -> urwid.Canvas:
         # the marker is a function of focus only; urwid caches canvases per focus state

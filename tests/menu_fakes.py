@@ -13,11 +13,13 @@ from typing import Any
 import urwid
 
 from maintenance.auth import Auth, set_maintenance
+from maintenance.engine import fallback_text
 from maintenance.errors import InUse, NotFound, StoreError, UsageError
 from maintenance.model import (
     CaptureInfo,
     Change,
     DiskUsage,
+    Fallback,
     ImageMeta,
     Kind,
     LayerStats,
@@ -32,6 +34,8 @@ from maintenance.model import (
     StatePlan,
     Status,
     TmpfsUse,
+    Trial,
+    UndoResult,
     VerifyItem,
     VerifyReport,
 )
@@ -226,6 +230,14 @@ class FakeEngine:
         self.next_entry: str | None = None
         self.state = FakeState()
         self.kept: tuple[str, ...] | None = None  # the keep_current of the last action
+        # set-aside layers, newest first: (trash entry, the stack it was used on, its paths)
+        self.aside: list[tuple[str, list[str], list[Change]]] = []
+        self.set_asides = 0
+        self.tries = 3  # a changed stack is on trial for this many boots (0: no trial)
+        self.on_trial: Trial | None = None
+        self.boots = 0
+        self.fallback: Fallback | None = None
+        self.pinned: set[str] = set()
 
     def _check(self, what: str) -> None:
         self.calls.append(what)
@@ -236,8 +248,66 @@ class FakeEngine:
 
     def status(self) -> Status:
         self._check("status")
-        return make_status(tuple(self.tab), others=tuple(n for n in self.metas
-                                                        if n not in self.tab))
+        st = make_status(tuple(self.tab), others=tuple(n for n in self.metas
+                                                      if n not in self.tab))
+        notices = list(st.notices)
+        t = self.on_trial
+        if t:  # worded as Engine.status() words them
+            left = max(t.tries - self.boots, 0)
+            notices.append(Notice(
+                Level.WARNING if self.boots else Level.INFO,
+                f"the stack is on trial ({t.reason}): {self.boots} of {t.tries} boots used; "
+                f"{'the next boot falls back' if not left else 'when no boot completes'} "
+                f"to [{' '.join(t.good)}]"
+                + (f"; last failure: {t.failure}" if t.failure else "")))
+        if self.fallback:
+            notices.append(Notice(Level.WARNING, fallback_text(self.fallback)))
+        return dataclasses.replace(st, notices=tuple(notices), trial=t, boots=self.boots,
+                                   fallback=self.fallback,
+                                   pinned=tuple(n for n in self.metas if n in self.pinned))
+
+    def _stats(self, changes: list[Change], path: str = "/d/layer/upper") -> LayerStats:
+        return LayerStats(path, 300 * len(changes), len(changes), len(changes), 0, 0)
+
+    def _set_aside(self) -> str:
+        self.set_asides += 1
+        entry = f"20261120-0930{self.set_asides:02}-layer"
+        self.aside.insert(0, (entry, list(self.tab), self.layer))
+        return entry
+
+    def _switch(self, new: list[str], reason: str) -> None:
+        """roottab becomes ``new``: on trial, falling back to the last good stack."""
+        if new != self.tab:
+            good = self.on_trial.good if self.on_trial else tuple(self.tab)
+            self.on_trial = (Trial(tuple(new), good, self.tries, T0, reason)
+                             if self.tries and tuple(new) != good else None)
+            self.boots = 0
+            self.fallback = None
+        self.tab = new
+
+    def trial(self) -> Trial | None:
+        self._check("trial")
+        return self.on_trial
+
+    def undo_plan(self) -> tuple[str, list[str], LayerStats] | None:
+        self._check("undo_plan")
+        if not self.aside:
+            return None
+        entry, stack, changes = self.aside[0]
+        return entry, list(stack), self._stats(changes, f"/d/trash/{entry}/upper")
+
+    def undo(self) -> UndoResult:
+        self._check("undo")
+        if not self.aside:
+            raise NotFound("no set-aside writable layer to put back (none was set aside, "
+                           "or ibi purge deleted them)")
+        entry, stack, changes = self.aside.pop(0)
+        previous = list(self.tab)
+        aside = self._set_aside()
+        self.layer = changes
+        self._switch(stack, "undo")
+        return UndoResult(entry, tuple(stack), tuple(previous),
+                          self._stats(changes), aside)
 
     def changes(self, limit: int | None = None) -> list[Change]:
         self._check("changes")
@@ -245,7 +315,8 @@ class FakeEngine:
 
     def images(self) -> list[ImageMeta]:
         self._check("images")
-        return list(self.metas.values())
+        return [dataclasses.replace(m, pinned=m.name in self.pinned)
+                for m in self.metas.values()]
 
     def roottab(self) -> list[str]:
         self._check("roottab")
@@ -276,8 +347,9 @@ class FakeEngine:
         stats = self.restore_plan()
         res = self.state.renew(keep_current)
         self.kept = tuple(keep_current)
+        entry = self._set_aside()
         self.layer = []
-        return dataclasses.replace(res, discarded=stats)
+        return dataclasses.replace(res, discarded=stats, trash=f"/d/trash/{entry}")
 
     def state_plan(self, name: str | None = None) -> StatePlan:
         self._check("state_plan")
@@ -321,13 +393,16 @@ class FakeEngine:
         new = list(self.review_stack(name))
         self.state.renew(keep_current)
         self.kept = tuple(keep_current)
-        self.tab = new
+        self._set_aside()
+        self._switch(new, "rollback")
         self.layer = []
         return tuple(self.tab)
 
     def delete_blocker(self, name: str) -> str | None:
         if name in self.tab:
             return f"{name!r} is in the active stack; roll back past it first"
+        if name in self.pinned:
+            return f"{name!r} is pinned (ibi unpin {name} first)"
         return None
 
     def delete(self, name: str) -> None:
@@ -340,6 +415,8 @@ class FakeEngine:
     def queue(self, action: str, *, name: str | None = None, description: str = "",
               keep: Collection[str] = ()) -> None:
         self._check("queue")
+        if action == "undo" and not self.aside:
+            raise NotFound("no set-aside writable layer to put back")
         self.queued = (action, name, description)
         self.queued_keep = tuple(keep)
 

@@ -412,3 +412,112 @@ def test_rollback_refused_delete_full_point_and_verify(store: Engine, tmp_path: 
         assert t.wait_exit() == 0
     assert store.roottab() == ["full-one"]
     assert {m.name for m in store.images()} == {"base", "second", "full-one"}
+
+
+@pytest.mark.root
+def test_undo_puts_back_what_restore_set_aside(store: Engine, tmp_path: Path) -> None:
+    change(store, "srv/new-file", "new\n")
+    change(store, "var/lib/state", "2\n")
+    with Tui(menu_args(store.data_dir, tmp_path)) as t:
+        t.wait_for("2 changed files", "u Undo: nothing to undo")
+        t.press("u")
+        t.wait_for("Nothing to undo: no writable layer was set aside")
+        t.press("enter")
+        t.press("r")
+        t.wait_for("Type RESTORE")
+        t.type("RESTORE")
+        t.press("enter")
+        t.wait_for("System restored", "Undo puts it back")
+        t.press("enter")
+        t.wait_for("u Undo Restore / Roll back", "0 changed files")
+        t.press("u")
+        screen = t.wait_for("Type UNDO and press Enter")
+        entry = store.undo_plan()[0]  # type: ignore[index]
+        assert f"Put back: the layer set aside in trash/{entry}:" in screen
+        assert "2 new or changed files, 0 deleted paths" in screen
+        assert "The stack stays: base" in screen and "Set aside in turn" in screen
+        t.type("UNDO")
+        t.press("enter")
+        screen = t.wait_for("Undone", "The stack is unchanged: base")
+        assert f"from trash/{entry}" in " ".join(screen.split())
+        t.press("enter")
+        t.wait_for("2 changed files", "u Undo Restore / Roll back")
+        t.press("c")
+        assert t.wait_exit() == 0
+    assert (store.store.upper / "srv/new-file").read_text() == "new\n"
+    assert store.undo_plan() is not None  # the fresh layer it replaced: undo swaps back
+
+
+def count_boot(eng: Engine) -> None:
+    """What the initramfs does before it assembles a stack on trial (ibi-lib.sh)."""
+    with open(eng.store.boots_path, "a") as f:
+        f.write("boot 1764700000\n")
+
+
+@pytest.mark.root
+def test_a_trial_and_the_automatic_fallback_are_shown_and_undone(store: Engine,
+                                                                 tmp_path: Path) -> None:
+    change(store, "srv/second", "2\n")
+    store.create(Kind.INCREMENTAL, name="second", description="second point")
+    store.boot_ok()  # [base second] booted: it is the good stack
+    change(store, "srv/work", "on second\n")
+    store.rollback("base", reason="switch")
+    with Tui(menu_args(store.data_dir, tmp_path)) as t:
+        screen = t.wait_for("On trial", "> c Continue booting")
+        assert " i On trial (switch): 0 of 3 boots used; falls back to [base second]" in screen
+        t.press("c")
+        assert t.wait_exit() == 0
+    for _ in range(3):
+        count_boot(store)
+    fb = store.boot_fallback()
+    assert fb is not None and store.roottab() == ["base", "second"]
+    with Tui(menu_args(store.data_dir, tmp_path)) as t:
+        screen = t.wait_for("Automatic fallback", "> c Continue booting")
+        assert "1 changed file" in screen  # the good stack's own layer is back
+        screen = " ".join(screen.split())  # a long line wraps, whole
+        assert (f"! Automatic fallback {fb.at:%Y-%m-%d %H:%M}: [base] failed 3 boots; back "
+                "on [base second]" in screen)
+        assert "On trial" not in screen
+        t.press("u")
+        screen = t.wait_for("Type UNDO and press Enter")
+        assert "The stack becomes: base" in screen and "(now: base -> second)" in screen
+        assert "the boot falls back to [base second]." in " ".join(screen.split())
+        t.type("UNDO")
+        t.press("enter")
+        screen = " ".join(t.wait_for("Undone", "The stack is now: base").split())
+        assert ("It is on trial: a boot of it must complete within 3 boots, else the boot "
+                "falls back to [base second]." in screen)
+        t.press("enter")
+        screen = t.wait_for("On trial (undo): 0 of 3 boots used")
+        assert "Automatic fallback" not in screen
+        t.press("c")
+        assert t.wait_exit() == 0
+    assert store.roottab() == ["base"]
+
+
+@pytest.mark.root
+def test_undo_on_a_live_layer_is_queued(store: Engine, root_ns: Path, tmp_path: Path) -> None:
+    change(store, "srv/old-file", "old\n")
+    store.restore()
+    target = root_ns / "root"
+    target.mkdir()
+    store.mount(target)
+    try:
+        (target / "srv" / "live-file").write_text("live\n")
+        with Tui(menu_args(store.data_dir, tmp_path)) as t:
+            t.wait_for("1 changed file", "u Undo Restore / Roll back")
+            t.press("u")
+            t.wait_for("Type UNDO")
+            t.type("UNDO")
+            t.press("enter")
+            t.wait_for("in use by the overlay", "[ Queue for the next boot ]")
+            t.press("right", "enter")
+            t.wait_for("Queued for the next boot", "puts the set-aside writable layer back")
+            t.press("enter")
+            t.wait_for("queued for the next boot: undo")
+            t.press("c")
+            assert t.wait_exit() == 0
+        assert store.pending() is not None and store.pending()["action"] == "undo"
+        assert (target / "srv" / "live-file").exists()  # nothing swapped now
+    finally:
+        store.umount(target)

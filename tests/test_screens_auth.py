@@ -115,6 +115,26 @@ def test_a_guarded_action_asks_once_per_session(tmp_path: Path, yescrypt: str) -
     assert "restore" in eng.calls
 
 
+def test_undo_asks_for_the_password_but_nothing_to_undo_does_not(tmp_path: Path,
+                                                                 yescrypt: str) -> None:
+    eng = FakeEngine()
+    _ctl, host, _ = start(tmp_path, password_system(tmp_path, yescrypt), eng)
+    host.press("u")  # nothing set aside: said at once, nothing to guard
+    assert "Nothing to undo" in host.text()
+    host.press("enter")
+    eng.aside.append(("20261119-120000-layer", ["base", "apps"], []))
+    _ctl, host, _ = start(tmp_path, password_system(tmp_path, yescrypt), eng)  # a new look
+    calls = len(eng.calls)
+    host.press("u")
+    assert "Undo Restore / Roll back needs root's password." in host.text()
+    assert len(eng.calls) == calls  # nothing read before the password
+    type_password(host, SECRET)
+    assert eng.calls[calls:calls + 1] == ["undo_plan"]
+    assert "Type UNDO and press Enter" in host.text()
+    host.press(*"UNDO", "enter")
+    assert "Undone" in host.text() and "undo" in eng.calls
+
+
 def test_viewing_asks_for_nothing(tmp_path: Path, yescrypt: str) -> None:
     _ctl, host, _eng = start(tmp_path, password_system(tmp_path, yescrypt))
     for key in ("w", "v", "l", "t", "?"):

@@ -451,3 +451,136 @@ def test_save_with_nothing_changed_makes_no_capture(tmp_path: Path) -> None:
     host.press("t", "enter")
     assert "Nothing changed: no new capture is made." in host.text()
     assert "state_set" not in eng.calls
+
+
+# ---------------------------------------------------------------------------- Undo
+
+def test_undo_is_disabled_and_says_why_when_nothing_was_set_aside(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    text = host.text()
+    assert "  u Undo: nothing to undo" in text and "Undo Restore" not in text
+    host.press("down", "down")  # the disabled entry cannot take the focus
+    assert "> f Create Full Restore Point" in host.text()
+    host.press("u")
+    text = host.text()
+    assert "Nothing to undo: no writable layer was set aside (by Restore System," in text
+    assert "or ibi purge deleted it." in text
+    assert "undo" not in eng.calls and "restore_plan" not in eng.calls
+    host.press("enter")
+    assert host.dialog_widget is None and len(host.views) == 1
+
+
+def test_undo_puts_back_the_layer_restore_set_aside(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path)
+    typed(host, "r" + "RESTORE")
+    text = " ".join(host.text().split())  # the words, whatever the wrapping
+    assert "set aside in /d/trash/20261120-093001-layer (Undo puts it back; ibi purge" in text
+    host.press("enter")
+    assert eng.layer == [] and "> c Continue booting" in host.text()
+    assert "  u Undo Restore / Roll back" in host.text()
+    host.press("u")
+    text = host.text()
+    assert "Undo puts back the writable layer that the last Restore System, Roll back," in text
+    assert "Put back: the layer set aside in trash/20261120-093001-layer:" in text
+    assert "  3 new or changed files, 0 deleted paths, 900 B" in text
+    assert "The stack stays: base -> apps" in text and "The stack becomes" not in text
+    assert "Set aside in turn: the current writable layer:" in text
+    i = text.index("Set aside in turn")
+    assert "  empty" in text[i:] and "Undo again swaps it back" in text[i:]
+    assert "Type UNDO and press Enter to go ahead:" in text
+    typed(host, "undo")  # the word is exact
+    assert "undo" not in eng.calls and "Type UNDO exactly" in host.text()
+    host.press(*["backspace"] * 4)
+    typed(host, "UNDO")
+    assert "undo" in eng.calls and len(eng.layer) == 3
+    text = host.text()
+    assert "Undone" in text
+    assert ("Put back: the writable layer from trash/20261120-093001-layer (3 new or changed"
+            in text)
+    assert "The stack is unchanged: base -> apps" in text
+    assert "The layer it replaced was set aside in trash/20261120-093002-layer:" in text
+    host.press("enter")
+    assert len(host.views) == 1 and "u Undo Restore / Roll back" in host.text()
+
+
+def test_undo_of_a_rollback_says_which_stack_comes_back(tmp_path: Path) -> None:
+    _ctl, host, eng = start(tmp_path, FakeEngine(("base", "apps", "tuned")))
+    host.press("b", "enter")
+    typed(host, "ROLLBACK")
+    text = host.text()
+    assert "Undo puts it back" in text
+    assert ("It is on trial: a boot of it must complete within 3 boots, else the boot falls"
+            " back to [base apps tuned]." in " ".join(text.split()))
+    host.press("enter")
+    assert "i On trial (rollback): 0 of 3 boots used; falls back to [base apps tuned]" \
+        in host.text()
+    host.press("u")  # back to the stack the trial falls back to: it ends the trial
+    text = host.text()
+    assert "The stack becomes: base -> apps -> tuned" in text
+    assert "(now: base -> apps)" in text
+    assert "It is the last good stack: the trial of the current one ends." in text
+    host.press("esc")
+    eng.on_trial = None  # a boot of [base apps] completed: it is the good stack now
+    host.press("u")
+    text = " ".join(host.text().split())
+    assert "The stack becomes: base -> apps -> tuned (now: base -> apps)" in text
+    assert ("Like a Switch, it is on trial (unless boot trials are off): if no boot of it "
+            "completes, the boot falls back to [base apps]." in text)
+    typed(host, "UNDO")
+    assert eng.tab == ["base", "apps", "tuned"]
+    text = " ".join(host.text().split())
+    assert "The stack is now: base -> apps -> tuned (was: base -> apps)" in text
+    assert ("It is on trial: a boot of it must complete within 3 boots, else the boot falls"
+            " back to [base apps]." in text)
+    host.press("enter")
+    assert "On trial (undo): 0 of 3 boots used; falls back to [base apps]" in host.text()
+
+
+def test_undo_in_a_booted_system_is_queued_for_the_next_boot(tmp_path: Path) -> None:
+    eng = FakeEngine()
+    eng.aside.append(("20261119-120000-layer", ["base", "apps"], []))
+    eng.fail["undo"] = InUse("busy: the writable layer is in use by the overlay on /",
+                             hint="run this from Maintenance Mode, or queue it with "
+                             "--next-boot")
+    _ctl, host, _ = start(tmp_path, eng)
+    host.press("u")
+    assert "Put back: the layer set aside in trash/20261119-120000-layer:" \
+        in host.text()
+    typed(host, "UNDO")
+    text = host.text()
+    assert "busy: the writable layer is in use by the overlay on /" in text
+    assert "[ Queue for the next boot ]" in text
+    host.press("right", "enter")
+    assert eng.queued == ("undo", None, "") and eng.queued_keep == ()
+    text = " ".join(host.text().split())
+    assert "Queued for the next boot" in text
+    assert "The next boot puts the set-aside writable layer back (Undo) before it builds " \
+        "the root." in text
+    assert "Cancel it with: ibi pending --cancel" in text
+    assert eng.aside and eng.tab == ["base", "apps"]  # nothing done now
+
+
+def test_undo_of_a_layer_purged_meanwhile_says_nothing_to_undo(tmp_path: Path) -> None:
+    eng = FakeEngine()
+    eng.aside.append(("20261119-120000-layer", ["base", "apps"], []))
+    _ctl, host, _ = start(tmp_path, eng)
+    eng.aside.clear()  # ibi purge, from another console
+    host.press("u")
+    assert "Nothing to undo" in host.text() and len(host.views) == 1
+    assert "undo" not in eng.calls
+
+
+def test_pinned_images_are_tagged_in_the_pickers(tmp_path: Path) -> None:
+    eng = FakeEngine(("base", "apps", "tuned"))
+    eng.pinned.add("base")
+    _ctl, host, _ = start(tmp_path, eng)
+    host.press("l")
+    assert "[in the stack, pinned; needed by apps, tuned]" in host.text()
+    host.press("esc")
+    eng.tab = ["base", "apps"]
+    host.press("d")
+    text = host.text()
+    assert "pinned ones" in text and "tuned " in text
+    eng.tab = ["apps"]
+    host.press("esc", "d")
+    assert "base " not in host.text().split("these can.")[1]  # its delete is blocked

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import urwid
 
-from maintenance.model import Level, Notice, Progress
+from maintenance.engine import fallback_text
+from maintenance.model import Fallback, Level, Notice, Progress, Trial
 from screens.app import App
 from screens.controller import Controller
 from screens.state_views import StateTable, StateView
@@ -19,6 +20,7 @@ from screens.views import (
     RESCUE_ACTIONS,
     ConfirmView,
     CreateView,
+    DetailsView,
     Dialog,
     HelpView,
     MainView,
@@ -26,6 +28,7 @@ from screens.views import (
     ProgressView,
 )
 from tests.menu_fakes import (
+    T0,
     FakeEngine,
     FakeState,
     RecordingController,
@@ -138,6 +141,77 @@ def test_many_notices_are_capped_and_errors_come_first() -> None:
     assert "note 4" not in text
 
 
+def on_trial(boots: int = 1, failure: str = "", notices: tuple[Notice, ...] = ()) -> Any:
+    """A status whose stack [base apps] is on trial, falling back to [base], as the engine
+    reports it: the structured trial and its notice."""
+    st = make_status(("base", "apps"), notices=notices)
+    t = Trial(("base", "apps"), ("base",), 3, T0, "switch", failure=failure)
+    engine_says = Notice(Level.WARNING if boots else Level.INFO,
+                         f"the stack is on trial (switch): {boots} of 3 boots used; when no "
+                         "boot completes to [base]")
+    return dataclasses.replace(st, trial=t, boots=boots,
+                               notices=(*st.notices, engine_says))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_stack_on_trial_is_one_line_first_among_the_notices(size: tuple[int, int]) -> None:
+    notes = (*(Notice(Level.INFO, f"note {i}") for i in range(4)),
+             Notice(Level.ERROR, "roottab.prev is unreadable"))
+    app = app_with(MainView(RecordingController(), on_trial(notices=notes)))
+    screen = render_app(app, size)
+    text = "\n".join(screen)
+    i = next(i for i, r in enumerate(screen) if "On trial" in r)
+    assert screen[i].rstrip() == " ! On trial (switch): 1 of 3 boots used; falls back to [base]"
+    assert screen[i - 1].startswith("-----")  # first under the stack
+    assert screen[i + 1].startswith("!! roottab.prev is unreadable")
+    assert "warning" in attrs_of(app.frame, size, "On trial")
+    assert "the stack is on trial (switch)" not in text  # the engine's words: in Details
+    assert "more: press w" in text and "> c Continue booting" in text
+    assert "+  writable layer" in text  # the stack keeps a row
+
+
+def test_a_trial_that_used_its_boots_says_the_next_boot_falls_back() -> None:
+    st = on_trial(boots=3, failure="health check 50-network exited 1: no route to the "
+                                   "update server at all, after 30 tries over 5 minutes")
+    screen = render_app(app_with(MainView(RecordingController(), st)), (80, 24))
+    text = " ".join(" ".join(screen).split())
+    assert ("! On trial (switch): 3 of 3 boots used; the next boot falls back to [base]; "
+            "last failure: health check 50-network exited 1: no route to the update ..." in text)
+    assert "> c Continue booting" in text and "o Power off" in text
+    st = dataclasses.replace(st, boots=0, notices=())
+    text = "\n".join(render_app(app_with(MainView(RecordingController(), st)), (80, 24)))
+    assert " i On trial (switch): 0 of 3 boots used; falls back to [base]" in text
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_an_automatic_fallback_is_shown_first(size: tuple[int, int]) -> None:
+    fb = Fallback(("base", "new"), ("base", "apps"), 2, T0, "health check 50-fail exited 1")
+    notes = (Notice(Level.WARNING, fallback_text(fb)),
+             *(Notice(Level.WARNING, f"warning {i}") for i in range(3)))
+    st = dataclasses.replace(make_status(("base", "apps"), notices=notes), fallback=fb)
+    app = app_with(MainView(RecordingController(), st))
+    screen = render_app(app, size)
+    text = " ".join(" ".join(screen).split())
+    assert ("! Automatic fallback 2026-11-20 09:30: [base new] failed 2 boots; back on "
+            "[base apps]" in text)
+    first = next(i for i, r in enumerate(screen) if "Automatic fallback" in r)
+    assert screen[first - 1].startswith("-----")
+    assert "warning" in attrs_of(app.frame, size, "Automatic fallback")
+    assert "ibi restore --undo returns to it" not in text  # the engine's line: in Details
+    assert "warning 0" in text and "> c Continue booting" in text
+    details = screen_text(DetailsView(st.notices, [], 10, lambda: None), (80, 22))
+    assert "ibi restore --undo returns to it" in " ".join(details.split())
+
+
+def test_pinned_images_are_tagged() -> None:
+    st = dataclasses.replace(make_status(others=("old", "kept")), pinned=("base", "kept"))
+    screen = render_app(app_with(MainView(RecordingController(), st)), (80, 24))
+    row = next(r for r in screen if r.startswith("1  base"))
+    assert row.split("MiB")[1].strip() == "[pinned] base de"  # first: the column is narrow
+    assert "[pinned]" not in next(r for r in screen if r.startswith("2  apps"))
+    assert "not in the stack: old, kept (pinned)" in "\n".join(screen)
+
+
 def test_long_stack_keeps_its_top_in_view_at_80x24() -> None:
     names = tuple(f"point{i:02}" for i in range(14))
     screen = render_app(app_with(MainView(RecordingController(), make_status(names))),
@@ -176,13 +250,15 @@ def test_keys_reach_the_controller() -> None:
     assert ctl.calls == ["continue_boot"]
     for _ in range(2):
         view.keypress(size, "down")
+    assert "> u Undo Restore / Roll back" in screen_text(view, size)  # next to Restore
+    view.keypress(size, "down")
     assert "> f Create Full Restore Point" in screen_text(view, size)
     view.keypress(size, "enter")
-    for key in ("r", "i", "l", "b", "d", "t", "v", "s", "e", "o", "w"):
+    for key in ("r", "u", "i", "l", "b", "d", "t", "v", "s", "e", "o", "w"):
         view.keypress(size, key)
-    assert ctl.calls == ["continue_boot", "create_full", "restore", "create_incremental",
-                         "live_review", "rollback", "delete", "state", "verify", "shell",
-                         "reboot", "poweroff", "details"]
+    assert ctl.calls == ["continue_boot", "create_full", "restore", "undo",
+                         "create_incremental", "live_review", "rollback", "delete", "state",
+                         "verify", "shell", "reboot", "poweroff", "details"]
     assert view.keypress(size, "x") == "x"  # unknown keys go up unhandled
     assert view.keypress(size, "esc") == "esc"
 
@@ -298,9 +374,13 @@ def test_error_dialog_over_the_menu() -> None:
 def test_help_fits(size: tuple[int, int]) -> None:
     app = app_with(MainView(RecordingController(), make_status()))
     app.dialog(HelpView(lambda: None))
-    text = "\n".join(render_app(app, size))
+    screen = render_app(app, size)
+    text = "\n".join(screen)
     assert "Restore System: throw the writable layer away" in text
+    assert "Undo: put back the layer that Restore or Roll back set aside." in text
     assert "Shell: a root shell" in text and "[ OK ]" in text
+    ok = next(i for i, r in enumerate(screen) if "[ OK ]" in r)
+    assert "+-----" in screen[ok + 1]  # whole: its frame closes under OK
 
 
 # ---------------------------------------------------------------------------- managed state
