@@ -931,8 +931,8 @@ class Engine:
             done = f"{'switched' if reason == 'switch' else 'rolled back'}: the stack is " \
                 f"{' '.join(stack)}"
         elif action == "undo":
-            res = self.undo()
-            done = f"undone: the layer {res.put_back} is back on [{' '.join(res.stack)}]"
+            back = self.undo()
+            done = f"undone: the layer {back.put_back} is back on [{' '.join(back.stack)}]"
         else:
             kind = Kind.FULL if action == "full" else Kind.INCREMENTAL
             try:
