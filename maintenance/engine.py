@@ -354,7 +354,7 @@ class Engine:
                 f"the stack is on trial ({trial.reason}): {boots} of {trial.tries} boots "
                 f"used; {'the next boot falls back' if not left else 'when no boot completes'}"
                 f" to [{' '.join(trial.good)}]" + (f"; last failure: {trial.failure}"
-                                                   if trial.failure else "")))
+                                                   if trial.failure else ""), "trial"))
         if trial is None and st.trial_path.exists():
             try:
                 st.read_trial()
@@ -364,7 +364,7 @@ class Engine:
                 notices.append(Notice(Level.WARNING, f"{e} (ibi boot-ok --cancel)"))
         fb = self.last_fallback()
         if fb:
-            notices.append(Notice(Level.WARNING, fallback_text(fb)))
+            notices.append(Notice(Level.WARNING, fallback_text(fb), "fallback"))
         try:
             st.read_policy()
         except StoreError as e:

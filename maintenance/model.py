@@ -163,6 +163,7 @@ class RamUsage:
 class Notice:
     level: Level
     message: str
+    topic: str = ""  # "trial", "fallback": what the menu shows in a line of its own
 
 
 @dataclasses.dataclass(frozen=True)

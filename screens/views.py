@@ -186,8 +186,6 @@ def disk_rows(status: Status, low: bool) -> list[urwid.Widget]:
 MARK = {Level.ERROR: ("error", "!! "), Level.WARNING: ("warning", " ! "),
         Level.INFO: ("info", " i ")}
 # the engine's notices that ``boot_lines`` says in short (the whole text stays in Details)
-TRIAL_NOTICE = "the stack is on trial ("
-FALLBACK_NOTICE = "automatic fallback: "
 
 
 def boot_lines(status: Status) -> list[Notice]:
@@ -255,10 +253,9 @@ class MainView(Wrap):
             parts.append(("weight", 1, self.stack))
             parts.append(("pack", urwid.Divider("-")))
             first = boot_lines(status)
-            said = ((TRIAL_NOTICE,) if status.trial else ()) + \
-                ((FALLBACK_NOTICE,) if status.fallback else ())
-            notices = tuple(n for n in status.notices
-                            if not (said and n.message.startswith(said)))
+            said = {"trial"} if status.trial else set()  # boot_lines shows them
+            said |= {"fallback"} if status.fallback else set()
+            notices = tuple(n for n in status.notices if n.topic not in said or not n.topic)
             if boot_error:
                 notices = (Notice(Level.ERROR, f"the boot failed: {boot_error}"), *notices)
             parts.extend(("pack", w) for w in notice_rows(notices, notice_limit, first))

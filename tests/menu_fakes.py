@@ -259,9 +259,9 @@ class FakeEngine:
                 f"the stack is on trial ({t.reason}): {self.boots} of {t.tries} boots used; "
                 f"{'the next boot falls back' if not left else 'when no boot completes'} "
                 f"to [{' '.join(t.good)}]"
-                + (f"; last failure: {t.failure}" if t.failure else "")))
+                + (f"; last failure: {t.failure}" if t.failure else ""), "trial"))
         if self.fallback:
-            notices.append(Notice(Level.WARNING, fallback_text(self.fallback)))
+            notices.append(Notice(Level.WARNING, fallback_text(self.fallback), "fallback"))
         return dataclasses.replace(st, notices=tuple(notices), trial=t, boots=self.boots,
                                    fallback=self.fallback,
                                    pinned=tuple(n for n in self.metas if n in self.pinned))

@@ -148,7 +148,7 @@ def on_trial(boots: int = 1, failure: str = "", notices: tuple[Notice, ...] = ()
     t = Trial(("base", "apps"), ("base",), 3, T0, "switch", failure=failure)
     engine_says = Notice(Level.WARNING if boots else Level.INFO,
                          f"the stack is on trial (switch): {boots} of 3 boots used; when no "
-                         "boot completes to [base]")
+                         "boot completes to [base]", "trial")
     return dataclasses.replace(st, trial=t, boots=boots,
                                notices=(*st.notices, engine_says))
 
@@ -186,7 +186,7 @@ def test_a_trial_that_used_its_boots_says_the_next_boot_falls_back() -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_an_automatic_fallback_is_shown_first(size: tuple[int, int]) -> None:
     fb = Fallback(("base", "new"), ("base", "apps"), 2, T0, "health check 50-fail exited 1")
-    notes = (Notice(Level.WARNING, fallback_text(fb)),
+    notes = (Notice(Level.WARNING, fallback_text(fb), "fallback"),
              *(Notice(Level.WARNING, f"warning {i}") for i in range(3)))
     st = dataclasses.replace(make_status(("base", "apps"), notices=notes), fallback=fb)
     app = app_with(MainView(RecordingController(), st))
