@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import logging
 import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from . import __version__, authcli, importcli, prunecli, statecli, updatecli
 from .engine import (
@@ -27,7 +25,8 @@ from .engine import (
     tmpfs_uppers,
 )
 from .errors import IbiError, NotFound, Refused, UsageError
-from .model import Kind, Level, Progress, StatePlan, Status, to_jsonable
+from .model import Kind, Level, Progress, StatePlan, Status
+from .output import emit
 from .squash import COMPRESSORS
 
 log = logging.getLogger("ibi")
@@ -487,13 +486,6 @@ def restore_like(eng: Engine, args: argparse.Namespace, name: str | None) -> int
 
 
 # ---------------------------------------------------------------------- commands
-
-def emit(args: argparse.Namespace, result: Any, text: Callable[[], object]) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(to_jsonable(result), indent=2))
-    else:
-        text()
-
 
 def run_command(args: argparse.Namespace) -> int:
     default = "demo" if args.cmd == "demo" else DEFAULT_DATA

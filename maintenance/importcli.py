@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
-from typing import Any
 
 from .engine import Engine, human
-from .model import ProgressFn, to_jsonable
+from .model import ProgressFn
+from .output import emit
 
 Add = Callable[..., argparse.ArgumentParser]
 
@@ -77,9 +76,3 @@ def run(eng: Engine, args: argparse.Namespace, rep: ProgressFn | None = None) ->
     return 0
 
 
-def emit(args: argparse.Namespace, result: Any, text: Callable[[], object]) -> None:
-    """cli.emit's rule (kept here: cli imports this module): --json prints the result."""
-    if getattr(args, "json", False):
-        print(json.dumps(to_jsonable(result), indent=2))
-    else:
-        text()

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
-from typing import Any
 
 from . import retention
 from .engine import Engine, human
 from .errors import UsageError
 from .model import to_jsonable
+from .output import emit
 from .retention import PruneItem, PrunePlan
 
 Add = Callable[..., argparse.ArgumentParser]
@@ -80,13 +79,6 @@ def add_parser(add: Add) -> None:
                    help="keep every restore point younger than DAYS days (default: "
                         "policy's, or 30)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
-
-
-def emit(args: argparse.Namespace, result: Any, text: Callable[[], object]) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(to_jsonable(result), indent=2))
-    elif not getattr(args, "quiet", False):
-        text()
 
 
 def run(eng: Engine, args: argparse.Namespace) -> int:

@@ -42,8 +42,9 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -377,6 +378,27 @@ def _when(doc: dict[str, object], key: str) -> dt.datetime:
     if not isinstance(v, dt.datetime):
         raise ValueError(f"{key!r} is not a date and time")
     return v if v.tzinfo else v.replace(tzinfo=dt.UTC)
+
+
+R = TypeVar("R")
+
+
+def _read_record(path: Path, parse: Callable[[dict[str, object]], R],
+                 hint: str | None = None) -> R | None:
+    """A small YAML record of the store (trial, fallback): None when there is none; a
+    damaged one raises StoreError naming it, in one line."""
+    try:
+        text = read_store_text(path)
+    except FileNotFoundError:
+        return None
+    try:
+        doc = load_yaml(text)
+        if not isinstance(doc, dict):
+            raise ValueError("not a mapping")
+        check_format(doc)
+        return parse(doc)
+    except (yaml.YAMLError, KeyError, ValueError, TypeError, OverflowError, BadName) as e:
+        raise StoreError(f"{path.name}: unreadable ({one_line(e)})", hint=hint) from None
 
 
 def _line(text: str, limit: int = 300) -> str:
@@ -723,15 +745,7 @@ class Store:
     def read_trial(self) -> Trial | None:
         """The trial on record (None: none), whether or not it still holds (it holds while
         its ``stack`` is roottab)."""
-        try:
-            text = read_store_text(self.trial_path)
-        except FileNotFoundError:
-            return None
-        try:
-            doc = load_yaml(text)
-            if not isinstance(doc, dict):
-                raise ValueError("not a mapping")
-            check_format(doc)
+        def parse(doc: dict[str, object]) -> Trial:
             tries = _int(doc.get("tries"), "tries")
             if not 1 <= tries <= MAX_TRIES:
                 raise ValueError(f"'tries' is not 1..{MAX_TRIES}")
@@ -741,10 +755,7 @@ class Store:
             return Trial(_stack(doc, "stack"), _stack(doc, "good"), tries,
                          _when(doc, "armed"), _line(_str(doc, "reason")), layer,
                          _line(_str(doc, "failure", "")) if doc.get("failure") else "")
-        except (yaml.YAMLError, KeyError, ValueError, TypeError, OverflowError,
-                BadName) as e:
-            raise StoreError(f"{TRIAL}: unreadable ({one_line(e)})",
-                             hint="ibi boot-ok --cancel forgets it") from None
+        return _read_record(self.trial_path, parse, "ibi boot-ok --cancel forgets it")
 
     def write_trial(self, t: Trial) -> None:
         doc: dict[str, object] = {
@@ -774,21 +785,11 @@ class Store:
         return sum(1 for line in text.splitlines() if line.strip())
 
     def read_fallback(self) -> Fallback | None:
-        try:
-            text = read_store_text(self.fallback_path)
-        except FileNotFoundError:
-            return None
-        try:
-            doc = load_yaml(text)
-            if not isinstance(doc, dict):
-                raise ValueError("not a mapping")
-            check_format(doc)
+        def parse(doc: dict[str, object]) -> Fallback:
             return Fallback(_stack(doc, "failed"), _stack(doc, "good"),
                             _int(doc.get("boots"), "boots"), _when(doc, "at"),
                             _line(_str(doc, "why", "")) if doc.get("why") else "")
-        except (yaml.YAMLError, KeyError, ValueError, TypeError, OverflowError,
-                BadName) as e:
-            raise StoreError(f"{FALLBACK}: unreadable ({one_line(e)})") from None
+        return _read_record(self.fallback_path, parse)
 
     def write_fallback(self, f: Fallback) -> None:
         doc: dict[str, object] = {

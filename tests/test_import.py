@@ -29,11 +29,11 @@ from maintenance.errors import NoSpace
 from maintenance.model import Kind
 from maintenance.run import run
 from tests.fstree import build_base
+from tests.test_crash import CRASH, after_nth
 
 pytestmark = pytest.mark.root
 
 KV = "6.12.9+deb13-amd64"
-CRASH = 99
 
 
 # --------------------------------------------------------------------------- helpers
@@ -484,27 +484,11 @@ def test_an_exception_midway_leaves_the_store_unchanged(ibi: Ibi, image: Path,
     assert ibi("recover") == 0 and ibi.out == "nothing to recover\n"
 
 
-def _die() -> None:
-    os._exit(CRASH)
-
-
 def die_after(mp: pytest.MonkeyPatch, owner: object, name: str, n: int = 1,
               before: bool = False) -> None:
     """Die (like a power cut: no clean-up) at the n-th call of owner.name, before it runs
-    or just after it returns."""
-    real = getattr(owner, name)
-    calls = {"n": 0}
-
-    def wrapper(*a, **kw):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == n and before:
-            _die()
-        r = real(*a, **kw)
-        if calls["n"] == n:
-            _die()
-        return r
-
-    mp.setattr(owner, name, wrapper)
+    or just after it returns (tests/test_crash.py's)."""
+    after_nth(mp, owner, name, n, before)
 
 
 CRASH_POINTS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], bool]] = {
