@@ -4,14 +4,13 @@ per-path lines that Restore System's and Roll back's confirmations print."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from .engine import Engine
 from .errors import UsageError
-from .model import CaptureInfo, StatePlan, to_jsonable
+from .model import CaptureInfo, StatePlan
+from .output import emit
 
 Add = Callable[..., argparse.ArgumentParser]
 
@@ -48,13 +47,6 @@ def add_parser(add: Add) -> None:
     p.add_argument("args", nargs="*", metavar="ARG", help="KEY for get; KEY=VALUE for set")
     p.add_argument("--boot", action="store_true",
                    help="save: only when / is the store's normal boot; else do nothing")
-
-
-def emit(args: argparse.Namespace, result: Any, text: Callable[[], object]) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(to_jsonable(result), indent=2))
-    else:
-        text()
 
 
 def run(eng: Engine, args: argparse.Namespace) -> int:
