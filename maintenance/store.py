@@ -260,7 +260,7 @@ def meta_to_yaml(meta: ImageMeta) -> str:
         "format": FORMAT_VERSION,
         "name": meta.name,
         "kind": meta.kind.value,
-        "created": meta.created.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": _stamp(meta.created),
         "sha256": meta.sha256,
         "size": meta.size,
         "description": meta.description,
@@ -377,7 +377,8 @@ def _when(doc: dict[str, object], key: str) -> dt.datetime:
         v = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
     if not isinstance(v, dt.datetime):
         raise ValueError(f"{key!r} is not a date and time")
-    return v if v.tzinfo else v.replace(tzinfo=dt.UTC)
+    # in UTC, as written back (a far-off offset that leaves the calendar raises here)
+    return (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
 
 R = TypeVar("R")
@@ -411,7 +412,9 @@ def _line(text: str, limit: int = 300) -> str:
 
 
 def _stamp(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC to the second; isoformat pads the year to four digits (strftime's %Y does not,
+    so year 999 would not read back)."""
+    return when.astimezone(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def _hex(v: str, key: str, empty: bool = False) -> str:

@@ -90,3 +90,26 @@ def engine(root_ns: Path):  # type: ignore[no-untyped-def]
     data = root_ns / "data"
     data.mkdir()
     return Engine(data, root_ns / "run")
+
+
+# The longest VM test files first, so two workers end together (each boots its own qemu).
+VM_FIRST = ("test_powercut", "test_fallback", "test_kernel_upgrade", "test_state",
+            "test_install", "test_boot")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With pytest-xdist (scripts/test runs ``-n 2 --dist loadgroup``): the tests that do not
+    boot a VM form one group that a single worker runs in order (they were written for one
+    process: tmux sessions, the demo's paths), while each VM test is a unit of its own for
+    any worker; the other worker builds the VM caches meanwhile. The VM tests go longest
+    file first."""
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("vm") is None:
+            return -1
+        name = item.path.stem
+        return VM_FIRST.index(name) if name in VM_FIRST else len(VM_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file stays
+    for item in items:
+        if item.get_closest_marker("vm") is None:
+            item.add_marker(pytest.mark.xdist_group("host"))

@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,47 +64,6 @@ def _finish(vms: list[qemu.VM], logs: Path, request: pytest.FixtureRequest) -> N
                 keep = logs / "failed"
                 keep.mkdir(exist_ok=True)
                 shutil.copy2(vm.log_path, keep / vm.log_path.name)
-
-
-@pytest.fixture(scope="session")
-def conventional_disk() -> Path:
-    """The cached raw image of a conventional Debian disk (GRUB, ext4 root, empty vda2)."""
-    reason = _unavailable()
-    if reason is None:
-        missing = [t for t in ("sfdisk", "losetup", "mount", "blkid", "e2fsck")
-                   if shutil.which(t) is None]
-        if missing:
-            reason = f"missing host tools: {', '.join(missing)} (apt-get install fdisk mount)"
-    if reason:
-        _skip(reason)
-    import disk as diskmod
-
-    path = diskmod.conventional_disk()
-    print(f"\n[vm] conventional disk {path}, build timings: {diskmod.build_timings(path)}",
-          flush=True)
-    return path
-
-
-@pytest.fixture
-def bios_boot(vm_workdir: Path,
-              request: pytest.FixtureRequest) -> Iterator[Callable[..., qemu.VM]]:
-    """bios_boot(disk, name, bootloader=None, smp=1, memory="1024", drives=()) -> a started
-    VM that boots ``disk`` through the BIOS and the disk's own GRUB (no -kernel);
-    ``bootloader(vm)`` drives GRUB's menu (e.g. qemu.grub_choose); ``drives`` are more disks
-    (vdb, ...). Killed at the end of the test."""
-    vms: list[qemu.VM] = []
-    logs = Path(os.environ.get("IBI_VM_LOGS", vm_workdir / "logs"))
-
-    def start(disk: Path, name: str, bootloader: Callable[[qemu.VM], None] | None = None,
-              smp: int = 1, memory: str = "1024", drives: Sequence[Path] = ()) -> qemu.VM:
-        vm = qemu.VM(None, None, disk, logs, f"{request.node.name}-{name}",
-                     smp=smp, memory=memory, bootloader=bootloader, drives=drives)
-        vms.append(vm)
-        vm.start()
-        return vm
-
-    yield start
-    _finish(vms, logs, request)
 
 
 @pytest.fixture(scope="session")
@@ -163,16 +122,29 @@ def scenario(installed: tuple[Path, dict[str, object]], vm_workdir: Path,
         d.unlink(missing_ok=True)
 
 
+_reported = 0  # how many of qemu.BOOT_TIMES went out with a report already
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keeps each phase's report on the item (for _finish), and hands the boots of the test
+    (and of any cache build it waited for) to its teardown report, which reaches the main
+    process also from a pytest-xdist worker."""
+    global _reported
     outcome: Any = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+    if rep.when == "teardown" and len(qemu.BOOT_TIMES) > _reported:
+        rep.user_properties.append(("vm_boot_times", qemu.BOOT_TIMES[_reported:]))
+        _reported = len(qemu.BOOT_TIMES)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Every boot's time, also when pytest captured the output."""
-    if qemu.BOOT_TIMES:
+    """Every boot's time, also when pytest captured the output or ran in workers."""
+    times = [t for reps in terminalreporter.stats.values() for rep in reps
+             for key, value in getattr(rep, "user_properties", ())
+             if key == "vm_boot_times" for t in value]
+    if times:
         terminalreporter.section("vm boot times (qemu start to root shell)")
-        for name, seconds in qemu.BOOT_TIMES:
+        for name, seconds in times:
             terminalreporter.write_line(f"{seconds:7.1f} s  {name}")

@@ -53,6 +53,22 @@ def install_key(conventional: Path, deb: Path) -> str:
     return guestmod.hash_paths([Path(__file__)], conventional.name + deb.name)
 
 
+def check_conventional(vm: VM) -> None:
+    """The conventional disk as GRUB's default entry booted it, before ibi: the ext4 root
+    on vda1 by UUID (GRUB passed root= and BOOT_IMAGE=), an empty vda2 of about 4.5 GiB."""
+    assert vm.check("findmnt -n -o SOURCE,FSTYPE /").split() == ["/dev/vda1", "ext4"]
+    assert vm.check("findmnt -n -o LABEL /") == "debroot"
+    cmdline = vm.check("cat /proc/cmdline")
+    uuid = vm.check("findmnt -n -o UUID /")
+    assert f"root=UUID={uuid}" in cmdline and "BOOT_IMAGE=" in cmdline, cmdline
+    assert "single" not in cmdline.split(), cmdline
+    assert vm.check("awk '$2 == \"/\" {print $1}' /etc/fstab") == f"UUID={uuid}"
+    assert vm.check("lsblk -dn -o FSTYPE /dev/vda2") == ""
+    assert vm.check("wipefs --no-act /dev/vda2") == "", "a signature on vda2"
+    size = int(vm.check("lsblk -bdn -o SIZE /dev/vda2"))
+    assert 4 * 2**30 < size < 5 * 2**30, size
+
+
 def do_install(conventional: Path, deb: Path, out: Path, logs: Path) -> dict[str, object]:
     """Boot the conventional disk, dpkg -i the package, ibi install onto /dev/vda2."""
     work = out.with_name(out.name + ".work.qcow2")
@@ -62,7 +78,7 @@ def do_install(conventional: Path, deb: Path, out: Path, logs: Path) -> dict[str
     vm = VM(None, None, work, logs, "install", smp=2, memory=INSTALL_MEMORY, drives=[xfer])
     try:
         record["conventional_boot_s"] = vm.boot()
-        assert vm.check("findmnt -n -o FSTYPE /") == "ext4"
+        check_conventional(vm)
         vm.check("mkdir -p /mnt/xfer && mount -o ro LABEL=ibixfer /mnt/xfer")
         t = time.monotonic()
         vm.check(f"dpkg -i /mnt/xfer/{deb.name} 2>&1 | tail -n 3", timeout=600)

@@ -158,8 +158,9 @@ def test_maintenance_create_incremental_then_continue(scenario: Scenario) -> Non
         plant(data, "layer/upper/root/inc-marker.txt", "squash me\n")
         upper_root(data)
 
-    vm = scenario("maint", choose=MAINTENANCE, plant=layer_file)
+    vm = scenario("maint", choose=MAINTENANCE, plant=layer_file)  # GRUB's own entry
     con = open_menu(vm)
+    assert "Image stack" in con.text() and "base" in con.text(), con.text()
     con.keys("i")
     con.wait_for("Description", timeout=60)
     con.keys("vm test\r")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import qemu
-from qemu import VM, Console
+from qemu import VM
 
 pytestmark = pytest.mark.vm
 
@@ -57,18 +57,6 @@ def test_default_boot_is_the_ibi_stack(installed: tuple[Path, dict[str, object]]
     rc, out = vm.run("ibi install --dry-run /dev/vda1 2>&1")
     assert rc == 1 and "already an ibi image stack" in out
     assert vm.check("systemctl is-active ibi-protect.service") == "active"
-    vm.poweroff()
-
-
-def test_grub_menu_and_maintenance_mode(scenario: Callable[..., VM]) -> None:
-    vm = scenario("maintenance", choose="Maintenance Mode")
-    con = Console(vm)
-    con.wait_for("Continue booting", timeout=qemu.BOOT_TIMEOUT)
-    assert "Image stack" in con.text() and "base" in con.text()
-    con.keys("c")
-    vm.wait_for_shell()
-    assert mode(vm) == "normal roottab"
-    assert vm.check("findmnt -n -o FSTYPE /") == "overlay"
     vm.poweroff()
 
 
