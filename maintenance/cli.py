@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, authcli, importcli, prunecli, statecli, updatecli
+from . import __version__, authcli, compactcli, importcli, prunecli, statecli, updatecli
 from .engine import (
     DEFAULT_DATA,
     DEFAULT_RUN,
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     authcli.add_parser(add)
     prunecli.add_parser(add)
     importcli.add_parser(add)
+    compactcli.add_parser(add, _compress_opts)
 
     p = add("boot-entries", "show or renew the boot plan and GRUB's menu", """\
         Show the boot plan: for the normal boot, its fallback, the maintenance menu and
@@ -537,6 +538,8 @@ def run_command(args: argparse.Namespace) -> int:
         return importcli.run(eng, args, rep)
     elif cmd in ("pin", "unpin", "prune"):
         return prunecli.run(eng, args)
+    elif cmd == "compact":
+        return compactcli.run(eng, args, rep)
     elif cmd in ("switch", "boot-ok", "boot-failed", "boot-fallback"):
         return updatecli.run(eng, args, emit, restore_like)
     elif cmd == "state":

@@ -47,6 +47,7 @@ from .errors import (
     NoSpace,
     NotFound,
     StoreError,
+    TooDeep,
     UsageError,
 )
 from .model import (
@@ -61,6 +62,7 @@ from .model import (
     Level,
     MountResult,
     Notice,
+    Policy,
     Progress,
     ProgressFn,
     RamUsage,
@@ -366,9 +368,15 @@ class Engine:
         if fb:
             notices.append(Notice(Level.WARNING, fallback_text(fb), "fallback"))
         try:
-            st.read_policy()
+            policy = st.read_policy()
         except StoreError as e:
             notices.append(Notice(Level.WARNING, f"{e}: the defaults apply"))
+            policy = Policy()
+        if len(tab) > policy.max_depth:
+            notices.append(Notice(Level.INFO, f"the stack is {len(tab)} images deep (the "
+                                  f"policy's bound is {policy.max_depth}): each adds a layer "
+                                  "to every file lookup; ibi compact merges its restore "
+                                  "points into one", "depth"))
         pinned = tuple(m.name for m in self.images() if m.pinned)
         return Status(str(st.data), stack, others, layer, disk, ram, tuple(notices),
                       boot.version if boot else None, layer_ks, trial, boots, fb, pinned)
@@ -680,6 +688,8 @@ class Engine:
         layer_ks = kernels.layer_kernels(st, tab) or ()
         previous = layer_ks or stack_ks
         known = (*stack_ks, *layer_ks)
+        if kind is Kind.INCREMENTAL:
+            self._check_depth(len(tab) + 1, previous)
         ks: tuple[KernelRef, ...] = stack_ks
         try:
             if kind is Kind.INCREMENTAL:
@@ -1156,6 +1166,28 @@ class Engine:
         return imports.import_image(self, source, name=name, description=description,
                                     sha256=sha256, progress=progress)
 
+    def compact_plan(self, first: str | None = None, last: str | None = None) -> Any:
+        """The run of restore points ``ibi compact`` would merge (maintenance/compact.py);
+        raises UsageError when there is none."""
+        from . import compact
+
+        return compact.plan(self, first, last)
+
+    @changes_store
+    def compact(self, *, first: str | None = None, last: str | None = None,
+                name: str | None = None, description: str = "",
+                compressor: str = squash.DEFAULT_COMPRESSOR, level: int | None = None,
+                progress: ProgressFn | None = None) -> ImageMeta:
+        """Merge a run of incremental restore points at the top of the active stack into
+        one image, checked against the run file by file; the stack becomes the images
+        below the run plus it (maintenance/compact.py). The run's images are kept."""
+        from . import compact
+
+        self.recover()
+        return compact.compact(self, compact.plan(self, first, last), name=name or "",
+                               description=description, compressor=compressor,
+                               level=level, progress=progress)
+
     @changes_store
     def pin(self, name: str, pinned: bool = True) -> ImageMeta:
         """Pin (or unpin) image ``name``: a pinned image is never deleted by prune or
@@ -1368,6 +1400,19 @@ class Engine:
     def _default_name(self, kind: Kind) -> str:
         stamp = utcnow().strftime("%Y%m%d-%H%M%S")
         return f"{stamp}-{'full' if kind is Kind.FULL else 'inc'}"
+
+    def _check_depth(self, depth: int, boots: tuple[KernelRef, ...]) -> None:
+        """Refuse a stack of ``depth`` images that the kernels it boots (else the running
+        one) cannot assemble in one overlay: the boot would fail, and so would the full
+        restore point that flattens it."""
+        limits = [(mounts.max_depth(k.version), k.version) for k in boots] or \
+            [(mounts.max_depth(), os.uname().release)]
+        limit, version = min(limits)
+        if depth > limit:
+            raise TooDeep(f"a restore point on top would make the stack {depth} images "
+                             f"deep; Linux {version} assembles at most {limit}",
+                             hint="ibi compact merges the restore points above the base "
+                                  "into one; then try again")
 
     def _check_space(self, need: int, what: str) -> None:
         free = psutil.disk_usage(str(self.store.data)).free

@@ -55,6 +55,10 @@ class Unsuitable(IbiError):
     """This machine or device cannot be used for what was asked (ibi install's checks)."""
 
 
+class TooDeep(IbiError):
+    """A change would make a stack deeper than the boot path can assemble."""
+
+
 class Refused(IbiError):
     """A destructive action was not confirmed."""
 

@@ -63,6 +63,7 @@ class Policy:
     boot_tries: int = 3  # boots a new stack gets to complete before the fallback (0: off)
     keep_last: int = 5  # ibi prune keeps this many newest restore points ...
     keep_days: int = 30  # ... and every one younger than this many days
+    max_depth: int = 16  # images in the active stack before status asks for ibi compact
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,9 @@ The initramfs uses the same string (dracut-module/90ibi; a test checks they agre
 Lower paths are passed *relative* to the directory the images are mounted in, named by
 their index (``lowerdir=2:1:0``, run from ``…/lower``): util-linux >= 2.39 (Debian 13)
 mounts through fsconfig(2), which caps each option's value at 256 bytes, so a list of
-absolute paths breaks after a few images.
+absolute paths breaks after a few images. A stack whose list is still longer (about 88
+images) is passed one layer per ``lowerdir+=`` option (Linux >= 6.8), up to overlayfs's
+own limit of 500 lowers; :func:`max_depth` says which applies to a kernel.
 """
 
 from __future__ import annotations
@@ -38,6 +40,34 @@ log = logging.getLogger(__name__)
 
 OVERLAY_OPTIONS = "redirect_dir=off,metacopy=off,index=off,xino=off"
 FSCONFIG_MAX = 255  # longest option value fsconfig(2) accepts (256 with the NUL)
+OVERLAY_MAX_LOWERS = 500  # the kernel's OVL_MAX_STACK
+LOWERDIR_APPEND = (6, 8)  # the first Linux whose overlayfs takes lowerdir+=
+
+
+def _release(release: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def max_depth(release: str | None = None) -> int:
+    """The most images one overlay takes on Linux ``release`` (default: the running one):
+    500 where ``lowerdir+=`` exists, else as many as fit in one 255-byte ``lowerdir=``
+    list of index names (the initramfs counts 1..N, the engine 0..N-1: 88 either way)."""
+    if _release(release or os.uname().release) >= LOWERDIR_APPEND:
+        return OVERLAY_MAX_LOWERS
+    n = 1
+    while len(":".join(str(i) for i in range(1, n + 2))) <= FSCONFIG_MAX:
+        n += 1
+    return n
+
+
+def lower_options(names: Sequence[str]) -> list[str]:
+    """The overlay options naming ``names`` (top first) as lowers: one ``lowerdir=`` list,
+    or, when that would pass fsconfig(2)'s limit, one ``lowerdir+=`` per layer."""
+    joined = ":".join(names)
+    if len(joined) <= FSCONFIG_MAX:
+        return [f"lowerdir={joined}"]
+    return [f"lowerdir+={n}" for n in names]
 
 
 @dataclass(frozen=True)
@@ -182,13 +212,16 @@ class Mounter:
         directory they are passed relative to it (see the module's docstring)."""
         parent = lowers[0].parent
         cwd = parent if all(p.parent == parent for p in lowers) else None
-        lowerdir = ":".join(p.name if cwd else str(p) for p in lowers)
-        values = [lowerdir, *(str(p) for p in (upper, work) if p is not None)]
-        if any(len(v) > FSCONFIG_MAX for v in values):
+        lowerdirs = lower_options([p.name if cwd else str(p) for p in lowers])
+        values = [*(o.split("=", 1)[1] for o in lowerdirs),
+                  *(str(p) for p in (upper, work) if p is not None)]
+        limit = max_depth()
+        if len(lowers) > limit or any(len(v) > FSCONFIG_MAX for v in values) or (
+                len(lowerdirs) > 1 and limit < OVERLAY_MAX_LOWERS):
             raise MountError(f"the stack is too deep or its paths too long for one overlay "
-                             f"({len(lowers)} images)",
-                             hint="make a full restore point to flatten the stack")
-        opts = [f"lowerdir={lowerdir}", OVERLAY_OPTIONS]
+                             f"({len(lowers)} images; Linux {os.uname().release} takes "
+                             f"{limit})", hint="ibi compact merges its restore points")
+        opts = [*lowerdirs, OVERLAY_OPTIONS]
         if upper is not None and work is not None:
             opts.insert(1, f"upperdir={upper},workdir={work}")
         if readonly:

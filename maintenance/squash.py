@@ -39,12 +39,15 @@ def compression_args(compressor: str, level: int | None) -> list[str]:
 
 def mksquashfs(src: Path, dest: Path, *, compressor: str = DEFAULT_COMPRESSOR,
                level: int | None = None, excludes: Sequence[str] = (),
-               progress: ProgressFn | None = None, label: str = "") -> None:
+               progress: ProgressFn | None = None, label: str = "",
+               pseudo: Path | None = None) -> None:
     """Squash the tree ``src`` into ``dest`` (overwritten), keeping owners, modes, xattrs,
     hard links, device nodes and sparse files; ``excludes`` are wildcard patterns relative
-    to ``src``."""
+    to ``src``; ``pseudo`` is a file of mksquashfs pseudo definitions (files added)."""
     argv = [which("mksquashfs"), str(src), str(dest), "-noappend", "-quiet", "-progress",
             *compression_args(compressor, level)]
+    if pseudo is not None:
+        argv += ["-pf", str(pseudo)]
     if excludes:
         argv += ["-wildcards", "-e", *excludes]
 

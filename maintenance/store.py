@@ -717,16 +717,20 @@ class Store:
             if not isinstance(doc, dict):
                 raise ValueError("not a mapping")
             check_format(doc)
-            unknown = set(doc) - {"format", "boot_tries", "keep_last", "keep_days"}
+            unknown = set(doc) - {"format", "boot_tries", "keep_last", "keep_days",
+                                  "max_depth"}
             if unknown:
                 raise ValueError(f"unknown setting {sorted(map(str, unknown))[0]!r}")
             d = Policy()
             p = Policy(
                 boot_tries=_int(doc.get("boot_tries", d.boot_tries), "boot_tries"),
                 keep_last=_int(doc.get("keep_last", d.keep_last), "keep_last"),
-                keep_days=_int(doc.get("keep_days", d.keep_days), "keep_days"))
+                keep_days=_int(doc.get("keep_days", d.keep_days), "keep_days"),
+                max_depth=_int(doc.get("max_depth", d.max_depth), "max_depth"))
             if p.boot_tries > MAX_TRIES:
                 raise ValueError(f"'boot_tries' is more than {MAX_TRIES}")
+            if p.max_depth < 2:
+                raise ValueError("'max_depth' is less than 2")
             return p
         except (ValueError, TypeError) as e:
             raise StoreError(f"{POLICY}: {one_line(e)}",

@@ -4,6 +4,7 @@ sparse holes)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -75,13 +76,21 @@ def snapshot(root: Path, skip: tuple[str, ...] = ("home",)) -> dict[str, Any]:
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                 d["rdev"] = (os.major(st.st_rdev), os.minor(st.st_rdev))
             if not stat.S_ISLNK(st.st_mode):
-                d["xattrs"] = {
-                    k: os.getxattr(p, k, follow_symlinks=False)
-                    for k in sorted(os.listxattr(p, follow_symlinks=False))
-                    if k.startswith("user.")
-                }
+                d["xattrs"] = {k: os.getxattr(p, k, follow_symlinks=False)
+                               for k in _xattr_names(p) if k.startswith("user.")}
             out[rel] = d
     return out
+
+
+def _xattr_names(path: str) -> list[str]:
+    """The names of a file's extended attributes; none where the file system stores none
+    (a directory of a squashfs image without an xattr table says EOPNOTSUPP)."""
+    try:
+        return sorted(os.listxattr(path, follow_symlinks=False))
+    except OSError as e:
+        if e.errno != errno.EOPNOTSUPP:
+            raise
+        return []
 
 
 def apply_changes(root: Path) -> None:

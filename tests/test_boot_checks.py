@@ -91,7 +91,8 @@ def make_store(tmp_path: Path, image: Path, names: tuple[str, ...] = ("base", "t
         shutil.copyfile(image, st.image_path(name))
         kind, stack = (Kind.BASE, ()) if i == 0 else (Kind.INCREMENTAL, names[:i])
         st.write_meta(ImageMeta(
-            name=name, kind=kind, created=dt.datetime(2026, 1, 1 + i, tzinfo=dt.UTC),
+            name=name, kind=kind,
+            created=dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=i),
             sha256=squash.sha256(image), size=image.stat().st_size, stack=stack,
             parent=stack[-1] if stack else None))
     st.roottab_path.write_text(roottab)
@@ -265,6 +266,33 @@ def test_assembly_refuses_a_damaged_image_before_mounting(root_ns: Path, image: 
     try:
         assert r.returncode == 0, r.stdout + r.stderr
         assert (root_ns / "sysroot/sbin/init").is_file()
+    finally:
+        umount_all(root_ns)
+
+
+def test_a_stack_past_one_lowerdir_list_is_assembled(root_ns: Path, image: Path) -> None:
+    """120 images: "120:119:...:1" is over fsconfig(2)'s 255 bytes, so the initramfs
+    passes one lowerdir+= per image (Linux >= 6.8), as the engine does."""
+    from maintenance.mounts import max_depth, mount_at
+
+    if max_depth() < 120:
+        pytest.skip(f"Linux {os.uname().release} has no lowerdir+= (needs 6.8)")
+    names = ("base", *(f"p{i}" for i in range(119)))
+    st = make_store(root_ns, image, names, "".join(f"{n}\n" for n in names))
+    r = assemble(st, "layer", " ".join(names))
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        info = mount_at(root_ns / "sysroot")
+        assert info is not None and info.fstype == "overlay"
+        assert "lowerdir+=120,lowerdir+=119," in info.options, info.options
+        assert (root_ns / "sysroot/sbin/init").is_file()
+        assert len(list((root_ns / "run/lower").iterdir())) == 120
+    finally:
+        umount_all(root_ns)
+    r = assemble(st, "layer", "base p0 p1")  # a short one: one lowerdir= list
+    try:
+        info = mount_at(root_ns / "sysroot")
+        assert info is not None and "lowerdir=3:2:1," in info.options, info.options
     finally:
         umount_all(root_ns)
 

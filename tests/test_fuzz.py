@@ -150,7 +150,7 @@ TRIAL_DOC = {"format": 1, "stack": ["base", "inc1"], "good": ["base"], "tries": 
              "failure": "health checks failed: 50-check (exit 1)"}
 FALLBACK_DOC = {"format": 1, "failed": ["base", "inc2"], "good": ["base", "inc1"], "boots": 3,
                 "at": "2026-01-02T03:04:05Z", "why": "3 boots did not complete"}
-POLICY_DOC = {"format": 1, "boot_tries": 2, "keep_last": 4, "keep_days": 10}
+POLICY_DOC = {"format": 1, "boot_tries": 2, "keep_last": 4, "keep_days": 10, "max_depth": 8}
 LAYER_KERNELS_DOC = {"format": 1, "layer": LAYER_ID, "stack": ["base", "inc1"],
                      "kernels": [kernel_to_doc(KERNEL)]}
 
@@ -622,6 +622,7 @@ def test_policy(store: Store, content: bytes) -> None:
     if not isinstance(got, IbiError):
         assert type(got) is Policy and 0 <= got.boot_tries <= 20, got
         assert count(got.keep_last) and count(got.keep_days), got
+        assert count(got.max_depth) and got.max_depth >= 2, got
 
 
 @FUZZ

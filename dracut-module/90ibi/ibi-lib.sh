@@ -7,7 +7,8 @@
 # overlayfs joins them on the target, top image first, given *relative* to /run/ibi/lower
 # (lowerdir=3:2:1): Debian 13's mount uses fsconfig(2), which refuses an option value over
 # 256 bytes, so absolute paths with image names broke after a handful of restore points.
-# The engine does the same (maintenance/mounts.py).
+# A list longer than that (over 88 images) goes one lowerdir+= option per layer (Linux >= 6.8,
+# up to overlayfs's 500). The engine does the same (maintenance/mounts.py).
 
 # Must equal maintenance.mounts.OVERLAY_OPTIONS (tests/vm/test_boot.py checks it).
 IBI_OVERLAY_OPTIONS="redirect_dir=off,metacopy=off,index=off,xino=off"
@@ -350,10 +351,12 @@ ibi_check_images() {
 
 # arg1: names, bottom first (separated by blanks)
 # Checks the images (ibi_check_images), then loop-mounts each read-only on $IBI_LOWER/<n>;
-# sets IBI_LOWERDIR (top first, relative to $IBI_LOWER).
+# sets IBI_LOWERDIR (top first, relative to $IBI_LOWER) and IBI_LOWEROPTS (the overlay's
+# lowerdir option(s) for it).
 # returns: 1 (message in IBI_ERROR, nothing left mounted) on failure
 ibi_mount_lowers() {
     IBI_LOWERDIR=""
+    IBI_LOWEROPTS=""
     ibi_check_images "$1" || return 1
     _i=0
     for _n in $1; do
@@ -366,11 +369,13 @@ ibi_mount_lowers() {
             return 1
         fi
         IBI_LOWERDIR="$_i${IBI_LOWERDIR:+:$IBI_LOWERDIR}"
+        IBI_LOWEROPTS="lowerdir+=$_i${IBI_LOWEROPTS:+,$IBI_LOWEROPTS}"
     done
     [ -n "$IBI_LOWERDIR" ] || {
         IBI_ERROR="no image to mount"
         return 1
     }
+    [ "${#IBI_LOWERDIR}" -gt 255 ] || IBI_LOWEROPTS="lowerdir=$IBI_LOWERDIR"
     return 0
 }
 
@@ -384,10 +389,10 @@ ibi_umount_lowers() {
     return 0
 }
 
-# arg1: target; arg2: upperdir; arg3: workdir (uses IBI_LOWERDIR)
+# arg1: target; arg2: upperdir; arg3: workdir (uses IBI_LOWEROPTS)
 ibi_mount_overlay() {
     if ! _out=$(cd "$IBI_LOWER" && mount -t overlay -o \
-        "lowerdir=$IBI_LOWERDIR,upperdir=$2,workdir=$3,$IBI_OVERLAY_OPTIONS" ibi "$1" 2>&1); then
+        "$IBI_LOWEROPTS,upperdir=$2,workdir=$3,$IBI_OVERLAY_OPTIONS" ibi "$1" 2>&1); then
         IBI_ERROR="cannot mount the overlay on $1: $_out"
         return 1
     fi

@@ -44,21 +44,22 @@ def mount_field(vm: VM, field: str, target: str = "/") -> str:
 
 
 def lowerdirs(vm: VM) -> list[str]:
-    """The lowers of /, top first, as paths (ibi passes them relative to /run/ibi/lower)."""
+    """The lowers of /, top first, as paths (ibi passes them relative to /run/ibi/lower, as
+    one lowerdir= list or, for a deep stack, one lowerdir+= each)."""
     opts = mount_field(vm, "OPTIONS")
     m = re.search(r"lowerdir=([^,]+)", opts)
-    assert m, f"no lowerdir in the options of /: {opts}"
-    return [p if p.startswith("/") else f"/run/ibi/lower/{p}" for p in m.group(1).split(":")]
+    names = m.group(1).split(":") if m else re.findall(r"lowerdir\+=([^,]+)", opts)
+    assert names, f"no lowerdir in the options of /: {opts}"
+    return [p if p.startswith("/") else f"/run/ibi/lower/{p}" for p in names]
 
 
 def lower_images(vm: VM) -> list[str]:
-    """The image names behind the lowers of /, top first (from the loop backing files)."""
-    out = []
-    for lower in lowerdirs(vm):
-        dev = mount_field(vm, "SOURCE", lower)
-        back = vm.check(f"losetup -n -O BACK-FILE {dev} | cat")
-        out.append(Path(back).name.removesuffix(".sqfs"))
-    return out
+    """The image names behind the lowers of /, top first (from the loop backing files),
+    read in one command."""
+    dirs = " ".join(lowerdirs(vm))
+    out = vm.check(f"for d in {dirs}; do losetup -n -O BACK-FILE "
+                   "\"$(findmnt -n -r -o SOURCE --mountpoint $d)\"; done | cat", timeout=300)
+    return [Path(line.strip()).name.removesuffix(".sqfs") for line in out.splitlines()]
 
 
 def assert_protected(vm: VM, upper: str) -> None:
@@ -72,19 +73,40 @@ def assert_protected(vm: VM, upper: str) -> None:
 
 # --- scenario 1 ------------------------------------------------------------------------
 
-DEEP = [f"restore-point-{i}-with-a-long-descriptive-name-{'x' * 16}" for i in range(8)]
+LONG = [f"restore-point-{i}-with-a-long-descriptive-name-{'x' * 16}" for i in range(8)]
+DEEP = [*LONG, *(f"p{i}" for i in range(92))]
 
 
 def deep_stack(data: Path) -> None:
-    """Eight incremental restore points with 61-character names on the base: as absolute
-    paths their lowerdir= would be over 600 bytes, which Debian 13's mount refuses."""
+    """100 incremental restore points on the base: 8 with 61-character names (as absolute
+    paths their lowerdir= would be over 600 bytes, which Debian 13's mount refuses), made
+    by the engine, then 92 more squashed the way create squashes a layer (a create mounts
+    the whole stack: a hundred of them take minutes): "101:100:...:1" is over 255 bytes,
+    so the initramfs mounts one lowerdir+= per image."""
+    import stat
+
+    from maintenance import squash
     from maintenance.engine import Engine
     from maintenance.model import Kind
 
     eng = Engine(data, data.parent / "run")
-    for i, name in enumerate(DEEP):
+    for i, name in enumerate(LONG):
         plant(data, f"layer/upper/root/deep-{i}.txt", f"{i}\n")
         eng.create(Kind.INCREMENTAL, name=name, level=1)
+    tab = eng.roottab()
+    layers = data.parent / "deep-layers"
+    for name in DEEP[len(LONG):]:
+        layer = layers / name
+        (layer / "root").mkdir(parents=True, mode=0o700)
+        (layer / "root" / f"{name}.txt").write_text(f"{name}\n")
+        if name == "p50":  # a deletion too: p49's file
+            os.mknod(layer / "root/p49.txt", stat.S_IFCHR, os.makedev(0, 0))
+        tmp = eng.store.tmp_path(name, ".sqfs")
+        squash.mksquashfs(layer, tmp)
+        eng._commit_image(tmp, name, Kind.INCREMENTAL, "", tuple(tab), tab[-1], "zstd", None)
+        tab.append(name)
+    eng.store.write_roottab(tab)
+    eng.refresh_boot_files()
 
 
 def test_normal_boot_is_overlay_and_persists(scenario: Scenario) -> None:
@@ -92,9 +114,12 @@ def test_normal_boot_is_overlay_and_persists(scenario: Scenario) -> None:
     vm.boot()
     assert vm.check("cat /run/ibi/mode") == "normal roottab"
     assert_protected(vm, "/run/ibi/data/layer/upper")
-    assert lowerdirs(vm) == [f"/run/ibi/lower/{n}" for n in range(9, 0, -1)]
+    assert lowerdirs(vm) == [f"/run/ibi/lower/{n}" for n in range(101, 0, -1)]
+    assert "lowerdir+=101,lowerdir+=100," in mount_field(vm, "OPTIONS")
     assert lower_images(vm) == [*reversed(DEEP), "base"]
-    assert vm.check("cat /root/deep-0.txt /root/deep-7.txt").split() == ["0", "7"]
+    assert vm.check("cat /root/deep-0.txt /root/deep-7.txt /root/p0.txt /root/p91.txt"
+                    ).split() == ["0", "7", "p0", "p91"]
+    assert vm.run("test -e /root/p49.txt")[0] == 1
     assert vm.check("systemctl is-active ibi-protect.service") == "active"
     assert "protection check passed" in vm.check("journalctl -b -u ibi-protect --no-pager | cat")
     assert mount_field(vm, "SOURCE", "/home").endswith("[/home]")
