@@ -25,7 +25,7 @@ from .engine import (
     tmpfs_uppers,
 )
 from .errors import IbiError, NotFound, Refused, UsageError
-from .model import Kind, Level, Progress, StatePlan, Status
+from .model import Kind, LayerStats, Level, Progress, StatePlan, Status
 from .output import emit
 from .squash import COMPRESSORS
 
@@ -401,8 +401,9 @@ def confirm(args: argparse.Namespace, word: str, explanation: str) -> None:
         raise Refused("cancelled; nothing was changed")
 
 
-def restore_explanation(engine: Engine, what: str, plan: StatePlan) -> str:
-    stats = engine.restore_plan()
+def restore_explanation(engine: Engine, what: str, plan: StatePlan,
+                        stats: LayerStats | None = None) -> str:
+    stats = stats or engine.restore_plan()
     lines = [f"{what} discards the writable layer: {stats.changed} changed files, "
              f"{stats.deleted} deletions, {stats.opaque} replaced directories "
              f"({human(stats.bytes)})."]
@@ -451,11 +452,14 @@ def restore_like(eng: Engine, args: argparse.Namespace, name: str | None) -> int
     plan = eng.state_plan(name, args.keep_current)
     head = "" if name is None else f"The stack becomes: {' '.join(eng.stack_for(name))}.\n"
     if args.dry_run:
-        stats = eng.restore_plan()
-        emit(args, {"discard": stats, "state": plan}, lambda: print(
-            head + restore_explanation(eng, what, plan)))
+        now = eng.restore_plan()
+        emit(args, {"discard": now, "state": plan}, lambda: print(
+            head + restore_explanation(eng, what, plan, now)))
         return 0
-    confirm(args, word, head + restore_explanation(eng, what, plan))
+    # the figures shown are the figures reported (with --yes they are counted after)
+    stats: LayerStats | None = None if args.yes else eng.restore_plan()
+    if stats is not None:
+        confirm(args, word, head + restore_explanation(eng, what, plan, stats))
     action = "restore" if name is None else "rollback"
     if args.next_boot:
         eng.queue(action, name=name, keep=args.keep_current,
@@ -471,7 +475,7 @@ def restore_like(eng: Engine, args: argparse.Namespace, name: str | None) -> int
                 f"\non trial: {t.tries} boots to complete one, else back to "
                 f"[{' '.join(t.good)}]" if t else "")))
         return 0
-    res = eng.restore(args.keep_current)
+    res = eng.restore(args.keep_current, stats)
 
     def text() -> None:
         print(f"restored: discarded {res.discarded.changed} changed files and "

@@ -733,16 +733,21 @@ class Engine:
         return meta
 
     @changes_store
-    def restore(self, keep_current: Collection[str] = ()) -> RestoreResult:
+    def restore(self, keep_current: Collection[str] = (),
+                discarded: LayerStats | None = None) -> RestoreResult:
         """Restore System: set the writable layer aside (a rename, whatever its size) and
         put a fresh one in place, with the managed config rendered from the last capture
-        (or, for the choices in ``keep_current``, kept as it is now)."""
+        (or, for the choices in ``keep_current``, kept as it is now). ``discarded``: the
+        figures the caller showed before asking (:meth:`restore_plan`), else they are
+        counted in the set-aside layer after the commit: nothing before the commit takes
+        time in proportion to the layer."""
         self.recover()
         self._refuse_if_live()
         statemod.check_choices(statemod.load_config(self.store), keep_current)
-        discarded = layerfs.stats(self.store.upper)
         trash, written, kept, warnings = self._fresh_layer(carry=True, keep=keep_current)
-        self.refresh_boot_files()  # a kernel installed in the layer is gone with it
+        self._refresh_quietly()  # a kernel installed in the layer is gone with it
+        if discarded is None:
+            discarded = layerfs.stats(trash / "upper")
         return RestoreResult(discarded, str(trash), tuple(written), tuple(kept),
                              tuple(warnings))
 

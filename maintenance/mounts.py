@@ -209,7 +209,13 @@ class Mounter:
     def overlay(self, target: Path, lowers: Sequence[Path], upper: Path | None = None,
                 work: Path | None = None, readonly: bool = False) -> None:
         """``lowers`` highest first (as overlayfs lists them); when they share a parent
-        directory they are passed relative to it (see the module's docstring)."""
+        directory they are passed relative to it (see the module's docstring). A
+        read-only stack of one image gets an empty directory beside it as a second lower
+        (overlayfs wants two lowers when there is no upper)."""
+        if upper is None and len(lowers) == 1:
+            empty = lowers[0].parent / "empty"
+            empty.mkdir(exist_ok=True)
+            lowers = [lowers[0], empty]
         parent = lowers[0].parent
         cwd = parent if all(p.parent == parent for p in lowers) else None
         lowerdirs = lower_options([p.name if cwd else str(p) for p in lowers])

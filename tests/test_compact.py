@@ -336,3 +336,27 @@ def test_status_asks_for_compaction_past_the_policy_depth(deep: Engine) -> None:
     assert "ibi compact" in found[0].message
     eng.compact()
     assert not [n for n in eng.status().notices if n.topic == "depth"]
+
+
+@pytest.mark.parametrize("points", [0, 2])
+def test_a_read_only_mount_of_any_depth(engine: Engine, root_ns: Path, points: int) -> None:
+    """ibi mount --read-only: a stack of one image too (overlayfs wants two lowers without
+    an upper: one image is bound read-only instead)."""
+    tree = root_ns / "tree"
+    build_base(tree)
+    engine.init(source_dir=tree)
+    engine.trial_tries = 0
+    for i in range(points):
+        (engine.store.upper / f"p{i}").write_text(f"{i}\n")
+        engine.create(Kind.INCREMENTAL, name=f"p{i}")
+    mnt = root_ns / "ro"
+    mnt.mkdir()
+    r = engine.mount(mnt, readonly=True)
+    try:
+        assert r.stack == ("base", *(f"p{i}" for i in range(points)))
+        assert (mnt / "etc/hostname").read_text() == "base-host\n"
+        with pytest.raises(OSError):
+            (mnt / "etc/new").write_text("x")
+    finally:
+        assert engine.umount(mnt) >= 1
+    assert not mounts.mounts_under(root_ns / "ro") and not mounts.is_mountpoint(mnt)

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""What a deep stack costs every file lookup, and what compaction gives back (run by hand,
+as root; not part of the test suite).
+
+A base image is squashed from a real tree (default /usr/share, ~55,000 files here); then
+restore points are stacked on it, each changing a few files spread over the tree (as
+package updates do), the way ``ibi create --incremental`` squashes a layer. For each
+depth the stack is assembled read-only as ``ibi mount`` does, and three metadata
+workloads run on it, warm (each round after one warm-up): ``find`` of every entry, an
+``lstat`` of every entry (Python's os.walk + lstat), and ``tar cf /dev/null`` (GNU tar
+reads no data then). Baseline, measured in the same run: the base image mounted bare
+(one squashfs, no overlay). Then the deepest stack is merged by ``ibi compact`` and
+measured again.
+
+Prints a table (median seconds; ratio to bare squashfs) and, with --json FILE, writes
+the figures.
+
+Usage: sudo python3 bench/depth_bench.py [--tree /usr/share] [--depths 1,4,16,64]
+                                         [--rounds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from maintenance import mounts, squash
+from maintenance.engine import Engine
+from maintenance.model import Kind
+
+
+def workloads(root: Path) -> dict[str, list[str] | None]:
+    return {"find": ["find", str(root), "-xdev"],
+            "tar": ["tar", "-C", str(root), "-cf", "/dev/null", "."],
+            "lstat": None}
+
+
+def lstat_all(root: Path) -> int:
+    n = 0
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lstat(os.path.join(top, name))
+            n += 1
+    return n
+
+
+def run_once(root: Path, argv: list[str] | None) -> float:
+    t = time.perf_counter()
+    if argv is None:
+        lstat_all(root)
+    else:
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def measure(root: Path, rounds: int) -> dict[str, float]:
+    out = {}
+    for name, argv in workloads(root).items():
+        run_once(root, argv)  # warm
+        out[name] = statistics.median(run_once(root, argv) for _ in range(rounds))
+    return out
+
+
+def stack_points(eng: Engine, work: Path, files: list[str], depth: int) -> None:
+    """Stack restore points on the base until the stack is ``depth`` images deep: each
+    point rewrites 20 files of the tree (spread over it) and deletes one."""
+    tab = eng.roottab()
+    i = len(tab) - 1
+    while len(tab) < depth:
+        layer = work / f"layer{i}"
+        for k in range(20):
+            rel = files[(i * 7919 + k * 104729) % len(files)]
+            dest = layer / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(f"point {i} file {k}\n")
+        gone = layer / files[(i * 31337) % len(files)]
+        if not gone.exists():
+            gone.parent.mkdir(parents=True, exist_ok=True)
+            os.mknod(gone, 0o020000, os.makedev(0, 0))  # a whiteout
+        name = f"p{i:03d}"
+        tmp = eng.store.tmp_path(name, ".sqfs")
+        squash.mksquashfs(layer, tmp)
+        eng._commit_image(tmp, name, Kind.INCREMENTAL, "", tuple(tab), tab[-1], "zstd", None)
+        tab.append(name)
+        i += 1
+    eng.store.write_roottab(tab)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tree", default="/usr/share")
+    ap.add_argument("--depths", default="1,4,16,64")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", default=None, metavar="FILE")
+    ap.add_argument("--dir", default="/var/tmp")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench: run as root (it mounts)", file=sys.stderr)
+        return 2
+    depths = sorted(int(d) for d in args.depths.split(","))
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="ibi-depth-") as tmp:
+        root = Path(tmp)
+        eng = Engine(root / "data", root / "run")
+        eng.data_dir.mkdir()
+        t = time.perf_counter()
+        eng.init(source_dir=args.tree)
+        print(f"base from {args.tree}: {eng.store.image_path('base').stat().st_size >> 20} "
+              f"MiB in {time.perf_counter() - t:.1f} s")
+        mnt = root / "mnt"
+        mnt.mkdir()
+        with mounts.temporary_mounts() as m:
+            m.image(eng.store.image_path("base"), mnt)
+            files = sorted(os.path.relpath(os.path.join(top, f), mnt)
+                           for top, _d, fs in os.walk(mnt) for f in fs)
+            bare = measure(mnt, args.rounds)
+        print(f"{len(files)} files")
+        rows.append({"stack": "bare squashfs", "depth": 1, **bare})
+
+        def row(label: str) -> None:
+            eng.mount(mnt, readonly=True)
+            try:
+                figs = measure(mnt, args.rounds)
+            finally:
+                eng.umount(mnt)
+            rows.append({"stack": label, "depth": len(eng.roottab()), **figs})
+
+        for d in depths:
+            stack_points(eng, root / "layers", files, d)
+            row(f"ibi, {d} image{'s' if d > 1 else ''}")
+        if len(eng.roottab()) > 2:
+            t = time.perf_counter()
+            meta = eng.compact(name="compacted")
+            spent = time.perf_counter() - t
+            row(f"ibi, {depths[-1]} compacted")
+            rows[-1]["compact_s"] = round(spent, 2)
+            print(f"ibi compact of {depths[-1] - 1} points: {spent:.1f} s, "
+                  f"{meta.size >> 10} KiB")
+    names = list(workloads(Path("/")))
+    print(f"\n{'stack':<22}" + "".join(f"{n:>16}" for n in names))
+    for r in rows:
+        cells = "".join(f"{r[n]:>8.3f} {r[n] / bare[n]:>5.2f}x " for n in names)  # type: ignore[operator]
+        print(f"{r['stack']:<22}{cells}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"tree": args.tree, "files": len(files),
+                                               "rounds": args.rounds, "rows": rows,
+                                               "kernel": os.uname().release}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
