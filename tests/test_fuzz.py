@@ -532,7 +532,7 @@ def test_the_valid_store_reads_clean(template: Path, tmp_path: Path) -> None:
                                    LAYER_ID, "health checks failed: 50-check (exit 1)")
     assert s.read_fallback() == Fallback(("base", "inc2"), ("base", "inc1"), 3, CREATED,
                                          "3 boots did not complete")
-    assert s.read_policy() == Policy(2, 4, 10)
+    assert s.read_policy() == Policy(2, 4, 10, 8)
     status = Engine(template, tmp_path / "run").status()
     assert [n for n in status.notices if "low space" not in n.message and
             "queued" not in n.message and "on trial" not in n.message

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from qemu import VM, Console
+from qemu import BOOT_TIMEOUT, VM, Console
 
 pytestmark = pytest.mark.vm
 
@@ -155,7 +155,7 @@ def test_corrupt_roottab_falls_back_to_prev(scenario: Scenario) -> None:
         (store / "roottab").write_bytes(b"\x00\xff\xfe garbage: not a roottab !!\nbase\n")
 
     vm = scenario("fallback", plant=corrupt)
-    vm.expect("falling back to roottab.prev", timeout=400)
+    vm.expect("falling back to roottab.prev", timeout=BOOT_TIMEOUT)
     vm.boot()
     assert vm.check("cat /run/ibi/mode") == "normal roottab.prev"
     assert_protected(vm, "/run/ibi/data/layer/upper")
@@ -173,7 +173,7 @@ def test_corrupt_roottab_falls_back_to_prev(scenario: Scenario) -> None:
 
 def open_menu(vm: VM) -> Console:
     con = Console(vm)
-    con.wait_for(MENU_READY, timeout=int(os.environ.get("IBI_VM_BOOT_TIMEOUT", "420")))
+    con.wait_for(MENU_READY, timeout=BOOT_TIMEOUT)
     con.pump(2)
     return con
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from qemu import VM
+from qemu import BOOT_TIMEOUT, VM
 
 from maintenance.engine import Engine
 from maintenance.model import Kind
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.vm
 
 DATA = "--data /run/ibi/data"
 FAILING_CHECK = "#!/bin/sh\necho 'demo: this image always fails its health check'\nexit 1\n"
-FAILED_BOOT_TIMEOUT = 420  # initramfs, the switch, multi-user, the health check, reboot
+FAILED_BOOT_TIMEOUT = BOOT_TIMEOUT  # initramfs, the switch, multi-user, health check, reboot
 
 
 def plant(d: Path) -> None:
