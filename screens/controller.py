@@ -20,8 +20,9 @@ from typing import Any, Protocol
 import urwid
 
 from maintenance.auth import Auth
+from maintenance.compact import CompactPlan
 from maintenance.engine import Engine
-from maintenance.errors import IbiError, InUse
+from maintenance.errors import IbiError, InUse, UsageError
 from maintenance.model import (
     CaptureInfo,
     Change,
@@ -37,7 +38,7 @@ from maintenance.model import (
     UndoResult,
 )
 
-from . import decision, undo_views
+from . import compact_views, decision, undo_views
 from .auth_views import PasswordDialog
 from .state_views import StateTable, StateView, restored_lines, saved_lines
 from .undo_views import UndoPlan
@@ -70,6 +71,8 @@ Work = Callable[[ProgressFn], Any]
 RestorePlan = tuple[LayerStats, StatePlan | str, list[Change], list[str] | None]
 # the store's status (or why it cannot be read), and whether Undo has a layer to put back
 Loaded = tuple[Status | None, str | None, bool]
+# what Compact would do, and the store's images (for the choice of where it starts)
+CompactShown = tuple[CompactPlan, dict[str, ImageMeta]]
 # what Undo would do: its plan, the current layer's figures, the stack, the trial it is on
 UndoShown = tuple[UndoPlan, LayerStats | None, list[str] | None, Trial | None]
 Done = Callable[[Any, BaseException | None], None]
@@ -658,6 +661,65 @@ class Controller:
                    lambda _res: self.host.show(result_page(
                        "Restore point deleted", [f"Deleted {name}; freed {human(size)}."],
                        self.reload)), mutating=True)
+
+    # ------------------------------------------------------------------ Compact
+    def compact(self) -> None:
+        """Merge the incremental restore points at the top of the stack into one image.
+        The plan is read first: when there is nothing to merge, that is said in a line (no
+        password for nothing). Compaction leaves the writable layer alone, so it runs in a
+        booted system too: nothing is queued."""
+        self._read_compact(None)
+
+    def _read_compact(self, first: str | None) -> None:
+        def work(_r: ProgressFn) -> CompactShown:
+            plan = self.engine.compact_plan(first)
+            return plan, {m.name: m for m in self.engine.images()}
+
+        def shown(res: CompactShown) -> None:
+            self._authorized(compact_views.TITLE, lambda: self._ask_compact(*res))
+        self._work("Reading the store", "", work, shown, on_error=self._nothing_to_compact)
+
+    def _nothing_to_compact(self, exc: BaseException) -> None:
+        if not isinstance(exc, UsageError):
+            self.error(exc)
+            return
+        lines: list[Line | str] = [str(exc)]
+        if exc.hint:
+            lines.append(("dim", exc.hint))
+        self.host.dialog(Dialog(compact_views.TITLE, lines, self.host.close_dialog))
+
+    def _ask_compact(self, plan: CompactPlan, metas: dict[str, ImageMeta]) -> None:
+        free = self.status.disk.free if self.status else None
+        more = ([(compact_views.PICK, lambda: self._pick_start(plan, metas))]
+                if len(compact_views.starts(plan)) > 1 else [])
+        self.host.show(CreateView(compact_views.TITLE, compact_views.plan_lines(plan, free),
+                                  lambda name, desc: self._do_compact(plan, name, desc),
+                                  self.back, action=compact_views.ACTION, more=more))
+
+    def _pick_start(self, plan: CompactPlan, metas: dict[str, ImageMeta]) -> None:
+        def picked(name: str) -> None:
+            self.host.back()  # the picker
+            self.host.back()  # the plan it was chosen from
+            self._read_compact(name)
+        self.host.show(PickerView(compact_views.TITLE, compact_views.pick_intro(plan),
+                                  compact_views.start_choices(plan, metas), picked,
+                                  self.back))
+
+    def _do_compact(self, plan: CompactPlan, name: str, description: str) -> None:
+        self.host.back()  # the plan
+
+        def work(report: ProgressFn) -> tuple[ImageMeta, Trial | None]:
+            # the run as shown: a stack changed meanwhile is refused, not merged unseen
+            meta = self.engine.compact(first=plan.run[0], last=plan.run[-1],
+                                       name=name or None, description=description,
+                                       progress=report)
+            return meta, self._trial_or_none()
+
+        def done(res: tuple[ImageMeta, Trial | None]) -> None:
+            self.host.show(result_page("Restore points compacted",
+                                       compact_views.done_lines(plan, *res), self.reload))
+        self._work(f"Compacting {compact_views.run_text(plan)}", compact_views.NOTE, work,
+                   done, mutating=True)
 
     # ------------------------------------------------------------------ saved settings
     def state(self) -> None:

@@ -29,6 +29,7 @@ class MainActions(Protocol):
     def live_review(self) -> None: ...
     def rollback(self) -> None: ...
     def delete(self) -> None: ...
+    def compact(self) -> None: ...
     def state(self) -> None: ...
     def verify(self) -> None: ...
     def shell(self) -> None: ...
@@ -48,6 +49,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("live_review", "Live Review...", "l"),
     ("rollback", "Roll back to...", "b"),
     ("delete", "Delete restore point...", "d"),
+    ("compact", "Compact restore points", "k"),
     ("state", "Saved settings (state)...", "t"),
     ("verify", "Verify images", "v"),
     ("shell", "Shell", "s"),
@@ -210,6 +212,16 @@ def boot_lines(status: Status) -> list[Notice]:
     return out
 
 
+def depth_lines(status: Status, actions: Collection[str] = ALL_ACTIONS) -> list[Notice]:
+    """The engine's ``depth`` notice (the stack is deeper than the policy's bound), one
+    short line with the key that compacts it."""
+    if not any(n.topic == "depth" for n in status.notices):
+        return []
+    hint = "k compacts it" if "compact" in actions else "ibi compact merges it"
+    return [Notice(Level.INFO, f"The stack is {len(status.stack)} images deep (past the "
+                               f"policy's bound): {hint}", "depth")]
+
+
 def notice_rows(notices: Sequence[Notice], limit: int,
                 first: Sequence[Notice] = ()) -> list[urwid.Widget]:
     """``first`` (always shown), then up to ``limit`` rows in all of ``notices``, errors
@@ -252,9 +264,10 @@ class MainView(Wrap):
             self.stack.set_focus(len(rows) - 1)  # keep the top of the stack in view
             parts.append(("weight", 1, self.stack))
             parts.append(("pack", urwid.Divider("-")))
-            first = boot_lines(status)
+            first = boot_lines(status) + depth_lines(status, actions)
             said = {"trial"} if status.trial else set()  # boot_lines shows them
             said |= {"fallback"} if status.fallback else set()
+            said |= {n.topic for n in first if n.topic}  # depth_lines shows it
             notices = tuple(n for n in status.notices if n.topic not in said or not n.topic)
             if boot_error:
                 notices = (Notice(Level.ERROR, f"the boot failed: {boot_error}"), *notices)
@@ -337,10 +350,10 @@ HELP_LINES: list[Line | str] = [
     "Undo: put back the layer that Restore or Roll back set aside. Types UNDO.",
     "Create Full / Incremental Restore Point: squash the whole system (full) or",
     "  just the writable layer (incremental) into a new image on the stack.",
-    "Live Review: boot an older restore point read-only with a RAM layer on top;",
-    "  nothing changes on disk (only /home is the real one).",
+    "Live Review: boot an older restore point on a RAM layer; only /home is real.",
     "Roll back to: make the stack end at an older restore point. Types ROLLBACK.",
     "Delete restore point: remove an image no stack needs. Types DELETE.",
+    "Compact restore points: merge the stack's restore points into one image.",
     "Saved settings: the hostname, time zone, ... Restore writes back; edit them.",
     "Verify images: check every image against its checksum.  Shell: a root shell.",
     "Password: Shell and every action that changes the store ask once for root's",
@@ -378,8 +391,10 @@ class Page(Wrap):
 
     def keypress(self, size: Size, key: str) -> str | None:
         if key in ("page up", "page down") and self.frame.focus_position == "footer":
+            # the body's own height: what the title and the controls leave of the page
             maxcol, maxrow = box_size(size)
-            return self.body.keypress((maxcol, max(1, maxrow - 6)), key)
+            used = sum(w.rows((maxcol,)) for w in (self.frame.header, self.controls) if w)
+            return self.body.keypress((maxcol, max(1, maxrow - used)), key)
         rest = super().keypress(size, key)
         if rest == "esc" and self.on_back is not None:
             self.on_back()
@@ -446,16 +461,20 @@ class ConfirmView(Page):
 
 
 class CreateView(Page):
-    """Name and description of a new restore point, with what it will do."""
+    """Name and description of a new image (a restore point, or compacted ones), with what
+    it will do; ``action`` labels the button that goes ahead, ``more`` adds buttons before
+    Cancel."""
 
     footer = EDIT_FOOTER
 
-    def __init__(self, title: str, lines: Sequence[Line | str],
-                 on_create: Callable[[str, str], Any], on_cancel: Callable[[], Any]) -> None:
+    def __init__(self, title: str, lines: Sequence[Line | str | urwid.Widget],
+                 on_create: Callable[[str, str], Any], on_cancel: Callable[[], Any], *,
+                 action: str = "Create",
+                 more: Sequence[tuple[str, Callable[[], Any]]] = ()) -> None:
         self.on_create = on_create
         self.name = urwid.Edit("Name (empty: automatic): ")
         self.description = urwid.Edit("Description:              ")
-        self.buttons = ButtonRow([("Create", self._create), ("Cancel", on_cancel)])
+        self.buttons = ButtonRow([(action, self._create), *more, ("Cancel", on_cancel)])
         self.form = urwid.Pile([urwid.AttrMap(self.description, "edit"),
                                 urwid.AttrMap(self.name, "edit"), urwid.Divider(),
                                 self.buttons])
@@ -529,7 +548,8 @@ class ProgressView(Wrap):
                 size = progress.phase in ("verifying", "copying")
                 done, total = ((human(progress.done), human(progress.total)) if size
                                else (str(progress.done), str(progress.total)))
-                self.figures.set_text(("dim", f"{done} of {total}"))
+                unit = " directories" if progress.phase == "checking" else ""  # compaction
+                self.figures.set_text(("dim", f"{done} of {total}{unit}"))
         spin = self.SPIN[int(elapsed * 4) % 4]
         self.clock.set_text(("dim", f"{spin} {elapsed:.0f} s elapsed"))
 

@@ -13,6 +13,7 @@ from typing import Any
 import urwid
 
 from maintenance.auth import Auth, set_maintenance
+from maintenance.compact import CompactPlan
 from maintenance.engine import fallback_text
 from maintenance.errors import InUse, NotFound, StoreError, UsageError
 from maintenance.model import (
@@ -238,6 +239,8 @@ class FakeEngine:
         self.boots = 0
         self.fallback: Fallback | None = None
         self.pinned: set[str] = set()
+        self.max_depth = 16  # the policy's bound: a deeper stack gets the depth notice
+        self.compacted: tuple[Any, ...] | None = None  # what the last compact was asked
 
     def _check(self, what: str) -> None:
         self.calls.append(what)
@@ -262,6 +265,11 @@ class FakeEngine:
                 + (f"; last failure: {t.failure}" if t.failure else ""), "trial"))
         if self.fallback:
             notices.append(Notice(Level.WARNING, fallback_text(self.fallback), "fallback"))
+        if len(self.tab) > self.max_depth:
+            notices.append(Notice(Level.INFO, f"the stack is {len(self.tab)} images deep (the "
+                                  f"policy's bound is {self.max_depth}): each adds a layer "
+                                  "to every file lookup; ibi compact merges its restore "
+                                  "points into one", "depth"))
         return dataclasses.replace(st, notices=tuple(notices), trial=t, boots=self.boots,
                                    fallback=self.fallback,
                                    pinned=tuple(n for n in self.metas if n in self.pinned))
@@ -419,6 +427,54 @@ class FakeEngine:
             raise NotFound("no set-aside writable layer to put back")
         self.queued = (action, name, description)
         self.queued_keep = tuple(keep)
+
+    def compact_plan(self, first: str | None = None, last: str | None = None
+                     ) -> CompactPlan:
+        """As maintenance/compact.py plans it, with its words."""
+        self._check("compact_plan")
+        tab = self.tab
+        for given in (first, last):
+            if given is not None and given not in tab:
+                raise UsageError(f"{given!r} is not in the active stack ({' '.join(tab)})")
+        if last is not None and last != tab[-1]:
+            raise UsageError(f"a run ends at the top of the stack ({tab[-1]}), not at {last}")
+        start = tab.index(first) if first is not None else 1
+        if start == 0:
+            raise UsageError(f"{tab[0]} is the bottom of the stack (a base or full image): "
+                             "the run starts above it")
+        run = tab[start:]
+        for n in run:
+            if self.metas[n].kind is not Kind.INCREMENTAL:
+                raise UsageError(f"{n} is a {self.metas[n].kind.value} image: only "
+                                 "incremental restore points are merged")
+        if len(run) < 2:
+            raise UsageError(f"nothing to compact: the run from {run[0] if run else tab[-1]} "
+                             "to the top is one image" if run else
+                             "nothing to compact: the stack is one image")
+        return CompactPlan(tuple(tab), tuple(tab[:start]), tuple(run),
+                           sum(self.metas[n].size for n in run))
+
+    def compact(self, *, first: str | None = None, last: str | None = None,
+                name: str | None = None, description: str = "", progress: Any = None,
+                **_kw: Any) -> ImageMeta:
+        self._check("compact")
+        plan = self.compact_plan(first, last)
+        self.compacted = (first, last, name, description)
+        for phase, total in (("squashing", 100), ("checking", 40), ("verifying", 8 << 20)):
+            if progress:
+                progress(Progress(phase, total // 2, total, "x"))
+        name = name or "20261120-093000-compact"
+        if name in self.metas:
+            raise UsageError(f"an image named {name!r} already exists")
+        label = f"{plan.run[0]}..{plan.run[-1]}"
+        m = meta(name, Kind.INCREMENTAL, plan.below, description
+                 or f"compacts {label} ({len(plan.run)} restore points)", day=6,
+                 size=plan.run_bytes)
+        self.metas[name] = m
+        self.tab = [*plan.below, name]
+        if self.on_trial:
+            self.on_trial = dataclasses.replace(self.on_trial, stack=tuple(self.tab))
+        return m
 
     def verify(self, *, all_images: bool = False, progress: Any = None) -> VerifyReport:
         self._check("verify")

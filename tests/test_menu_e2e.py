@@ -521,3 +521,65 @@ def test_undo_on_a_live_layer_is_queued(store: Engine, root_ns: Path, tmp_path: 
         assert (target / "srv" / "live-file").exists()  # nothing swapped now
     finally:
         store.umount(target)
+
+
+@pytest.mark.root
+def test_compact_merges_restore_points_in_a_booted_system(store: Engine, root_ns: Path,
+                                                          tmp_path: Path) -> None:
+    """The depth notice names the key; Compact, started one restore point higher, merges
+    the run while the stack is mounted with its writable layer in use (a booted system):
+    nothing is queued, the layer stays, the old images stay, the system shows the same."""
+    import stat
+
+    for name in ("a", "b", "c"):
+        change(store, f"srv/{name}", f"{name}\n")
+        if name == "c":  # a deletion: a whiteout over the base's file
+            (store.store.upper / "usr/bin").mkdir(parents=True)
+            os.mknod(store.store.upper / "usr/bin/tool", stat.S_IFCHR, os.makedev(0, 0))
+        store.create(Kind.INCREMENTAL, name=name, description=f"point {name}")
+    (store.store.root / "policy").write_text("format: 1\nmax_depth: 3\n")
+    target = root_ns / "root"
+    target.mkdir()
+    store.mount(target)
+    try:
+        (target / "srv" / "live-file").write_text("live\n")
+        with Tui(menu_args(store.data_dir, tmp_path)) as t:
+            t.wait_for("The stack is 4 images deep (past the policy's bound): k compacts it",
+                       "1 changed file")
+            t.press("k")
+            t.wait_for("Merges 3 restore points", "depth:     4 images now, 2 after",
+                       "[ Start from... ]")
+            t.press("tab", "tab", "right", "enter")
+            screen = t.wait_for("Choose the lowest restore point to merge")
+            assert "> b" in screen and "[merges 2, 3 images after]" in screen
+            t.press("enter")
+            screen = t.wait_for("merged:    b..c (2 restore points)",
+                                "becomes:   base -> a -> (the new image)")
+            assert "the writable layer, untouched" in " ".join(screen.split())
+            t.type("b and c")
+            t.press("tab")
+            t.type("bc")
+            t.press("enter")
+            screen = " ".join(t.wait_for("Restore points compacted", timeout=60).split())
+            assert "Merged b..c (2 restore points) into bc" in screen
+            assert "The stack is now: base -> a -> bc (3 images deep; it was 4)" in screen
+            assert "Queue" not in screen
+            t.press("enter")
+            screen = t.wait_for("3  bc", "not in the stack: b, c")
+            assert "images deep" not in screen and "1 changed file" in screen
+            t.press("c")
+            assert t.wait_exit() == 0
+        assert store.roottab() == ["base", "a", "bc"]
+        assert {m.name for m in store.images()} == {"base", "a", "b", "c", "bc"}
+        assert [m.description for m in store.images() if m.name == "bc"] == ["b and c"]
+        assert (store.store.upper / "srv" / "live-file").read_text() == "live\n"
+    finally:
+        store.umount(target)
+    store.mount(target)  # the merged stack, as the next boot assembles it
+    try:
+        assert [(target / "srv" / n).read_text() for n in ("a", "b", "c", "live-file")] == \
+            ["a\n", "b\n", "c\n", "live\n"]
+        assert not (target / "usr/bin/tool").exists()
+        assert (target / "etc/hostname").read_text() == "base-host\n"
+    finally:
+        store.umount(target)

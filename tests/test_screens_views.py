@@ -81,7 +81,8 @@ def test_main_view_shows_stack_layer_actions_disk(size: tuple[int, int]) -> None
     assert screen.index(layer) > max(i for i, r in enumerate(screen) if "tuned" in r)
     for label in ("Continue booting", "Restore System", "Create Full Restore Point",
                   "Create Incremental Restore Point", "Live Review...", "Roll back to...",
-                  "Delete restore point...", "Saved settings (state)...", "Verify images",
+                  "Delete restore point...", "Compact restore points",
+                  "Saved settings (state)...", "Verify images",
                   "Shell", "Reboot", "Power off"):
         assert label in text, label
     assert "> c Continue booting" in text  # the default has the focus
@@ -112,7 +113,8 @@ def test_kernels_shown_where_they_change_and_in_the_layer() -> None:
     ks = [("6.1.0-9-amd64",), ("6.1.0-9-amd64",), ("6.12.9-amd64", "6.1.0-9-amd64")]
     stack = tuple(dataclasses.replace(e, kernels=k) for e, k in zip(st.stack, ks, strict=True))
     st = dataclasses.replace(st, stack=stack, layer_kernels=("6.13.1-amd64",))
-    screen = render_app(app_with(MainView(RecordingController(), st)), (80, 24))
+    # where the whole stack shows (at 80x24 its bottom scrolls away under 14 actions)
+    screen = render_app(app_with(MainView(RecordingController(), st)), (132, 43))
     text = "\n".join(screen)
     assert text.count("boots Linux 6.1.0-9-amd64") == 1  # base; apps keeps it
     i = next(i for i, r in enumerate(screen) if " tuned " in r)
@@ -237,7 +239,7 @@ def test_broken_store_states_problem_and_rescue_actions(size: tuple[int, int]) -
                   "Power off"):
         assert label in text
     for label in ("Create Full", "Verify images", "Live Review", "Delete restore",
-                  "Saved settings"):
+                  "Saved settings", "Compact"):
         assert label not in text
     assert "> c Continue booting" in text
 
@@ -254,11 +256,11 @@ def test_keys_reach_the_controller() -> None:
     view.keypress(size, "down")
     assert "> f Create Full Restore Point" in screen_text(view, size)
     view.keypress(size, "enter")
-    for key in ("r", "u", "i", "l", "b", "d", "t", "v", "s", "e", "o", "w"):
+    for key in ("r", "u", "i", "l", "b", "d", "k", "t", "v", "s", "e", "o", "w"):
         view.keypress(size, key)
     assert ctl.calls == ["continue_boot", "create_full", "restore", "undo",
-                         "create_incremental", "live_review", "rollback", "delete", "state",
-                         "verify", "shell", "reboot", "poweroff", "details"]
+                         "create_incremental", "live_review", "rollback", "delete", "compact",
+                         "state", "verify", "shell", "reboot", "poweroff", "details"]
     assert view.keypress(size, "x") == "x"  # unknown keys go up unhandled
     assert view.keypress(size, "esc") == "esc"
 
@@ -353,6 +355,9 @@ def test_progress_view_draws_a_bar_and_swallows_keys() -> None:
     assert view.keypress((80, 22), "esc") is None
     assert view.keypress((80, 22), "enter") is None
     assert view.keypress((80, 22), "?") == "?"
+    view.update(Progress("checking", 20, 40, "merged"), 3.7)  # compaction's check
+    assert "50 %  checking merged" in screen_text(view, (80, 22))
+    assert "20 of 40 directories" in screen_text(view, (80, 22))
     view.update(Progress("reading", 3, 0), 4.0)  # unknown total
     assert "[" + "?".center(74, ".") + "]" in screen_text(view, (80, 22))
 
@@ -379,6 +384,7 @@ def test_help_fits(size: tuple[int, int]) -> None:
     assert "Restore System: throw the writable layer away" in text
     assert "Undo: put back the layer that Restore or Roll back set aside." in text
     assert "Shell: a root shell" in text and "[ OK ]" in text
+    assert "Compact restore points: merge the stack's restore points into one image." in text
     ok = next(i for i, r in enumerate(screen) if "[ OK ]" in r)
     assert "+-----" in screen[ok + 1]  # whole: its frame closes under OK
 
@@ -561,3 +567,97 @@ def test_state_view_hands_over_only_what_changed() -> None:
     view.keypress(size, "enter")  # Back
     view.keypress(size, "esc")
     assert saved[1:] == ["back", "back"]
+
+
+# ---------------------------------------------------------------------------- Compact
+
+def deep_status(depth: int = 17, **kw: Any) -> Any:
+    """A stack past the policy's bound (16), with the engine's depth notice."""
+    names = ("base", *(f"p{i:02}" for i in range(1, depth)))
+    note = Notice(Level.INFO, f"the stack is {depth} images deep (the policy's bound is 16): "
+                  "each adds a layer to every file lookup; ibi compact merges its restore "
+                  "points into one", "depth")
+    st = make_status(names, **kw)
+    return dataclasses.replace(st, notices=(*st.notices, note))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_depth_notice_is_one_line_with_the_key(size: tuple[int, int]) -> None:
+    st = deep_status(notices=(Notice(Level.WARNING, "low space on the data partition"),))
+    app = app_with(MainView(RecordingController(), st))
+    screen = render_app(app, size)
+    text = "\n".join(screen)
+    i = next(i for i, r in enumerate(screen) if "images deep" in r)
+    assert screen[i].rstrip() == \
+        " i The stack is 17 images deep (past the policy's bound): k compacts it"
+    assert screen[i - 1].startswith("-----")  # first under the stack
+    assert screen[i + 1].startswith(" ! low space")
+    assert "info" in attrs_of(app.frame, size, "images deep")
+    assert "ibi compact merges" not in text  # the engine's words: in Details
+    assert "> c Continue booting" in text and "k Compact restore points" in text
+    assert "+  writable layer" in text  # the stack keeps a row
+
+
+def test_the_depth_notice_comes_after_a_trial() -> None:
+    st = on_trial()
+    st = dataclasses.replace(st, notices=(*st.notices, *deep_status(2).notices))
+    screen = render_app(app_with(MainView(RecordingController(), st)), (80, 24))
+    i = next(i for i, r in enumerate(screen) if "On trial" in r)
+    assert "The stack is 2 images deep" in screen[i + 1]
+    view = MainView(RecordingController(), deep_status(), actions=("continue_boot", "shell"))
+    assert "images deep (past the policy's bound): ibi compact merges it" in \
+        screen_text(view, (80, 22))  # no key to name
+
+
+def compact_screen(eng: FakeEngine, tmp_path: Path, *keys: str) -> App:
+    """The Compact plan as the controller builds it, in the App's frame."""
+    host = SyncHost()
+    Controller(host, eng, decision_path=str(tmp_path / "d"),  # type: ignore[arg-type]
+               auth=password_system(tmp_path)).start()
+    host.press("k", *keys)
+    return app_with(host.views[-1])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_compact_plan_fits(size: tuple[int, int], tmp_path: Path) -> None:
+    eng = FakeEngine(tuple(f"20261120-0930{i:02}-inc" for i in range(18)))
+    app = compact_screen(eng, tmp_path)
+    screen = render_app(app, size)
+    text = "\n".join(screen)
+    assert len(screen) == size[1] and all(len(r) == size[0] for r in screen)
+    assert "Compact restore points" in screen[1]
+    for line in ("merged:    20261120-093001-inc..20261120-093017-inc (17 restore points)",
+                 "becomes:   20261120-093000-inc -> (the new image)",
+                 "depth:     18 images now, 2 after",
+                 "space:     needs about 68.0 MiB free (80.0 GiB free now)",
+                 "kept:      the merged restore points, in the store",
+                 "Description:", "Name (empty: automatic):",
+                 "[ Compact ]     [ Start from... ]     [ Cancel ]"):
+        assert line in text, line
+    assert screen[-1].rstrip() == " Type, then Enter  Tab/Down: buttons  PgUp/PgDn: scroll" \
+        "  Esc: back"
+    assert "warning" not in attrs_of(app.frame, size, "space:")
+    app.frame.keypress(size, "page down")  # from the name: the list's end shows whole
+    screen = render_app(app, size)
+    assert "Merged, bottom first:" in "\n".join(screen)
+    end = next(i for i, r in enumerate(screen) if r.startswith("-----"))
+    assert [r.strip() for r in screen[:end] if r.strip()][-1] == \
+        "20261120-093016-inc -> 20261120-093017-inc"
+
+
+def test_the_compact_plan_warns_when_space_is_short_and_picks_in_a_deep_stack(
+        tmp_path: Path) -> None:
+    eng = FakeEngine(tuple(f"20261120-0930{i:02}-inc" for i in range(18)))
+    eng.status = lambda: make_status(tuple(eng.tab), free=8 << 20)  # type: ignore[method-assign]
+    app = compact_screen(eng, tmp_path)
+    assert "warning" in attrs_of(app.frame, (80, 24), "space:")
+    assert "(8.0 MiB free now)" in "\n".join(render_app(app, (80, 24)))
+    app = compact_screen(eng, tmp_path, "tab", "tab", "right", "enter")  # Start from...
+    screen = render_app(app, (80, 24))
+    text = "\n".join(screen)
+    assert all(len(r) == 80 for r in screen)
+    assert ("The stack is: 20261120-093000-inc -> 20261120-093001-inc -> 20261120-093002-inc"
+            " -> 20261120-093003-inc -> (13 more) -> 20261120-093017-inc"
+            in " ".join(text.split()))
+    assert "> 20261120-093016-inc" in text
+    assert "[merges 2, 17 images after]" in text
