@@ -338,9 +338,12 @@ class Controller:
         lines += table.lines
         lines += changed_lines(changes)
         self.host.show(ConfirmView("Restore System", lines, "RESTORE",
-                                   lambda: self._do_restore(table.chosen()), self.back))
+                                   lambda: self._do_restore(table.chosen(), stats),
+                                   self.back))
 
-    def _do_restore(self, keep: tuple[str, ...]) -> None:
+    def _do_restore(self, keep: tuple[str, ...], shown: LayerStats | None = None) -> None:
+        """``shown``: the figures the confirmation showed, reported as discarded (the
+        engine then counts nothing before its commit)."""
         self.host.back()  # the confirmation
 
         def done(res: Any) -> None:
@@ -356,7 +359,7 @@ class Controller:
                    else " and empty.")]
             self.host.show(result_page("System restored", lines, self.reload))
         self._work("Restoring the system", "",
-                   lambda _r: self.engine.restore(keep_current=keep), done,
+                   lambda _r: self.engine.restore(keep_current=keep, discarded=shown), done,
                    mutating=True, on_error=self._or_queue("restore", keep=keep))
 
     # ------------------------------------------------------------------ Undo

@@ -231,6 +231,7 @@ class FakeEngine:
         self.next_entry: str | None = None
         self.state = FakeState()
         self.kept: tuple[str, ...] | None = None  # the keep_current of the last action
+        self.restore_shown: LayerStats | None = None  # the figures restore was handed
         # set-aside layers, newest first: (trash entry, the stack it was used on, its paths)
         self.aside: list[tuple[str, list[str], list[Change]]] = []
         self.set_asides = 0
@@ -350,9 +351,11 @@ class FakeEngine:
         return LayerStats("/d/layer/upper", 300 * len(self.layer), len(self.layer),
                           len(self.layer), 0, 0)
 
-    def restore(self, keep_current: Collection[str] = ()) -> RestoreResult:
+    def restore(self, keep_current: Collection[str] = (),
+                discarded: LayerStats | None = None) -> RestoreResult:
         self._check("restore")
-        stats = self.restore_plan()
+        self.restore_shown = discarded
+        stats = discarded or self.restore_plan()
         res = self.state.renew(keep_current)
         self.kept = tuple(keep_current)
         entry = self._set_aside()

@@ -53,8 +53,11 @@ def test_restore_explains_then_needs_restore_typed(tmp_path: Path) -> None:
     typed(host, "yes")
     assert "restore" not in eng.calls
     host.press(*["backspace"] * 3)
+    shown = eng.restore_plan()
     typed(host, "RESTORE")
     assert "restore" in eng.calls and eng.kept == ()
+    # the figures the confirmation showed are the ones reported: the engine counts nothing
+    assert eng.restore_shown == shown and shown.changed == 3
     text = host.text()
     assert "System restored" in text
     assert "Saved settings written: /etc/hostname, /etc/hosts, /etc/timezone," in text

@@ -204,30 +204,6 @@ def test_maintenance_create_incremental_then_continue(scenario: Scenario) -> Non
     vm.poweroff()
 
 
-def test_maintenance_restore_system(scenario: Scenario) -> None:
-    def damage(data: Path) -> None:
-        plant(data, "layer/upper/etc/motd", "DAMAGED\n")
-        plant(data, "layer/upper/etc/ibi-damage", "broken config\n")
-        plant(data, "home/keep.txt", "my work\n")
-
-    vm = scenario("maint", choose=MAINTENANCE, plant=damage)
-    con = open_menu(vm)
-    con.keys("r")
-    con.wait_for("Type RESTORE", timeout=120)
-    con.keys("RESTORE\r")
-    con.wait_for("System restored", timeout=300)
-    con.keys("\r")
-    con.wait_for(MENU_READY, timeout=120)
-    con.keys("c")
-    vm.wait_for_shell()
-    assert vm.check("cat /run/ibi/mode") == "normal roottab"
-    assert "DAMAGED" not in vm.run("cat /etc/motd")[1]
-    assert vm.run("test -e /etc/ibi-damage")[0] == 1
-    assert vm.check("cat /home/keep.txt") == "my work"
-    assert_protected(vm, "/run/ibi/data/layer/upper")
-    vm.poweroff()
-
-
 # --- no black screen: an unbootable store opens the menu with the error --------------------
 
 def test_unbootable_store_opens_the_menu_with_the_error(scenario: Scenario) -> None:
@@ -270,25 +246,42 @@ def test_unbootable_store_opens_the_menu_with_the_error(scenario: Scenario) -> N
     assert "falling back to roottab.prev" in log  # the fallback chain, then the menu
 
 
-# --- Live Review chosen in the menu ---------------------------------------------------------
+# --- Restore System, then Live Review, chosen in one visit of the menu -------------------
 
-def test_maintenance_live_review_decision(scenario: Scenario) -> None:
-    def layer_file(data: Path) -> None:
+def test_maintenance_restore_then_live_review(scenario: Scenario) -> None:
+    """One boot into Maintenance Mode: Restore System discards the damaged layer (keeps
+    /home), the menu comes back, and Live Review of the base boots it on a tmpfs."""
+    def damage(data: Path) -> None:
+        plant(data, "layer/upper/etc/motd", "DAMAGED\n")
+        plant(data, "layer/upper/etc/ibi-damage", "broken config\n")
         plant(data, "layer/upper/root/layer-marker.txt", "in the layer\n")
         upper_root(data)
+        plant(data, "home/keep.txt", "my work\n")
 
-    vm = scenario("maint", choose=MAINTENANCE, plant=layer_file)
+    vm = scenario("maint", choose=MAINTENANCE, plant=damage)
     con = open_menu(vm)
-    con.keys("l")
-    con.wait_for("Live Review", timeout=60)
-    con.wait_for("newest first", timeout=60)
+    con.keys("r")
+    con.wait_for("Type RESTORE", timeout=300)
+    con.keys("RESTORE\r")
+    con.wait_for("System restored", timeout=600)
     con.keys("\r")
-    con.wait_for("Boot into Live Review", timeout=60)
+    con.wait_for(MENU_READY, timeout=300)
+    con.keys("l")
+    con.wait_for("Live Review", timeout=120)
+    con.wait_for("newest first", timeout=120)
+    con.keys("\r")
+    con.wait_for("Boot into Live Review", timeout=120)
     con.keys("\r")
     vm.wait_for_shell()
     assert vm.check("cat /run/ibi/mode") == "review base"
     assert_protected(vm, "/run/ibi/review/upper")
-    assert vm.run("test -e /root/layer-marker.txt")[0] == 1
+    # the restore: the layer on the data partition is a fresh one; /home kept
+    for gone in ("etc/ibi-damage", "etc/motd", "root/layer-marker.txt"):
+        assert vm.run(f"test -e /run/ibi/data/layer/upper/{gone}")[0] == 1, gone
+    assert vm.run("test -e /etc/ibi-damage")[0] == 1
+    assert "DAMAGED" not in vm.run("cat /etc/motd")[1]
+    assert vm.check("cat /home/keep.txt") == "my work"
+    assert vm.run("ls -d /run/ibi/data/trash/*")[0] == 0  # the old layer, set aside
     # the review's tmpfs: half of MemAvailable then (not the kernel's half of the RAM)
     m = re.search(r"the Live Review's tmpfs: (\d+) KiB \(half of MemAvailable (\d+) kB\)",
                   vm.check("dmesg | grep 'ibi:' | cat"))
