@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""How long ``ibi status --json`` takes as the store grows (run by hand, as root).
+
+Builds a store with a small base and N incremental restore points (squashed the way
+``ibi create --incremental`` squashes a layer), for each N in --points, and times
+``ibi status --json`` as a new process (what a script or the menu's first screen pays),
+median of --runs. Baseline, in the same run: ``python3 -c 'import maintenance.cli'`` (the
+cost of starting Python and importing the engine, which no store size changes).
+
+    sudo python3 bench/status_bench.py [--points 1,10,60,100] [--runs 5] [--json F]
+
+Target (issue 12): under 0.30 s with 100 restore points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from maintenance import squash
+from maintenance.engine import Engine
+from maintenance.model import Kind
+
+
+def timed(argv: list[str], runs: int) -> float:
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)  # warm
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--points", default="1,10,60,100")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", default=None, metavar="FILE")
+    ap.add_argument("--dir", default="/var/tmp")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench: run as root (it mounts)", file=sys.stderr)
+        return 2
+    py = sys.executable
+    base_s = timed([py, "-c", "import maintenance.cli"], args.runs)
+    print(f"baseline: python3 -c 'import maintenance.cli': {base_s:.3f} s")
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="ibi-status-") as tmp:
+        root = Path(tmp)
+        tree = root / "tree"
+        (tree / "etc").mkdir(parents=True)
+        (tree / "etc/hostname").write_text("bench\n")
+        eng = Engine(root / "data", root / "run")
+        eng.data_dir.mkdir()
+        eng.init(source_dir=tree)
+        tab = ["base"]
+        for n in sorted(int(p) for p in args.points.split(",")):
+            while len(tab) - 1 < n:
+                i = len(tab) - 1
+                layer = root / f"layer{i}"
+                (layer / "etc").mkdir(parents=True)
+                (layer / "etc" / f"point-{i}").write_text(f"{i}\n")
+                tmpf = eng.store.tmp_path(f"p{i}", ".sqfs")
+                squash.mksquashfs(layer, tmpf)
+                eng._commit_image(tmpf, f"p{i}", Kind.INCREMENTAL, f"point {i}", tuple(tab),
+                                  tab[-1], "zstd", None)
+                tab.append(f"p{i}")
+            eng.store.write_roottab(tab)
+            eng.refresh_boot_files()
+            s = timed([py, "-m", "maintenance.cli", "status", "--json", "--data",
+                       str(eng.data_dir), "--run-dir", str(eng.run_dir)], args.runs)
+            rows.append({"points": n, "status_s": round(s, 4),
+                         "over_baseline_s": round(s - base_s, 4)})
+            print(f"{n:>4} restore points: ibi status --json {s:.3f} s "
+                  f"({s / base_s:.2f}x the baseline; +{s - base_s:.3f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"baseline_s": round(base_s, 4),
+                                               "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
