@@ -62,29 +62,6 @@ def test_default_boot_is_the_ibi_stack(installed: tuple[Path, dict[str, object]]
     vm.poweroff()
 
 
-def test_grub_live_review_entry(scenario: Callable[..., VM]) -> None:
-    def layer_file(data: Path) -> None:
-        (data / "layer/upper/root").mkdir(mode=0o700)
-        (data / "layer/upper/root/layer-marker.txt").write_text("in the layer\n")
-
-    vm = scenario("review", choose="Live Review of base", plant=layer_file)
-    vm.boot()
-    assert mode(vm) == "review base"
-    opts = vm.check("findmnt -n -o OPTIONS /")
-    assert "upperdir=/run/ibi/review/upper" in opts, opts
-    assert vm.check("cat /home/alice/notes.txt") == "hello from alice"
-    assert vm.run("test -e /root/layer-marker.txt")[0] == 1, "the layer leaked into the review"
-    vm.check("echo scratch > /root/scratch.txt")
-    assert vm.run("test -e /run/ibi/data/layer/upper/root/scratch.txt")[0] == 1
-    # the capture after boot runs here too, but a review's configuration is not the system's
-    vm.run("timeout 300 systemctl is-system-running --wait", timeout=330)
-    assert vm.check("systemctl show -p Result --value ibi-state-save.service") == "success"
-    reasons = vm.check("ibi state list --json | python3 -c 'import json, sys; "
-                       "print(*(c[\"reason\"] for c in json.load(sys.stdin)[\"captures\"]))'")
-    assert "boot" not in reasons.split(), reasons
-    vm.poweroff()
-
-
 def test_original_system_still_boots(scenario: Callable[..., VM]) -> None:
     """Also the baseline boot time (the same machine without ibi): the protection check of
     the package, installed there too, says / is not protected."""

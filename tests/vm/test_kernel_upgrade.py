@@ -1,8 +1,9 @@
 """Kernels per restore point, as a user meets them: on the installed disk (booted through
 GRUB), Debian's linux-image-cloud-amd64 is installed with dpkg in the running system; the
-next boot runs it (its modules load); a restore point takes it in; a Live Review of the base
-boots the base's own kernel; a roll back to the base boots that kernel by default; and
-Restore System after another kernel upgrade in the layer boots the old kernel again.
+next boot runs it (its modules load); a restore point takes it in; a Live Review of the
+base, chosen in GRUB's menu, boots the base's own kernel on a tmpfs, without the newer
+changes; a roll back to the base boots that kernel by default; and Restore System after
+another kernel upgrade in the layer boots the old kernel again.
 
 One machine, five boots in sequence (each depends on the one before).
 
@@ -87,6 +88,7 @@ def test_kernels_follow_the_stack(scenario: Callable[..., VM],
     vm.boot()
     assert vm.check("uname -r") == cloud
     module_loads(vm)
+    vm.check("echo in the layer > /root/layer-marker.txt")
     vm.check(f"ibi create --incremental --next-boot --name cloud -m 'cloud kernel' {DATA}")
     vm.poweroff()
 
@@ -95,8 +97,21 @@ def test_kernels_follow_the_stack(scenario: Callable[..., VM],
     vm = scenario("review-base", choose="Live Review of base")
     vm.boot()
     assert vm.check("cat /run/ibi/mode") == "review base"
+    opts = vm.check("findmnt -n -o OPTIONS /")
+    assert "upperdir=/run/ibi/review/upper" in opts, opts
+    assert vm.check("cat /home/alice/notes.txt") == "hello from alice"  # the real /home
+    # the layer's file went into the restore point above the base: not in the review
+    assert vm.run("test -e /root/layer-marker.txt")[0] == 1, "a newer change leaked in"
+    vm.check("echo scratch > /root/scratch.txt")
+    assert vm.run("test -e /run/ibi/data/layer/upper/root/scratch.txt")[0] == 1
     assert vm.check("uname -r") == generic
     module_loads(vm)
+    # the capture after boot runs here too, but a review's configuration is not the system's
+    vm.run("timeout 300 systemctl is-system-running --wait", timeout=330)
+    assert vm.check("systemctl show -p Result --value ibi-state-save.service") == "success"
+    reasons = vm.check("ibi state list --json | python3 -c 'import json, sys; "
+                       "print(*(c[\"reason\"] for c in json.load(sys.stdin)[\"captures\"]))'")
+    assert "boot" not in reasons.split(), reasons
     status = vm.check(f"ibi status {DATA}", timeout=180)
     print(f"\n[vm] ibi status with a restore point per kernel:\n{status}", flush=True)
     assert f"kernel {cloud} (also {generic})" in status
