@@ -113,3 +113,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("vm") is None:
             item.add_marker(pytest.mark.xdist_group("host"))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Name each failure the moment it is reported, in the main process: a run that CI's
+    time limit ends prints no summary (and pytest-xdist's workers print nothing)."""
+    if not report.failed:
+        return
+    config = getattr(report, "config", None) or _CONFIG.get("config")
+    if config is None or hasattr(config, "workerinput"):
+        return
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None:
+        return
+    crash = getattr(report.longrepr, "reprcrash", None)
+    why = crash.message.splitlines()[0][:200] if crash and crash.message else ""
+    tr.write_line(f"\nFAILED {report.nodeid} ({report.when}): {why}", red=True)
+
+
+_CONFIG: dict[str, pytest.Config] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _CONFIG["config"] = config
