@@ -63,12 +63,14 @@ class Tui:
         return "\n".join(self.screen.display)
 
     def wait_for(self, *needles: str, timeout: float = 20.0) -> str:
-        """Wait until every needle is on the screen; return the screen."""
+        """Wait until every needle is on the screen (also when the screen wraps it over
+        lines: a temporary path's length moves the line breaks); return the screen."""
         end = time.monotonic() + timeout
         while True:
             alive = self.pump()
             text = self.text
-            if all(n in text for n in needles):
+            flat = " ".join(text.split())
+            if all(n in text or " ".join(n.split()) in flat for n in needles):
                 return text
             if not alive or time.monotonic() > end:
                 raise AssertionError(f"waited for {needles!r}; the screen shows:\n{text}")
