@@ -57,9 +57,26 @@ for bad in redirect_dir=on redirect_dir=follow metacopy=on index=on xino=on; do
     esac
 done
 
-lowers=${opts#*lowerdir=}
-lowers=${lowers%%,*}
-if [ "$lowers" = "$opts" ] || [ -z "$lowers" ]; then
+# one lowerdir=A:B:C list, or (a stack past 88 images) one lowerdir+=N option per image
+lowers=
+case ,$opts, in
+    *,lowerdir=*)
+        lowers=${opts#*lowerdir=}
+        lowers=${lowers%%,*}
+        ;;
+    *,lowerdir+=*)
+        rest=,$opts
+        while :; do
+            case $rest in
+                *,lowerdir+=*) ;;
+                *) break ;;
+            esac
+            rest=${rest#*,lowerdir+=}
+            lowers=${lowers:+$lowers:}${rest%%,*}
+        done
+        ;;
+esac
+if [ -z "$lowers" ]; then
     warn "cannot find the images below / (no lowerdir in the mount options)"
 else
     n=0

@@ -109,6 +109,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = item.path.stem
         return VM_FIRST.index(name) if name in VM_FIRST else len(VM_FIRST)
 
+    if os.environ.get("IBI_VM_LONG") != "1":
+        long = [i for i in items if i.get_closest_marker("vm_long") is not None]
+        if long:
+            items[:] = [i for i in items if i.get_closest_marker("vm_long") is None]
+            config.hook.pytest_deselected(items=long)
+            tr = config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None and not hasattr(config, "workerinput"):
+                tr.write_line(f"deselected {len(long)} long VM scenarios (vm_long; "
+                              "IBI_VM_LONG=1 runs them): "
+                              + ", ".join(i.name for i in long), yellow=True)
     items.sort(key=rank)  # stable: the order within a file stays
     for item in items:
         if item.get_closest_marker("vm") is None:
@@ -136,3 +146,12 @@ _CONFIG: dict[str, pytest.Config] = {}
 
 def pytest_configure(config: pytest.Config) -> None:
     _CONFIG["config"] = config
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if os.environ.get("IBI_VM_LONG") == "1":
+        return "ibi: the long VM scenarios (vm_long) run too"
+    return ("ibi: the long VM scenarios (marked vm_long: the kernel upgrade, the saved "
+            "settings, the original system, the broken menu, the corrupt roottab, the "
+            "unbootable store) are left out, for CI's time limit: "
+            "sudo IBI_VM_LONG=1 scripts/test -m vm runs them")

@@ -148,6 +148,7 @@ def test_normal_boot_is_overlay_and_persists(scenario: Scenario) -> None:
 
 # --- scenario 5 ------------------------------------------------------------------------
 
+@pytest.mark.vm_long
 def test_corrupt_roottab_falls_back_to_prev(scenario: Scenario) -> None:
     def corrupt(data: Path) -> None:
         store = data / ".root_images"
@@ -206,6 +207,7 @@ def test_maintenance_create_incremental_then_continue(scenario: Scenario) -> Non
 
 # --- no black screen: an unbootable store opens the menu with the error --------------------
 
+@pytest.mark.vm_long
 def test_unbootable_store_opens_the_menu_with_the_error(scenario: Scenario) -> None:
     """The top image of roottab has one byte changed (its size and superblock intact, so
     only rd.ibi.verify=sha256 sees it) and roottab.prev is gone: the image is refused with

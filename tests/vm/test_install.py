@@ -62,6 +62,7 @@ def test_default_boot_is_the_ibi_stack(installed: tuple[Path, dict[str, object]]
     vm.poweroff()
 
 
+@pytest.mark.vm_long
 def test_original_system_still_boots(scenario: Callable[..., VM]) -> None:
     """Also the baseline boot time (the same machine without ibi): the protection check of
     the package, installed there too, says / is not protected."""
@@ -79,6 +80,7 @@ def test_original_system_still_boots(scenario: Callable[..., VM]) -> None:
     vm.poweroff()
 
 
+@pytest.mark.vm_long
 def test_broken_menu_is_loud(scenario: Callable[..., VM]) -> None:
     """A restore point whose menu package is gone: Maintenance Mode says so and offers a
     retry, a shell or to continue; it never boots on silently. (The restore point is made

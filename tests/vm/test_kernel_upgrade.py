@@ -58,6 +58,7 @@ def module_loads(vm: VM) -> None:
     assert vm.check(f"grep -c '^{MODULE} ' /proc/modules") == "1"
 
 
+@pytest.mark.vm_long
 def test_kernels_follow_the_stack(scenario: Callable[..., VM],
                                   cloud_disk: tuple[Path, str]) -> None:
     xfer, cloud = cloud_disk

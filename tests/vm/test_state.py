@@ -103,6 +103,7 @@ def restore_confirmation(con: Console) -> tuple[str, list[str]]:
                          f"(log: {con.vm.log_path})")
 
 
+@pytest.mark.vm_long
 def test_hostname_survives_restore_system(scenario: Callable[..., VM],
                                           request: pytest.FixtureRequest) -> None:
     # 1. the installed system: the package enabled the unit, which ran at this boot (its
