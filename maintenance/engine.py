@@ -299,8 +299,9 @@ class Engine:
             with contextlib.suppress(StoreError):
                 prev = st.read_roottab(prev=True)
                 notices.append(Notice(Level.INFO, f"roottab.prev names: {' '.join(prev)}"))
-        stack = tuple(self._entry(n, tab[:i]) for i, n in enumerate(tab))
-        others = tuple(self._entry(n, None) for n in st.image_names() if n not in tab)
+        sizes = st.image_sizes()
+        stack = tuple(self._entry(n, tab[:i], sizes) for i, n in enumerate(tab))
+        others = tuple(self._entry(n, None, sizes) for n in st.image_names() if n not in tab)
         for entry in (*stack, *others):
             if entry.problem:
                 lvl = Level.ERROR if entry in stack else Level.WARNING
@@ -317,8 +318,7 @@ class Engine:
         if layer is None:
             notices.append(Notice(Level.WARNING, "the writable layer is missing "
                                   "(it is recreated empty on the next mount)"))
-        store_bytes = sum((st.image_path(n).stat().st_size for n in st.image_names()
-                           if st.has_image(n)), 0)
+        store_bytes = sum(sizes.values())
         trash = sum((tree_bytes(p) for p in st.trash_entries()), 0)
         du = psutil.disk_usage(str(st.data))
         disk = DiskUsage(du.total, du.used, du.free, store_bytes,
@@ -378,12 +378,15 @@ class Engine:
                                   "to every file lookup; ibi compact merges its restore "
                                   "points into one", "depth"))
         pinned = tuple(m.name for m in self.images() if m.pinned)
+        st.save_meta_cache()
         return Status(str(st.data), stack, others, layer, disk, ram, tuple(notices),
                       boot.version if boot else None, layer_ks, trial, boots, fb, pinned)
 
-    def _entry(self, name: str, below: list[str] | None) -> StackEntry:
+    def _entry(self, name: str, below: list[str] | None,
+               sizes: dict[str, int]) -> StackEntry:
+        """``sizes``: :meth:`Store.image_sizes` (which images are present)."""
         st = self.store
-        present = st.has_image(name)
+        present = name in sizes
         try:
             meta: ImageMeta | None = st.read_meta(name)
             meta_problem = None
@@ -399,12 +402,12 @@ class Engine:
                     f"made on [{' '.join(want)}] but stacked on [{' '.join(below)}]")
         if meta and meta.kind is Kind.INCREMENTAL:
             for n in meta.stack:
-                if not st.has_image(n):
+                if n not in sizes:
                     chain_ok = False
                     problem = problem or f"parent image {n!r} is missing"
         problem = problem or meta_problem
         return StackEntry(name, meta.kind if meta else None, meta.created if meta else None,
-                          st.image_path(name).stat().st_size if present else 0,
+                          sizes.get(name, 0),
                           meta.description if meta else "", meta.parent if meta else None,
                           present, chain_ok and meta is not None, problem,
                           tuple(k.version for k in meta.kernels) if meta else ())
