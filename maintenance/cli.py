@@ -591,6 +591,7 @@ def run_command(args: argparse.Namespace) -> int:
         from importlib import import_module  # the engine itself never imports urwid
 
         try:
+            import_module("screens").lean_urwid()
             menu = import_module("screens.app")
         except ImportError as e:
             raise IbiError(f"the maintenance menu cannot be loaded: {e}",

@@ -1,2 +1,19 @@
 """The maintenance menu (urwid): views in ``views``, the one controller that talks to the
 engine in ``controller``, the urwid main loop and the command line in ``app``."""
+
+import sys
+
+# urwid's event_loop package imports every optional loop library it can find (trio, gi,
+# tornado, twisted, zmq: 50–120 ms of the menu's start where they are installed, as gi is
+# on most desktops). The menu runs urwid's own select loop; the entry points hide those
+# libraries from this process before urwid is imported, unless something already loaded
+# them. (Not at import of this package: a test process may want trio.)
+OPTIONAL_LOOPS = ("trio", "gi", "tornado", "twisted", "zmq")
+
+
+def lean_urwid() -> None:
+    """Keep urwid from importing the event loop libraries the menu does not use."""
+    if "urwid" in sys.modules:
+        return
+    for mod in OPTIONAL_LOOPS:
+        sys.modules.setdefault(mod, None)  # type: ignore[arg-type] # None: ImportError

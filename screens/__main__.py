@@ -2,6 +2,10 @@
 
 import sys
 
-from .app import main
+from . import lean_urwid
+
+lean_urwid()
+
+from .app import main  # noqa: E402 - after lean_urwid
 
 sys.exit(main())
