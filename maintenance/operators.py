@@ -552,9 +552,26 @@ BUILTIN: dict[str, type[RegistryOperator]] = {
 ENTRY_POINTS = "ibi.state_operators"
 
 
+_FOUND: tuple[object, dict[str, type[RegistryOperator]]] | None = None
+
+
 def available() -> dict[str, type[RegistryOperator]]:
     """The built-in registry operators and those installed packages add (entry points of
-    the group ``ibi.state_operators``: name = module:Class)."""
+    the group ``ibi.state_operators``: name = module:Class). Listed once per process:
+    listing entry points reads every installed distribution's metadata (tens of ms)."""
+    global _FOUND
+    if _FOUND is None or _FOUND[0] is not metadata.entry_points:
+        _FOUND = (metadata.entry_points, _discover())
+    return dict(_FOUND[1])
+
+
+def found() -> object:
+    """A token that changes when the set of operators does (for caches of what uses it)."""
+    available()
+    return _FOUND
+
+
+def _discover() -> dict[str, type[RegistryOperator]]:
     ops = dict(BUILTIN)
     for ep in metadata.entry_points(group=ENTRY_POINTS):
         if ep.name in ops:

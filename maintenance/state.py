@@ -41,6 +41,7 @@ from . import layer as layerfs
 from .errors import StoreError, UsageError
 from .model import CaptureInfo, RegistryValue, StateItem, StatePlan
 from .operators import Invalid, RegistryOperator, Values, available, real_parent
+from .operators import found as operators_found
 from .store import (
     CAPTURE_META,
     STASH,
@@ -268,7 +269,29 @@ def default_text(store: Store) -> str:
     return text
 
 
+_PARSED: dict[str, tuple[tuple[int, ...], object, Config]] = {}
+
+
 def load_config(store: Store) -> Config:
+    """The state declarations (state.yaml, or the defaults). Parsed once per version of
+    the file in a process (an action reads them several times)."""
+    try:
+        st = os.stat(store.state_conf)
+        key: tuple[int, ...] | None = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                       st.st_ctime_ns)
+    except OSError:
+        key = None
+    seen = _PARSED.get(str(store.state_conf))
+    if key is not None and seen is not None and seen[0] == key and \
+            seen[1] is operators_found():
+        return seen[2]
+    cfg = _load_config(store)
+    if key is not None:
+        _PARSED[str(store.state_conf)] = (key, operators_found(), cfg)
+    return cfg
+
+
+def _load_config(store: Store) -> Config:
     try:
         text = store.state_conf.read_bytes().decode("utf-8")
     except FileNotFoundError:
