@@ -32,6 +32,12 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# An installed ibi has its modules byte-compiled (dh_python3 runs py3compile): a bench
+# that starts Python must not pay for compiling them on every start, as it would where
+# the environment forbids writing .pyc files.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 
 def drop_caches() -> None:
     """Write back and drop the page, dentry and inode caches (a cold run)."""
@@ -154,3 +160,26 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{r['case']:<34} {r['subject']:<18} {r['value']:.4g} {r['unit']}"
                      f"{base}{tgt}")
     return "\n".join(lines)
+
+
+def tiny_points(eng: Any, work: Path, count: int) -> None:
+    """Stack ``count`` small incremental restore points on ``eng``'s stack (one new file
+    each, squashed the way ``ibi create --incremental`` squashes a layer), then write
+    roottab and the boot files once: a store with a deep history, made in seconds."""
+    from maintenance import squash
+    from maintenance.model import Kind
+
+    tab = eng.roottab()
+    for _ in range(count):
+        i = len(tab) - 1
+        layer = work / f"layer{i}"
+        (layer / "etc").mkdir(parents=True)
+        (layer / "etc" / f"point-{i}").write_text(f"{i}\n")
+        tmpf = eng.store.tmp_path(f"p{i}", ".sqfs")
+        squash.mksquashfs(layer, tmpf)
+        eng._commit_image(tmpf, f"p{i}", Kind.INCREMENTAL, f"point {i}", tuple(tab),
+                          tab[-1], "zstd", None)
+        tab.append(f"p{i}")
+    eng.store.write_roottab(tab)
+    eng.refresh_boot_files()
+

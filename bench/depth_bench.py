@@ -22,7 +22,6 @@ Usage: sudo python3 bench/depth_bench.py [--tree /usr/share] [--depths 1,4,16,64
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -31,7 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import common
 
 from maintenance import mounts, squash
 from maintenance.engine import Engine
@@ -101,7 +103,8 @@ def main() -> int:
     ap.add_argument("--tree", default="/usr/share")
     ap.add_argument("--depths", default="1,4,16,64")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--json", default=None, metavar="FILE")
+    ap.add_argument("--json", default=None, metavar="FILE",
+                    help="default: bench/results/depth.json")
     ap.add_argument("--dir", default="/var/tmp")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -151,10 +154,19 @@ def main() -> int:
     for r in rows:
         cells = "".join(f"{r[n]:>8.3f} {r[n] / bare[n]:>5.2f}x " for n in names)  # type: ignore[operator]
         print(f"{r['stack']:<22}{cells}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"tree": args.tree, "files": len(files),
-                                               "rounds": args.rounds, "rows": rows,
-                                               "kernel": os.uname().release}, indent=2))
+    out = []
+    one = next((r for r in rows if r["depth"] == 1 and r["stack"] != "bare squashfs"), None)
+    for r in rows[1:]:
+        for n in names:
+            out.append(common.row(f"{n}, warm", str(r["stack"]), float(r[n]),  # type: ignore[arg-type]
+                                  baseline="bare squashfs", baseline_value=bare[n]))
+            if "compacted" in str(r["stack"]) and one is not None:
+                out.append(common.row(f"{n}, warm", str(r["stack"]), float(r[n]),  # type: ignore[arg-type]
+                                      baseline="ibi, 1 image", baseline_value=float(one[n]),  # type: ignore[arg-type]
+                                      target="after compaction: depth 1's cost (<= 1.05x)",
+                                      max_ratio=1.05, note=f"compact took {r['compact_s']} s"))
+    common.write("depth", out, {"tree": args.tree, "files": len(files), "rounds": args.rounds,
+                                "depths": args.depths}, args.json)
     return 0
 
 

@@ -15,7 +15,6 @@ Target (issue 12): under 0.30 s with 100 restore points.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -24,11 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from maintenance import squash
+import common
+
 from maintenance.engine import Engine
-from maintenance.model import Kind
 
 
 def timed(argv: list[str], runs: int) -> float:
@@ -46,7 +46,8 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--points", default="1,10,60,100")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--json", default=None, metavar="FILE")
+    ap.add_argument("--json", default=None, metavar="FILE",
+                    help="default: bench/results/status.json")
     ap.add_argument("--dir", default="/var/tmp")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -64,29 +65,20 @@ def main() -> int:
         eng = Engine(root / "data", root / "run")
         eng.data_dir.mkdir()
         eng.init(source_dir=tree)
-        tab = ["base"]
         for n in sorted(int(p) for p in args.points.split(",")):
-            while len(tab) - 1 < n:
-                i = len(tab) - 1
-                layer = root / f"layer{i}"
-                (layer / "etc").mkdir(parents=True)
-                (layer / "etc" / f"point-{i}").write_text(f"{i}\n")
-                tmpf = eng.store.tmp_path(f"p{i}", ".sqfs")
-                squash.mksquashfs(layer, tmpf)
-                eng._commit_image(tmpf, f"p{i}", Kind.INCREMENTAL, f"point {i}", tuple(tab),
-                                  tab[-1], "zstd", None)
-                tab.append(f"p{i}")
-            eng.store.write_roottab(tab)
-            eng.refresh_boot_files()
+            common.tiny_points(eng, root, n - (len(eng.roottab()) - 1))
             s = timed([py, "-m", "maintenance.cli", "status", "--json", "--data",
                        str(eng.data_dir), "--run-dir", str(eng.run_dir)], args.runs)
-            rows.append({"points": n, "status_s": round(s, 4),
-                         "over_baseline_s": round(s - base_s, 4)})
+            rows.append(common.row(
+                f"ibi status --json, {n} restore points", "ibi status", s,
+                baseline="python3 -c 'import maintenance.cli'", baseline_value=base_s,
+                target="< 300 ms" if n >= 100 else None,
+                max_value=0.3 if n >= 100 else None,
+                note="a new process each time (what a script pays)"))
             print(f"{n:>4} restore points: ibi status --json {s:.3f} s "
                   f"({s / base_s:.2f}x the baseline; +{s - base_s:.3f} s)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"baseline_s": round(base_s, 4),
-                                               "rows": rows}, indent=2))
+    print(common.table(rows))
+    common.write("status", rows, {"points": args.points, "runs": args.runs}, args.json)
     return 0
 
 
