@@ -20,10 +20,9 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Mapping
-from importlib import metadata
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .errors import StoreError
 
@@ -560,8 +559,10 @@ def available() -> dict[str, type[RegistryOperator]]:
     the group ``ibi.state_operators``: name = module:Class). Listed once per process:
     listing entry points reads every installed distribution's metadata (tens of ms)."""
     global _FOUND
+    from importlib import metadata  # here: importing it costs more than most of ibi
+
     if _FOUND is None or _FOUND[0] is not metadata.entry_points:
-        _FOUND = (metadata.entry_points, _discover())
+        _FOUND = (metadata.entry_points, _discover(metadata.entry_points))
     return dict(_FOUND[1])
 
 
@@ -571,9 +572,9 @@ def found() -> object:
     return _FOUND
 
 
-def _discover() -> dict[str, type[RegistryOperator]]:
+def _discover(entry_points: Callable[..., Iterable[Any]]) -> dict[str, type[RegistryOperator]]:
     ops = dict(BUILTIN)
-    for ep in metadata.entry_points(group=ENTRY_POINTS):
+    for ep in entry_points(group=ENTRY_POINTS):
         if ep.name in ops:
             continue  # a built-in name is not replaced
         try:

@@ -538,13 +538,13 @@ def test_operators_from_installed_packages(monkeypatch: pytest.MonkeyPatch) -> N
     ibi.state_operators; state.yaml then lists it like a built-in one."""
     eps = [_EntryPoint("motd", Motd)]
     listed: list[str] = []
-    monkeypatch.setattr(ops.metadata, "entry_points",
+    monkeypatch.setattr("importlib.metadata.entry_points",
                         lambda group: listed.append(group) or eps)
     cfg = statemod.parse_config("registry:\n  - hostname\n  - motd\n")
     assert [op.name for op in cfg.registry] == ["hostname", "motd"]
     statemod.parse_config("registry: [motd]\n")
     assert listed == ["ibi.state_operators"]  # listed once per process (it is slow)
     broken = [_EntryPoint("broken", ImportError("No module named 'owner_pkg'"))]
-    monkeypatch.setattr(ops.metadata, "entry_points", lambda group: broken)  # listed anew
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: broken)  # listed anew
     with pytest.raises(StoreError, match=r"state operator 'broken' .* cannot be loaded"):
         statemod.parse_config("registry: [hostname]\n")
