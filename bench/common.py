@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -52,20 +53,35 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its waited-for children so far."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), \
+        resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def paired(subjects: dict[str, Callable[[], object]], rounds: int, *, warm: bool = True,
-           cold: Callable[[], None] | None = None) -> dict[str, float]:
+           cold: Callable[[], None] | None = None,
+           cpu: dict[str, float] | None = None) -> dict[str, float]:
     """Median seconds of each subject, measured in interleaved rounds (A B C, A B C, ...)
     so that a slow moment of the machine falls on all of them alike. ``warm``: one
-    untimed run of each first. ``cold``: called before every timed run (drop_caches)."""
+    untimed run of each first. ``cold``: called before every timed run (drop_caches).
+    ``cpu``: filled with the median CPU seconds of each (user + system, children
+    included: what a busy machine's waiting does not inflate)."""
     if warm:
         for fn in subjects.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in subjects}
+    cpus: dict[str, list[float]] = {k: [] for k in subjects}
     for _ in range(rounds):
         for k, fn in subjects.items():
             if cold:
                 cold()
+            c = cpu_seconds()
             times[k].append(timed(fn))
+            cpus[k].append(cpu_seconds() - c)
+    if cpu is not None:
+        cpu.update({k: statistics.median(v) for k, v in cpus.items()})
     return {k: statistics.median(v) for k, v in times.items()}
 
 

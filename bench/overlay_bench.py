@@ -116,8 +116,9 @@ def main() -> int:
             print(f"{entries} entries; {args.rounds} rounds", flush=True)
             for wl in workloads("/"):
                 subjects = {name: workloads(mp)[wl] for name, mp in mnts.items()}
-                med = common.paired(subjects, args.rounds)
-                base = med["bare squashfs"]
+                cpu: dict[str, float] = {}
+                med = common.paired(subjects, args.rounds, cpu=cpu)
+                base, cbase = med["bare squashfs"], cpu["bare squashfs"]
                 for name, s in med.items():
                     extra = (s - base) / entries * 1e6
                     rows.append(common.row(
@@ -126,7 +127,11 @@ def main() -> int:
                         max_ratio=1.10 if name == "ibi" else None,
                         note=None if name == "bare squashfs" else
                         f"{extra:+.2f} us per entry"))
-                print(common.table(rows[-len(med):]), flush=True)
+                    rows.append(common.row(
+                        f"{wl}, warm, CPU time", name, cpu[name], unit="s cpu",
+                        baseline="bare squashfs", baseline_value=cbase,
+                        note=f"{(cpu[name] - cbase) / entries * 1e6:+.2f} us per entry"))
+                print(common.table(rows[-2 * len(med):]), flush=True)
         finally:
             for mp in [p for k, p in mnts.items() if k != "bare squashfs"]:
                 subprocess.run(["umount", mp], check=False)
