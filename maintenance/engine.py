@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -1448,11 +1449,18 @@ class Engine:
                       progress: ProgressFn | None, source_layer: str | None = None,
                       source_stamp: int | None = None,
                       kernels: tuple[KernelRef, ...] = ()) -> ImageMeta:
-        """fsync and check the squashed temp file, write its metadata, rename it in."""
+        """fsync and check the squashed temp file, write its metadata, rename it in.
+
+        The fsync runs in a thread while this one checks the superblock and reads the file
+        for its sha256: the reading is done in the page cache, the very bytes the fsync
+        writes, so the hashing overlaps the disk write instead of following it. Both are
+        done before the metadata is written."""
         st = self.store
-        fsync_file(tmp)
-        squash.check_image(tmp)
-        digest = squash.sha256(tmp, progress, label=name)
+        with ThreadPoolExecutor(1, thread_name_prefix="ibi-fsync") as pool:
+            synced = pool.submit(fsync_file, tmp)
+            squash.check_image(tmp)
+            digest = squash.sha256(tmp, progress, label=name)
+            synced.result()
         meta = ImageMeta(name=name, kind=kind, created=utcnow(), sha256=digest,
                          size=tmp.stat().st_size, description=description, parent=parent,
                          stack=stack,
