@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError
 from .model import Progress, ProgressFn
@@ -28,9 +29,17 @@ def _start_writeback(fd: int) -> None:
     waiting (sync_file_range(2), SYNC_FILE_RANGE_WRITE): only a head start for the fsync
     that makes the file durable, so any failure is ignored."""
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.sync_file_range(ctypes.c_int(fd), ctypes.c_int64(0), ctypes.c_int64(0),
-                             ctypes.c_uint(_SYNC_FILE_RANGE_WRITE))
+        import ctypes  # here: the menu and ibi status never squash
+
+        _libc().sync_file_range(ctypes.c_int(fd), ctypes.c_int64(0), ctypes.c_int64(0),
+                                ctypes.c_uint(_SYNC_FILE_RANGE_WRITE))
+
+
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def compression_args(compressor: str, level: int | None) -> list[str]:
