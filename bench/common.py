@@ -53,6 +53,22 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
+def plain_python(repo: Path, python: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """The argv prefix and environment that start ``python`` (default: this one) as a
+    distribution's /usr/bin/python3 starts (ibi's menu at boot): ``-S`` skips this
+    environment's ``.pth`` start-up hooks (an editable install's finder, a sandbox's
+    certificate hook: tens of ms that a packaged ibi never pays), and PYTHONPATH gives
+    the same modules (the repository, then that Python's own site directories)."""
+    exe = python or sys.executable
+    r = subprocess.run([exe, "-c", "import sys; print('\\n'.join(p for p in sys.path if "
+                        "p.endswith(('site-packages', 'dist-packages'))))"],
+                       capture_output=True, text=True, check=True)
+    path = [str(repo), *r.stdout.split()]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+           "PYTHONPATH": os.pathsep.join(path)}
+    return [exe, "-S"], env
+
+
 def cpu_seconds() -> float:
     """User + system CPU time of this process and its waited-for children so far."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), \

@@ -8,6 +8,7 @@ starting Python and importing urwid as the menu does (without the optional event
 libraries: ``screens.lean_urwid()``); the ratio says what the menu adds on top of it.
 
     python3 bench/menu_startup.py [--data DIR] [--points 100] [--runs N] [--json F]
+                                  [--python PY ...]
 
 Without --data it builds a small store in a temporary directory (needs mksquashfs; as root
 it is a real store made by the engine), or falls back to a missing store (the menu's error
@@ -50,18 +51,16 @@ def build_store(root: Path, points: int) -> tuple[Path, str]:
         return data, f"a missing store (could not build one: {e})"
 
 
-def time_menu(data: Path, tmp: Path) -> float:
+def time_menu(data: Path, tmp: Path, py: list[str], env: dict[str, str]) -> float:
     import pexpect
     import pyte
 
     screen = pyte.Screen(80, 24)
     stream = pyte.ByteStream(screen)
-    env = {"PATH": "/usr/bin:/bin", "TERM": "linux", "LANG": "C.UTF-8",
-           "PYTHONPATH": str(REPO)}
+    env = {**env, "TERM": "linux"}
     t0 = time.perf_counter()
-    child = pexpect.spawn(sys.executable, ["-m", "screens", "--data", str(data), "--run-dir",
-                                           str(tmp / "run"), "--decision",
-                                           str(tmp / "decision")],
+    child = pexpect.spawn(py[0], [*py[1:], "-m", "screens", "--data", str(data), "--run-dir",
+                                  str(tmp / "run"), "--decision", str(tmp / "decision")],
                           cwd=str(REPO), env=env, dimensions=(24, 80))
     try:
         while True:
@@ -77,9 +76,9 @@ def time_menu(data: Path, tmp: Path) -> float:
         child.terminate(force=True)
 
 
-def time_cmd(argv: list[str]) -> float:
+def time_cmd(code: str, py: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
+    subprocess.run([*py, "-c", code], check=True, stdin=subprocess.DEVNULL, env=env)
     return time.perf_counter() - t0
 
 
@@ -89,6 +88,9 @@ def main() -> int:
     p.add_argument("--points", type=int, default=100,
                    help="restore points in the store it builds (default 100)")
     p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--python", action="append", metavar="PY",
+                   help="a Python to run the menu with (repeat to compare, e.g. a venv "
+                   "with urwid 2.6, Debian 13's); default: this one")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="default: bench/results/menu.json")
     args = p.parse_args()
@@ -98,28 +100,34 @@ def main() -> int:
             data, what = args.data, f"the store in {args.data}"
         else:
             data, what = build_store(tmp, args.points)
-        time_menu(data, tmp)  # warm the page cache and .pyc files
-        menu, base, bare = [], [], []
-        for _ in range(args.runs):  # interleaved: a slow moment falls on all three
-            menu.append(time_menu(data, tmp))
-            base.append(time_cmd([sys.executable, "-c", LEAN_URWID]))
-            bare.append(time_cmd([sys.executable, "-c", "pass"]))
-    m, b, n = (statistics.median(x) for x in (menu, base, bare))
-    import urwid
-
-    print(f"menu startup on {what}, 80x24, urwid {urwid.__version__}, {args.runs} runs")
-    print(f"  first full screen:        median {m * 1000:6.0f} ms "
-          f"(min {min(menu) * 1000:.0f}, max {max(menu) * 1000:.0f})")
-    print(f"  baseline python+urwid:    median {b * 1000:6.0f} ms")
-    print(f"  bare python -c pass:      median {n * 1000:6.0f} ms")
-    print(f"  ratio menu / baseline:    {m / b:.2f}x")
-    rows = [common.row("menu to its first full screen (80x24)", "python3 -m screens", m,
-                       baseline="python3 + import urwid", baseline_value=b,
-                       target="< 250 ms", max_value=0.25, note=what),
-            common.row("menu to its first full screen (80x24)", "python3 -c pass", n,
-                       note="starting Python alone")]
+        rows = []
+        for python in args.python or [sys.executable]:
+            py, env = common.plain_python(REPO, python)
+            version = subprocess.run([*py, "-c", "import urwid; print(urwid.__version__)"],
+                                     env=env, capture_output=True, text=True,
+                                     check=True).stdout.strip()
+            time_menu(data, tmp, py, env)  # warm the page cache and .pyc files
+            menu, base, bare = [], [], []
+            for _ in range(args.runs):  # interleaved: a slow moment falls on all three
+                menu.append(time_menu(data, tmp, py, env))
+                base.append(time_cmd(LEAN_URWID, py, env))
+                bare.append(time_cmd("pass", py, env))
+            m, b, n = (statistics.median(x) for x in (menu, base, bare))
+            print(f"menu startup on {what}, 80x24, urwid {version}, {args.runs} runs "
+                  f"({python} -S: none of this environment's start-up hooks, as a packaged "
+                  "ibi starts)")
+            print(f"  first full screen:        median {m * 1000:6.0f} ms "
+                  f"(min {min(menu) * 1000:.0f}, max {max(menu) * 1000:.0f})")
+            print(f"  baseline python+urwid:    median {b * 1000:6.0f} ms")
+            print(f"  bare python -c pass:      median {n * 1000:6.0f} ms")
+            print(f"  ratio menu / baseline:    {m / b:.2f}x", flush=True)
+            case = f"menu to its first full screen (80x24), urwid {version}"
+            rows += [common.row(case, "python3 -m screens", m,
+                                baseline="python3 + import urwid", baseline_value=b,
+                                target="< 250 ms", max_value=0.25, note=what),
+                     common.row(case, "python3 -c pass", n, note="starting Python alone")]
     common.write("menu", rows, {"runs": args.runs, "points": args.points,
-                                "urwid": urwid.__version__}, args.json)
+                                "pythons": args.python or [sys.executable]}, args.json)
     return 0
 
 

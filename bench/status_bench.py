@@ -3,9 +3,10 @@
 
 Builds a store with a small base and N incremental restore points (squashed the way
 ``ibi create --incremental`` squashes a layer), for each N in --points, and times
-``ibi status --json`` as a new process (what a script or the menu's first screen pays),
-median of --runs. Baseline, in the same run: ``python3 -c 'import maintenance.cli'`` (the
-cost of starting Python and importing the engine, which no store size changes).
+``ibi status --json`` as a new process (what a script pays), median of --runs, in rounds
+interleaved with the baseline: ``python3 -c 'import maintenance.cli'`` (the cost of
+starting Python and importing the engine, which no store size changes). Both start as a
+packaged ibi does (``python3 -S``: none of this environment's start-up hooks).
 
     sudo python3 bench/status_bench.py [--points 1,10,60,100] [--runs 5] [--json F]
 
@@ -16,29 +17,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
 
-import common
+import common  # noqa: E402
 
-from maintenance.engine import Engine
+from maintenance.engine import Engine  # noqa: E402
 
 
-def timed(argv: list[str], runs: int) -> float:
-    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)  # warm
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
+def runner(argv: list[str], env: dict[str, str]) -> Callable[[], object]:
+    return lambda: subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, env=env)
 
 
 def main() -> int:
@@ -53,9 +48,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench: run as root (it mounts)", file=sys.stderr)
         return 2
-    py = sys.executable
-    base_s = timed([py, "-c", "import maintenance.cli"], args.runs)
-    print(f"baseline: python3 -c 'import maintenance.cli': {base_s:.3f} s")
+    py, env = common.plain_python(REPO)
+    base = runner([*py, "-c", "import maintenance.cli"], env)
     rows = []
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="ibi-status-") as tmp:
         root = Path(tmp)
@@ -67,8 +61,10 @@ def main() -> int:
         eng.init(source_dir=tree)
         for n in sorted(int(p) for p in args.points.split(",")):
             common.tiny_points(eng, root, n - (len(eng.roottab()) - 1))
-            s = timed([py, "-m", "maintenance.cli", "status", "--json", "--data",
-                       str(eng.data_dir), "--run-dir", str(eng.run_dir)], args.runs)
+            status = runner([*py, "-m", "maintenance.cli", "status", "--json", "--data",
+                             str(eng.data_dir), "--run-dir", str(eng.run_dir)], env)
+            med = common.paired({"status": status, "base": base}, args.runs)
+            s, base_s = med["status"], med["base"]
             rows.append(common.row(
                 f"ibi status --json, {n} restore points", "ibi status", s,
                 baseline="python3 -c 'import maintenance.cli'", baseline_value=base_s,
