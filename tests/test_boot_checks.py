@@ -10,7 +10,9 @@ import datetime as dt
 import os
 import re
 import shutil
+import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,11 @@ def test_plan_lists_every_image_with_its_size_and_sha256(tmp_path: Path, image: 
         r = lib(st.data, f"ibi_plan_image {name}")
         assert (r.returncode, r.stdout.split()) == (0, [str(size), digest])
     assert lib(st.data, "ibi_plan_image stray").returncode == 1
+    # read once for a whole stack: the same figures; a name is not matched by its prefix
+    r = lib(st.data, 'ibi_plan_images; for n in base top to stray; do '
+            'ibi_plan_lookup "$n" && echo "$n $IBI_PLAN_FOUND" || echo "$n none"; done')
+    assert r.stdout.splitlines() == [f"base {size} {digest}", f"top {size} {digest}",
+                                     "to none", "stray none"]
     # the stacks are read as before, the image lines in between
     r = lib(st.data, 'ibi_plan_stack normal && echo "$IBI_NAMES"')
     assert r.stdout.strip() == "base top"
@@ -458,3 +465,32 @@ def test_a_damaged_trial_line_counts_nothing(tmp_path: Path, image: Path, line: 
     plan.write_text(plan.read_text() + f"{line}\ngood base\n")
     r = lib(st.data, "ibi_count_boot && echo go")
     assert r.stdout.strip() == "go" and not st.boots_path.exists()
+
+
+def a_block_device() -> str:
+    for name in sorted(os.listdir("/sys/class/block")):
+        if os.path.exists(f"/dev/{name}") and stat.S_ISBLK(os.stat(f"/dev/{name}").st_mode):
+            return f"/dev/{name}"
+    pytest.skip("no block device node in /dev")  # printed: a container without /dev
+
+
+def test_waiting_for_the_data_partition_ends_when_it_appears(tmp_path: Path) -> None:
+    """ibi_wait_dev returns as soon as the node is there (the initqueue does not wait for
+    it in a systemd initrd): not at its next turn, not at the time limit."""
+    dev = a_block_device()
+    node = tmp_path / "disk"
+    r = lib(tmp_path / "data", f"ibi_wait_dev {dev} 5 && echo found-at-once")
+    assert r.returncode == 0 and r.stdout.strip() == "found-at-once", r.stderr
+    t = time.monotonic()
+    r = lib(tmp_path / "data", f"(sleep 0.5; ln -s {dev} {node}) & ibi_wait_dev {node} 60 "
+            "&& echo found; wait")
+    assert r.returncode == 0 and r.stdout.strip() == "found", r.stderr
+    assert time.monotonic() - t < 30  # long before its 60 s limit
+
+
+def test_a_missing_data_partition_gives_up_at_the_limit(tmp_path: Path) -> None:
+    r = lib(tmp_path / "data", f"ibi_wait_dev {tmp_path}/never 1 || echo gave-up")
+    assert r.returncode == 0 and r.stdout.strip() == "gave-up", r.stderr
+    r = lib(tmp_path / "data", f"ibi_wait_dev {tmp_path}/never 6 || echo gave-up")
+    assert r.stdout.strip() == "gave-up"
+    assert f"notice: waiting for the data partition {tmp_path}/never" in r.stderr

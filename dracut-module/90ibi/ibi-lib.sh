@@ -51,13 +51,22 @@ ibi_data_dev() {
 # arg1: device; arg2: seconds to wait for it (udev creates it)
 # returns: 0 when the block device exists
 ibi_wait_dev() {
-    _i=0
+    # Returns as soon as the node exists: udevadm settle stops when it appears (or when
+    # the event queue is empty: then a short nap, as the disk may not have been found
+    # yet). The time limit is in seconds of uptime, whatever each turn took.
+    read -r _t0 _ < /proc/uptime
+    _t0=${_t0%%.*}
+    _said=
     while [ ! -b "$1" ]; do
-        [ "$_i" -ge "$2" ] && return 1
-        [ "$_i" -eq 5 ] && ibi_log notice "waiting for the data partition $1"
-        udevadm settle --timeout=1 > /dev/null 2>&1
-        sleep 1
-        _i=$((_i + 1))
+        read -r _now _ < /proc/uptime
+        _now=$((${_now%%.*} - _t0))
+        [ "$_now" -ge "$2" ] && return 1
+        if [ -z "$_said" ] && [ "$_now" -ge 5 ]; then
+            ibi_log notice "waiting for the data partition $1"
+            _said=1
+        fi
+        udevadm settle --timeout=1 --exit-if-exists="$1" > /dev/null 2>&1
+        [ -b "$1" ] || sleep 0.2
     done
     return 0
 }
@@ -251,6 +260,39 @@ ibi_plan_image() {
     return 1
 }
 
+# Reads the boot plan's "image" lines once (a stack of N images would read the plan N
+# times through ibi_plan_image): sets IBI_PLAN_IMAGES to them, "NAME SIZE SHA256" each
+# after a newline.
+ibi_plan_images() {
+    IBI_PLAN_IMAGES=
+    [ -f "$IBI_DATA/$IBI_STORE/bootplan" ] || return 0
+    while read -r _pi_kw _pi_name _pi_size _pi_sum _pi_rest || [ -n "$_pi_kw" ]; do
+        [ "$_pi_kw" = image ] && IBI_PLAN_IMAGES="$IBI_PLAN_IMAGES
+$_pi_name $_pi_size $_pi_sum"
+    done < "$IBI_DATA/$IBI_STORE/bootplan"
+    return 0
+}
+
+# arg1: image name
+# sets: IBI_PLAN_FOUND to "SIZE SHA256" from IBI_PLAN_IMAGES (else from the plan itself)
+# returns: 1 if the plan has no line for it
+ibi_plan_lookup() {
+    if [ -z "${IBI_PLAN_IMAGES+set}" ]; then
+        IBI_PLAN_FOUND=$(ibi_plan_image "$1")
+        return
+    fi
+    case $IBI_PLAN_IMAGES in
+        *"
+$1 "*) ;;
+        *) return 1 ;;
+    esac
+    IBI_PLAN_FOUND=${IBI_PLAN_IMAGES#*"
+$1 "}
+    IBI_PLAN_FOUND=${IBI_PLAN_FOUND%%"
+"*}
+    return 0
+}
+
 # arg1: file; arg2: its size in bytes
 # returns: 1 (the reason in IBI_ERROR) unless it starts with a squashfs 4.0 superblock whose
 #          block size is a power of two 4K..1M and whose bytes_used fits in the file
@@ -305,7 +347,8 @@ ibi_check_image() {
     _ci_sum=
     if ! _ci_size=$(stat -L -c %s "$_ci_file" 2> /dev/null); then
         _ci_why="cannot read $_ci_file"
-    elif _ci_plan=$(ibi_plan_image "$1"); then
+    elif ibi_plan_lookup "$1"; then
+        _ci_plan=$IBI_PLAN_FOUND
         _ci_sum=${_ci_plan#* }
         [ "$_ci_size" = "${_ci_plan%% *}" ] \
             || _ci_why="the file has $_ci_size bytes, its metadata says ${_ci_plan%% *}"
@@ -339,13 +382,15 @@ ibi_check_image() {
 # Checks every image (top first) before it mounts any.
 # returns: 1 (message in IBI_ERROR) at the first that fails
 ibi_check_images() {
+    ibi_plan_images
     _cis_rev=
     for _cis_n in $1; do
         _cis_rev="$_cis_n $_cis_rev"
     done
     for _cis_n in $_cis_rev; do
-        ibi_check_image "$_cis_n" || return 1
+        ibi_check_image "$_cis_n" || { unset IBI_PLAN_IMAGES; return 1; }
     done
+    unset IBI_PLAN_IMAGES  # read afresh by the next check (the menu may change the plan)
     return 0
 }
 
@@ -359,10 +404,17 @@ ibi_mount_lowers() {
     IBI_LOWEROPTS=""
     ibi_check_images "$1" || return 1
     _i=0
+    _dirs=
+    for _n in $1; do
+        _i=$((_i + 1))
+        _dirs="$_dirs $IBI_LOWER/$_i"
+    done
+    # shellcheck disable=SC2086  # one mkdir for all: IBI_LOWER holds no blank
+    mkdir -p $_dirs
+    _i=0
     for _n in $1; do
         _i=$((_i + 1))
         _dir=$IBI_LOWER/$_i
-        mkdir -p "$_dir"
         if ! _out=$(mount -t squashfs -o ro,loop "$IBI_DATA/$IBI_STORE/$_n.sqfs" "$_dir" 2>&1); then
             IBI_ERROR="cannot mount image '$_n': $_out"
             ibi_umount_lowers

@@ -19,7 +19,8 @@ if _ibi_data=$(getarg rd.ibi.data=) && [ -n "$_ibi_data" ]; then
         /dev/*) _ibi_dev=$_ibi_data ;;
         *) _ibi_dev=/dev/disk/by-label/$_ibi_data ;;
     esac
-    # the initqueue waits for the data partition (and says so if it never comes)
+    # dracut's timeout and message if the data partition never comes; ibi-sysroot.service
+    # itself waits for the node (ibi_wait_dev: it may start before the disk is found)
     wait_for_dev -n "$_ibi_dev"
     info "ibi: data partition $_ibi_dev"
     unset _ibi_dev
