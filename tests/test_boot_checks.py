@@ -494,3 +494,20 @@ def test_a_missing_data_partition_gives_up_at_the_limit(tmp_path: Path) -> None:
     r = lib(tmp_path / "data", f"ibi_wait_dev {tmp_path}/never 6 || echo gave-up")
     assert r.stdout.strip() == "gave-up"
     assert f"notice: waiting for the data partition {tmp_path}/never" in r.stderr
+
+
+def test_a_whole_stack_is_checked_with_one_stat(tmp_path: Path, image: Path) -> None:
+    """ibi_check_images takes every size from one stat: a grown or missing image is still
+    refused in one line, and the sizes it read are the files' own."""
+    st = make_store(tmp_path, image, names=("base", "mid", "top"), roottab="base\nmid\ntop\n")
+    size = image.stat().st_size
+    r = lib(st.data, 'ibi_check_images "base mid top" && echo ok')
+    assert r.stdout.splitlines()[0] == "ok", r.stderr
+    with open(st.image_path("mid"), "ab") as f:
+        f.write(b"\0" * 4096)
+    r = lib(st.data, 'ibi_check_images "base mid top" || echo "$IBI_ERROR"')
+    assert r.stdout.strip() == (f"image 'mid' refused: the file has {size + 4096} bytes, "
+                                f"its metadata says {size}")
+    st.image_path("mid").unlink()
+    r = lib(st.data, 'ibi_check_images "base mid top" || echo "$IBI_ERROR"')
+    assert r.stdout.strip().startswith("image 'mid' refused: cannot read ")
