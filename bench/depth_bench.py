@@ -139,6 +139,7 @@ def main() -> int:
                 roots = {"bare": bare_mnt, "stack": mnt}
                 if beside_one:  # a stack of the base alone, as ibi mounts it, same rounds
                     one = root / "one"
+                    one.mkdir(exist_ok=True)
                     m.image(eng.store.image_path("base"), root / "one-lower" / "base")
                     m.overlay(one, [root / "one-lower" / "base"], readonly=True)
                     roots["one"] = one
