@@ -47,6 +47,17 @@ def drop_caches() -> None:
         f.write("3\n")
 
 
+def lstat_all(root: str | os.PathLike[str]) -> int:
+    """An lstat of every entry under ``root`` (os.walk): the "stat every file" workload.
+    Returns how many entries there are."""
+    n = 0
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lstat(os.path.join(top, name))
+            n += 1
+    return n
+
+
 def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()

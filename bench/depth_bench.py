@@ -47,19 +47,11 @@ def workloads(root: Path) -> dict[str, list[str] | None]:
             "lstat": None}
 
 
-def lstat_all(root: Path) -> int:
-    n = 0
-    for top, dirs, files in os.walk(root):
-        for name in dirs + files:
-            os.lstat(os.path.join(top, name))
-            n += 1
-    return n
-
 
 def run_once(root: Path, argv: list[str] | None) -> float:
     t = time.perf_counter()
     if argv is None:
-        lstat_all(root)
+        common.lstat_all(root)
     else:
         subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t

@@ -43,21 +43,13 @@ from maintenance import mounts, squash
 IBI = mounts.OVERLAY_OPTIONS
 
 
-def lstat_all(root: str) -> int:
-    n = 0
-    for top, dirs, files in os.walk(root):
-        for name in dirs + files:
-            os.lstat(os.path.join(top, name))
-            n += 1
-    return n
-
 
 def workloads(root: str) -> dict[str, Callable[[], object]]:
     def run(cmd: str) -> Callable[[], object]:
         return lambda: subprocess.run(cmd, shell=True, check=False,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return {"find": run(f"find {root} -xdev"),
-            "lstat": lambda: lstat_all(root),
+            "lstat": lambda: common.lstat_all(root),
             "tar (metadata)": run(f"tar -C {root} -cf /dev/null ."),
             "tar | cat (data)": run(f"tar -C {root} -cf - . | cat > /dev/null")}
 
@@ -84,7 +76,7 @@ def main() -> int:
         for d in (bare, low):
             d.mkdir()
             m.image(img, d)
-        entries = lstat_all(str(bare))
+        entries = common.lstat_all(str(bare))
         tm = root / "tmpfs"
         tm.mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "bench", str(tm)],

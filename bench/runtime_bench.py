@@ -152,15 +152,6 @@ def walking(root: Path) -> Iterator[Iterator[tuple[str, list[str], list[str]]]]:
             close()
 
 
-def lstat_all(root: Path) -> int:
-    n = 0
-    with walking(root) as it:
-        for top, dirs, files in it:
-            for name in dirs + files:
-                os.lstat(os.path.join(top, name))
-                n += 1
-    return n
-
 
 def tar_meta(root: Path) -> None:
     sh(["tar", "-C", str(root), "-cf", "/dev/null", "."])
@@ -183,7 +174,7 @@ def tar_data(root: Path) -> None:
 
 
 READS: dict[str, Callable[[Path], object]] = {
-    "find -xdev": find, "lstat every entry": lstat_all, "tar to /dev/null (meta)": tar_meta,
+    "find -xdev": find, "lstat every entry": common.lstat_all, "tar to /dev/null (meta)": tar_meta,
     "tar | cat (all data)": tar_data}
 
 
@@ -556,7 +547,7 @@ def run(tree: Path, rounds: int, args: argparse.Namespace) -> int:
                 continue
             subjects.append(s)
 
-        counts = {s.name: lstat_all(s.root) for s in subjects}
+        counts = {s.name: common.lstat_all(s.root) for s in subjects}
         print("entries: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         files = spread(bare.root, CHANGE_FILES)
         native.sizes = {rel: os.lstat(native.root / rel).st_size for rel in files}
