@@ -125,7 +125,8 @@ def test_plan_lists_every_image_with_its_size_and_sha256(tmp_path: Path, image: 
         assert (r.returncode, r.stdout.split()) == (0, [str(size), digest])
     assert lib(st.data, "ibi_plan_image stray").returncode == 1
     # read once for a whole stack: the same figures; a name is not matched by its prefix
-    r = lib(st.data, 'ibi_plan_images; for n in base top to stray; do '
+    files = " ".join(str(st.image_path(n)) for n in ("base", "top"))
+    r = lib(st.data, f'ibi_check_prepare "{files}"; for n in base top to stray; do '
             'ibi_plan_lookup "$n" && echo "$n $IBI_PLAN_FOUND" || echo "$n none"; done')
     assert r.stdout.splitlines() == [f"base {size} {digest}", f"top {size} {digest}",
                                      "to none", "stray none"]
