@@ -234,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
         True)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
 
+    add("reclaim", "delete the writable layers restore points cleared", """\
+        Delete the writable layers that restore points cleared (their content is in the
+        new image): ibi create sets the layer aside and returns, and starts this in the
+        background at idle priority; ibi-reclaim.service runs it after a boot (a restore
+        point made in the initramfs), and an action short of space runs it first. Safe to
+        run at any time, also while it runs elsewhere.""", True)
+
     statecli.add_parser(add)
     authcli.add_parser(add)
     prunecli.add_parser(add)
@@ -530,6 +537,7 @@ def run_command(args: argparse.Namespace) -> int:
                           compressor=args.compressor, level=args.level, progress=rep)
         emit(args, meta, lambda: print(f"created {meta.kind.value} restore point {meta.name} "
                                        f"({human(meta.size)}); the writable layer is now empty"))
+        eng.reclaim_later()  # the cleared layer's files
     elif cmd == "restore" and args.undo:
         return undo(eng, args)
     elif cmd == "restore":
@@ -581,6 +589,10 @@ def run_command(args: argparse.Namespace) -> int:
                     f"({human(held)}) will be deleted for good.")
         freed = eng.purge()
         emit(args, {"freed": freed}, lambda: print(f"freed {human(freed)}"))
+    elif cmd == "reclaim":
+        freed = eng.reclaim()
+        emit(args, {"freed": freed}, lambda: None if args.quiet
+             else print(f"freed {human(freed)}"))
     elif cmd == "watch-ram":
         return watch_ram(args)
     elif cmd == "boot-entries":

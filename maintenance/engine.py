@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from . import bootloader, bootplan, kernels, mounts, operators, squash
+from . import bootloader, bootplan, kernels, mounts, operators, reclaim, squash
 from . import layer as layerfs
 from . import state as statemod
 from .errors import (
@@ -1215,6 +1215,19 @@ class Engine:
         return retention.prune(self, dry_run=dry_run, keep_last=keep_last,
                                keep_days=keep_days)
 
+    def holds_lock(self) -> bool:
+        """Whether this engine is inside an action holding the store's lock."""
+        return self._locked
+
+    def reclaim(self) -> int:
+        """Delete the writable layers that restore points cleared (their content is in an
+        image); returns the bytes freed. Takes the store's lock only to move them aside."""
+        return reclaim.reclaim(self)
+
+    def reclaim_later(self) -> bool:
+        """Start :meth:`reclaim` in the background (not in the initramfs); whether it did."""
+        return reclaim.in_background(self)
+
     def trash_bytes(self) -> int:
         """What the set-aside layers hold (what purge would delete)."""
         self.store.require()
@@ -1232,6 +1245,7 @@ class Engine:
             remove_tree(p)
         if entries:
             fsync_dir(self.store.trash)  # "freed" holds after a power cut too
+        freed += reclaim.reclaim(self)
         if freed:
             self._recover_or_go_on("the purge")  # with the space now free
         return freed
@@ -1425,6 +1439,9 @@ class Engine:
 
     def _check_space(self, need: int, what: str) -> None:
         free = psutil.disk_usage(str(self.store.data)).free
+        if need > free and reclaim.waiting(self):  # a cleared layer not yet deleted
+            reclaim.reclaim(self)
+            free = psutil.disk_usage(str(self.store.data)).free
         if need > free:
             from . import retention
 
@@ -1588,8 +1605,9 @@ class Engine:
 
     def _clear_squashed_layer(self) -> None:
         """Empty the writable layer whose content an image named by roottab now holds. It
-        needs no free space: the old layer is set aside and deleted before the empty one is
-        made (a power cut in between leaves no layer, and recovery makes the empty one)."""
+        needs no free space: the old layer is set aside (trash/*-squashed, never put back;
+        deleted by :mod:`reclaim`) before the empty one is made (a power cut in between
+        leaves no layer, and recovery makes the empty one)."""
         st = self.store
         if st.layer_new.exists():
             remove_tree(st.layer_new)
@@ -1600,10 +1618,20 @@ class Engine:
                 raise
             slot = st.layer  # (a power cut midway leaves part of a layer whose files
             # the image holds as they are: the view is the same, recovery keeps it)
+            remove_tree(slot)  # its content is in the new image: nothing is lost
         else:
             durable_rename(st.layer, slot)
-        remove_tree(slot)  # its content is in the new image: nothing is lost
-        st.make_layer(st.layer)
+        # the old layer's files are deleted later (maintenance/reclaim.py): ibi create
+        # returns without waiting for an rm -rf of the layer; unless the disk is too full
+        # for the empty one
+        try:
+            st.make_layer(st.layer)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or slot == st.layer:
+                raise
+            remove_tree(st.layer)
+            remove_tree(slot)
+            st.make_layer(st.layer)
 
     def _swap_in_new_layer(self) -> Path:
         st = self.store

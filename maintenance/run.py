@@ -134,3 +134,19 @@ def run_with_progress(argv: Sequence[str], on_progress: Callable[[int, int], Non
     rc = proc.wait()
     if rc != 0:
         raise CommandError(argv, rc, b"\n".join(tail).decode(errors="replace"))
+
+
+def spawn_idle(argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    """Start ``argv`` detached (its own session, no terminal, outliving ibi) at idle
+    priority: ``nice -n 19`` and ``ionice -c 3`` when they are installed. Raises OSError if
+    it cannot start."""
+    argv = [str(a) for a in argv]
+    path = _env()["PATH"]
+    if ionice := shutil.which("ionice", path=path):
+        argv = [ionice, "-c", "3", *argv]
+    if nice := shutil.which("nice", path=path):
+        argv = [nice, "-n", "19", *argv]
+    log.debug("spawn: %s", " ".join(argv))
+    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                     env={**_env(), **(env or {})})

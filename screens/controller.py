@@ -450,8 +450,10 @@ class Controller:
         self.host.back()  # the form
 
         def work(report: ProgressFn) -> ImageMeta:
-            return self.engine.create(kind, name=name or None, description=description,
+            meta = self.engine.create(kind, name=name or None, description=description,
                                       progress=report)
+            self.engine.reclaim_later()  # the cleared layer's files
+            return meta
 
         def done(meta: ImageMeta) -> None:
             lines: list[Line | str] = [

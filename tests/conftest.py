@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+# A create through the CLI or the menu starts `ibi reclaim` in the background; in the tests'
+# mount namespaces such a process could outlive the test and keep its mounts busy, so the
+# tests defer it as the initramfs does (tests/test_reclaim.py runs the background path).
+os.environ["IBI_RECLAIM"] = "later"
+
 CLONE_NEWNS = 0x00020000
 _ns_ready: bool | None = None
 _ns_reason = ""

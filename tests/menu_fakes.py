@@ -399,6 +399,10 @@ class FakeEngine:
         self.layer = []
         return m
 
+    def reclaim_later(self) -> bool:
+        self._check("reclaim_later")
+        return False
+
     def rollback(self, name: str, keep_current: Collection[str] = ()) -> tuple[str, ...]:
         self._check("rollback")
         new = list(self.review_stack(name))

@@ -14,6 +14,7 @@ import pytest
 
 from maintenance import bootplan, squash, store
 from maintenance import engine as engine_mod
+from maintenance import reclaim as reclaim_mod
 from maintenance import state as statemod
 from maintenance.engine import Engine
 from maintenance.model import Kind
@@ -74,13 +75,18 @@ CREATE_POINTS = {
     "trial written": lambda mp: after_nth(mp, store, "atomic_write", 2, before=False),
     "roottab.prev written": lambda mp: after_nth(mp, store, "atomic_write", 3, before=False),
     "roottab written": lambda mp: after_nth(mp, store.Store, "write_roottab", 1, before=False),
-    # the layer is cleared without needing free space: set aside, deleted, made anew
+    # the layer is cleared without needing free space: set aside, made anew (its files
+    # are deleted later, by reclaim: RECLAIM_POINTS)
     "old layer set aside": lambda mp: after_nth(mp, engine_mod, "durable_rename", 2,
                                                 before=False),
-    "old layer half deleted": lambda mp: after_nth(mp, os, "unlink", 3, before=False),
-    "old layer deleted": lambda mp: after_nth(mp, engine_mod, "remove_tree", 1,
-                                              before=False),
     "fresh layer made": lambda mp: after_nth(mp, store.Store, "make_layer", 1, before=False),
+}
+
+RECLAIM_POINTS = {
+    "moved into .reclaim": lambda mp: after_nth(mp, os, "rename", 1, before=False),
+    "half deleted": lambda mp: after_nth(mp, os, "unlink", 3, before=False),
+    "deleted, not synced": lambda mp: after_nth(mp, reclaim_mod, "remove_tree", 1,
+                                                before=False),
 }
 
 
@@ -243,3 +249,23 @@ def test_interrupted_capture(changed_store, root_ns: Path, point: str) -> None: 
     assert now == old or (now[1:] == old and now[0].endswith("-save"))
     if now != old:  # the new capture holds the changed layer's hostname, whole
         assert fresh.state_values()[0].value == "changed-host"
+
+
+@pytest.mark.parametrize("point", list(RECLAIM_POINTS))
+def test_interrupted_reclaim(changed_store, root_ns: Path, point: str) -> None:  # type: ignore[no-untyped-def]
+    """The cleared layer's deletion, cut short anywhere, loses nothing and is finished by
+    the next reclaim."""
+    eng, before = changed_store
+    eng.create(Kind.INCREMENTAL, name="rp")
+    assert [p.name.endswith("-squashed") for p in eng.store.trash_entries()] == [True]
+    code = crash_in_child(eng.reclaim, RECLAIM_POINTS[point])
+    assert code == CRASH, f"the crash point {point!r} was never reached (exit {code})"
+    fresh = Engine(eng.data_dir, eng.run_dir)
+    assert fresh.recover() == []
+    assert fresh.roottab() == ["base", "rp"] and fresh.changes() == []
+    assert view_of(fresh, root_ns) == before
+    assert fresh.verify(all_images=True).ok
+    fresh.reclaim()
+    assert fresh.store.trash_entries() == []
+    assert list((fresh.store.root / ".reclaim").iterdir()) == []
+    assert view_of(fresh, root_ns) == before

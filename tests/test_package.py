@@ -199,7 +199,7 @@ def test_systemd_enable_no_start(deb: Deb) -> None:
     # capture of the configuration after a successful boot; never the maintenance units
     assert enabled == {"ibi-protect.service", "ibi-state-save.service",
                        "ibi-ram-watch.service", "ibi-health.service",
-                       "ibi-boot-ok.service"}, enabled
+                       "ibi-boot-ok.service", "ibi-reclaim.service"}, enabled
     assert "ibi-maintenance" not in postinst
     # not started at install, and nothing stopped or restarted by an upgrade or a removal
     for script in ("preinst", "postinst", "prerm", "postrm"):

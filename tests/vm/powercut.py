@@ -276,8 +276,11 @@ def snapshot(store: Path) -> dict[str, Any]:
         "layer": only_files(files(store / "layer/upper")),
         "layer_new": (store / "layer.new").exists(),
         "home": files(store / "home"),
+        # a layer a restore point cleared ("-squashed") is not kept: ibi reclaim deletes it
+        # whenever it runs (after a create, at boot), so it is no part of either state
         "trash": {e.name: only_files(files(e / "upper"))
-                  for e in sorted(trash.iterdir())} if trash.is_dir() else {},
+                  for e in sorted(trash.iterdir()) if not e.name.endswith("-squashed")}
+        if trash.is_dir() else {},
         "captures": sorted(p.name for p in caps.iterdir()) if caps.is_dir() else [],
         "tmp": tmp_names(store),
     }
