@@ -117,10 +117,12 @@ image_inner() {
             set -- menu
             ;;
     esac
-    # `ibi` as the package installs it, found on PATH (/usr/bin/ibi)
+    # `ibi` as the package installs it, found on PATH (/usr/bin/ibi); IBI_RECLAIM=later: a
+    # layer a restore point cleared is deleted after the boot (ibi-reclaim.service), not by
+    # a process left running on these mounts
     chroot "$MENU_ROOT" /usr/bin/env -i \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root TERM="${TERM:-vt220}" LANG=C.UTF-8 IBI_BOOT_ERROR="$_err" \
+        HOME=/root TERM="${TERM:-vt220}" LANG=C.UTF-8 IBI_BOOT_ERROR="$_err" IBI_RECLAIM=later \
         ibi "$@" --data "$IBI_DATA"
 }
 
