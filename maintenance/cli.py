@@ -280,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
 
     p = add("menu", "open the maintenance menu", """\
-        Open the text-mode maintenance menu (urwid) on this terminal. Extra options are
-        passed to it; see python3 -m screens --help.""")
+        Open the text-mode maintenance menu (urwid) on this terminal: runs ibi-menu
+        (the menu's own command), passing the extra options on; see ibi-menu --help.""")
 
     p = add("demo", "build a demo store and show it", """\
         Build a small demo root tree, make a store from it in DATA (default ./demo),
@@ -600,21 +600,35 @@ def run_command(args: argparse.Namespace) -> int:
     elif cmd == "install":
         return install_command(args, rep)
     elif cmd == "menu":
-        from importlib import import_module  # the engine itself never imports urwid
-
-        try:
-            import_module("screens").lean_urwid()
-            menu = import_module("screens.app")
-        except ImportError as e:
-            raise IbiError(f"the maintenance menu cannot be loaded: {e}",
-                           hint="reinstall the ibi package (or urwid: python3-urwid)") from None
-        return int(menu.main(["--data", args.data, "--run-dir", args.run_dir,
-                              *args.menu_args]))
+        return exec_menu(["--data", args.data, "--run-dir", args.run_dir, *args.menu_args])
     elif cmd == "demo":
         from .demo import run_demo
 
         return run_demo(eng, args, rep)
     return 0
+
+
+def exec_menu(menu_args: list[str]) -> int:
+    """Replace this process by the menu: ``ibi-menu`` beside this ``ibi`` (the package
+    installs both in /usr/bin), else ``python3 -m screens`` (a source tree). The engine
+    package never imports the menu (screens/ imports the engine, not the other way)."""
+    here = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else None
+    menu = here / "ibi-menu" if here else None
+    env = dict(os.environ)
+    if menu is not None and os.access(menu, os.X_OK):
+        argv = [str(menu), *menu_args]
+    else:
+        root = str(Path(__file__).resolve().parent.parent)  # where screens/ is too
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+        argv = [sys.executable, "-m", "screens", *menu_args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(argv[0], argv, env)
+    except OSError as e:
+        raise IbiError(f"the maintenance menu cannot be started ({argv[0]}: {e.strerror})",
+                       hint="reinstall the ibi package") from None
+    return 1  # not reached
 
 
 def boot_entries(eng: Engine, args: argparse.Namespace) -> int:

@@ -87,9 +87,7 @@ def run_demo(eng: Engine, args: argparse.Namespace, progress: ProgressFn) -> int
     if args.no_menu or not (sys.stdin.isatty() and sys.stdout.isatty()):
         print(f"\nopen the menu with: ibi menu --data {eng.data_dir}")
         return 0
-    from importlib import import_module
+    from .cli import exec_menu
 
-    return int(import_module("screens.app").main(["--data", str(eng.data_dir),
-                                                   "--run-dir", str(eng.run_dir),
-                                                   "--decision",
-                                                   str(eng.data_dir.parent / "demo-decision")]))
+    return exec_menu(["--data", str(eng.data_dir), "--run-dir", str(eng.run_dir),
+                      "--decision", str(eng.data_dir.parent / "demo-decision")])

@@ -17,3 +17,19 @@ def lean_urwid() -> None:
         return
     for mod in OPTIONAL_LOOPS:
         sys.modules.setdefault(mod, None)  # type: ignore[arg-type] # None: ImportError
+
+
+def run_menu() -> int:
+    """The ``ibi-menu`` command (and ``python3 -m screens``): the menu, urwid kept lean."""
+    from .args import parse_args
+
+    argv = sys.argv[1:]
+    parse_args(argv)  # --help and usage errors before urwid is needed
+    lean_urwid()
+    try:
+        from .app import main
+    except ImportError as e:
+        print(f"ibi-menu: the menu cannot be loaded: {e}", file=sys.stderr)
+        print("ibi-menu: hint: install urwid (apt-get install python3-urwid)", file=sys.stderr)
+        return 1
+    return main(argv)

@@ -1,11 +1,7 @@
-"""``python -m screens``: the maintenance menu."""
+"""``python -m screens``: the maintenance menu (what ``ibi-menu`` runs)."""
 
 import sys
 
-from . import lean_urwid
+from . import run_menu
 
-lean_urwid()
-
-from .app import main  # noqa: E402 - after lean_urwid
-
-sys.exit(main())
+sys.exit(run_menu())

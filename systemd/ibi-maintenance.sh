@@ -12,7 +12,7 @@ case $(stty size 2> /dev/null) in
     "" | "0 "* | *" 0") stty rows 24 cols 80 2> /dev/null ;;
 esac
 rm -f "$DECISION"
-ibi menu --data "$DATA"
+ibi-menu --data "$DATA"
 rc=$?
 decision=normal
 [ -s "$DECISION" ] && read -r decision < "$DECISION"

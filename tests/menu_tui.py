@@ -29,7 +29,8 @@ def missing_tools() -> str | None:
 class Tui:
     def __init__(self, args: list[str], *, cols: int = 80, rows: int = 24,
                  term: str = "linux", env: dict[str, str] | None = None,
-                 winsize: tuple[int, int] | None = None) -> None:
+                 winsize: tuple[int, int] | None = None,
+                 command: tuple[str, ...] = ("-m", "screens")) -> None:
         import pexpect
         import pyte
 
@@ -40,7 +41,7 @@ class Tui:
                     "PYTHONPATH": str(REPO), "SHELL": "/bin/sh", "PYTHONDONTWRITEBYTECODE": "1"}
         full_env.update(env or {})
         self.started = time.monotonic()
-        self.child = pexpect.spawn(sys.executable, ["-m", "screens", *args], cwd=str(REPO),
+        self.child = pexpect.spawn(sys.executable, [*command, *args], cwd=str(REPO),
                                    env=full_env, dimensions=winsize or (rows, cols))
         self.exitstatus: int | None = None
 

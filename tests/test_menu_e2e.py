@@ -172,6 +172,19 @@ def test_broken_chain_is_flagged(store: Engine, tmp_path: Path) -> None:
         assert t.wait_exit() == 0
 
 
+def test_ibi_menu_runs_the_menu(tmp_path: Path) -> None:
+    """``ibi menu`` is the menu (``ibi-menu``, run in its place): the engine package starts
+    it without importing it."""
+    data = Path(tempfile.mkdtemp(prefix="ibi-m-"))
+    try:
+        with Tui(["menu", *menu_args(data, tmp_path)],
+                 command=("-m", "maintenance.cli")) as t:
+            screen = t.wait_for("The image store cannot be used", "> c Continue booting")
+            assert f"no ibi store in {data} (no .root_images/)" in screen
+    finally:
+        data.rmdir()
+
+
 def test_missing_store_opens_with_the_problem(tmp_path: Path) -> None:
     data = Path(tempfile.mkdtemp(prefix="ibi-m-"))  # short: the message names it whole
     try:

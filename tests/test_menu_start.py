@@ -38,3 +38,28 @@ def test_a_library_already_loaded_is_left_alone() -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True"]
     assert "trio" in screens.OPTIONAL_LOOPS
+
+
+def test_the_engine_package_never_imports_the_menu() -> None:
+    """maintenance/ (the engine and the CLI) imports neither screens/ nor urwid, also not
+    by import_module(): the menu depends on the engine, not the other way (ibi menu runs
+    ibi-menu in its place)."""
+    import ast
+
+    ui = ("screens", "urwid")
+    bad = []
+    for f in sorted((Path(__file__).resolve().parent.parent / "maintenance").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif (isinstance(node, ast.Call) and node.args
+                  and isinstance(node.args[0], ast.Constant)
+                  and getattr(node.func, "id", getattr(node.func, "attr", "")) in
+                  ("import_module", "__import__")):
+                names = [str(node.args[0].value)]
+            bad += [f"{f.name}:{node.lineno}: {n}" for n in names  # type: ignore[attr-defined]
+                    if n.split(".")[0] in ui]
+    assert bad == [], bad

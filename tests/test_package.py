@@ -116,6 +116,8 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Deb:
 def expected_files() -> dict[str, int]:
     """Every file the brief lists, from the source tree (new files are picked up too)."""
     want = {"/usr/bin/ibi": 0o755,
+            "/usr/bin/ibi-menu": 0o755,
+            "/usr/share/man/man8/ibi-menu.8.gz": 0o644,
             "/usr/lib/dracut/dracut.conf.d/90-ibi.conf": 0o644,
             "/etc/kernel/postinst.d/zz-ibi": 0o755,
             "/etc/kernel/postrm.d/zz-ibi": 0o755,

@@ -117,13 +117,19 @@ image_inner() {
             set -- menu
             ;;
     esac
+    # the menu's own command when the image has it (an older ibi has only `ibi menu`)
+    _cmd=ibi
+    if [ "$1" = menu ] && [ -x "$MENU_ROOT/usr/bin/ibi-menu" ]; then
+        _cmd=ibi-menu
+        shift
+    fi
     # `ibi` as the package installs it, found on PATH (/usr/bin/ibi); IBI_RECLAIM=later: a
     # layer a restore point cleared is deleted after the boot (ibi-reclaim.service), not by
     # a process left running on these mounts
     chroot "$MENU_ROOT" /usr/bin/env -i \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/root TERM="${TERM:-vt220}" LANG=C.UTF-8 IBI_BOOT_ERROR="$_err" IBI_RECLAIM=later \
-        ibi "$@" --data "$IBI_DATA"
+        "$_cmd" "$@" --data "$IBI_DATA"
 }
 
 # Carries out the action queued for this boot, if any (the engine clears it once done; a
