@@ -81,13 +81,13 @@ def run_demo(eng: Engine, args: argparse.Namespace, progress: ProgressFn) -> int
                                  "var/lib/demo/state": "2\n",
                                  "home/demo-user-file": "kept on restore\n",
                                  "usr/share/doc/ibi-demo/README": None})
-    from .cli import print_status
+    from .output import print_status
 
     print_status(eng.status())
     if args.no_menu or not (sys.stdin.isatty() and sys.stdout.isatty()):
         print(f"\nopen the menu with: ibi menu --data {eng.data_dir}")
         return 0
-    from .cli import exec_menu
+    from .commands import exec_menu
 
     return exec_menu(["--data", str(eng.data_dir), "--run-dir", str(eng.run_dir),
                       "--decision", str(eng.data_dir.parent / "demo-decision")])

@@ -153,7 +153,7 @@ def prune(eng: Engine, args: argparse.Namespace) -> int:
             emit(args, {"dry_run": False, **to_jsonable(p)},
                  lambda: print(plan_text(p, with_keep=False)))
             return 0
-        from .cli import confirm  # cli imports this module
+        from .output import confirm
 
         confirm(args, "PRUNE", plan_text(p, with_keep=False)
                 + "\nThe images listed will be deleted for good.")
