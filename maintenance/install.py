@@ -400,12 +400,19 @@ def _names_of(dev: str, probe: dict[str, str]) -> set[str]:
                      ("PART_ENTRY_NAME", "PARTLABEL")):
         if probe.get(key):
             names.add(f"{tag}={probe[key]}")
-    for sub in ("by-uuid", "by-label", "by-partuuid", "by-partlabel", "by-id", "by-path"):
-        with contextlib.suppress(OSError):
-            for link in Path("/dev/disk", sub).iterdir():
-                if os.path.realpath(link) == dev:
-                    names.add(str(link))
+    names.update(_device_links(dev))
     return names
+
+
+def _device_links(dev: str) -> set[str]:
+    """The /dev/disk/by-* links udev made for ``dev`` (from its database, via pyudev)."""
+    import pyudev  # only ibi install asks udev
+
+    try:
+        device = pyudev.Devices.from_device_file(pyudev.Context(), dev)
+    except (pyudev.DeviceNotFoundError, OSError, ValueError):
+        return set()  # not a device udev knows (no udev here, a plain file)
+    return {str(link) for link in device.device_links}
 
 
 def _mirror_dirs(src: Path, upper: Path) -> None:
