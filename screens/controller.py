@@ -40,18 +40,14 @@ from maintenance.model import (
 
 from . import compact_views, decision, undo_views
 from .auth_views import PasswordDialog
+from .main_views import ALL_ACTIONS, RESCUE_ACTIONS, DetailsView, HelpView, MainView
 from .state_views import StateTable, StateView, restored_lines, saved_lines
 from .undo_views import UndoPlan
 from .views import (
-    ALL_ACTIONS,
-    RESCUE_ACTIONS,
     ConfirmView,
     CreateView,
-    DetailsView,
     Dialog,
-    HelpView,
     Line,
-    MainView,
     Page,
     PickerView,
     ProgressView,

@@ -14,7 +14,7 @@ from maintenance.auth import Auth, hash_root_password
 from screens.app import App
 from screens.auth_views import PASSWORD_FOOTER, PasswordDialog
 from screens.controller import Controller
-from screens.views import MainView
+from screens.main_views import MainView
 from tests.menu_fakes import (
     FakeEngine,
     RecordingController,

@@ -14,16 +14,13 @@ from maintenance.engine import fallback_text
 from maintenance.model import Fallback, Level, Notice, Progress, Trial
 from screens.app import App
 from screens.controller import Controller
+from screens.main_views import RESCUE_ACTIONS, DetailsView, HelpView, MainView
 from screens.state_views import StateTable, StateView
 from screens.views import (
     KEEP_FOOTER,
-    RESCUE_ACTIONS,
     ConfirmView,
     CreateView,
-    DetailsView,
     Dialog,
-    HelpView,
-    MainView,
     PickerView,
     ProgressView,
 )
