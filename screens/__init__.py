@@ -1,5 +1,7 @@
-"""The maintenance menu (urwid): views in ``views``, the one controller that talks to the
-engine in ``controller``, the urwid main loop and the command line in ``app``."""
+"""The maintenance menu (urwid): one controller per screen (``main``, ``restore``, ...),
+each next to the views that hold its words (``main_views``, ``restore_views``, ...; the
+generic pages in ``views``); ``controller`` routes the menu's choices to them, and only
+they talk to the engine; the urwid main loop and the command line are ``app``."""
 
 import sys
 

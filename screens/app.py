@@ -30,7 +30,8 @@ import urwid
 
 from . import decision
 from .args import DEFAULT_RUN, parse_args
-from .controller import Controller, Done, OnProgress, Work
+from .base import Done, OnProgress, Work
+from .controller import Controller
 from .widgets import PALETTE
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The password dialog: what the menu asks before its Shell and before the first action
-that changes the store (maintenance/auth.py decides whose password, the controller when).
+that changes the store (maintenance/auth.py decides whose password, ``password`` when).
 Like ``views``, it only draws and calls back; the words are its own."""
 
 from __future__ import annotations

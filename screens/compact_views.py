@@ -1,6 +1,7 @@
 """The words of Compact restore points (``ibi compact`` in the menu): its plan, the choice of
 the lowest restore point merged, and its result. Like ``views``, these only lay out what
-the controller hands them (the engine's plan and the new image); the words are theirs."""
+``compact.CompactController`` hands them (the engine's plan and the new image); the words
+are theirs."""
 
 from __future__ import annotations
 
@@ -18,12 +19,17 @@ TITLE = "Compact restore points"
 ACTION = "Compact"  # the button that goes ahead
 PICK = "Start from..."  # the button that chooses the lowest restore point merged
 NEW = "(the new image)"
+DONE = "Restore points compacted"
 NOTE = ("Squashing the merged restore points with mksquashfs, then checking the new image "
         "file by file against them.")
 
 
 def arrow(names: Sequence[str]) -> str:
     return " -> ".join(names)
+
+
+def working(plan: CompactPlan) -> str:
+    return f"Compacting {run_text(plan)}"
 
 
 def run_text(plan: CompactPlan) -> str:

@@ -1,7 +1,8 @@
 """The screens of the managed state (``ibi state``): the table Restore System and Roll back
 show of what they write into the fresh layer, with a "keep current" box per choice, and the
 Saved settings screen that edits the registry's values. Like ``views``, these only draw
-what the controller hands them and call it back; the words are theirs."""
+what their controllers (``restore``, ``rollback``, ``state``) hand them and call them back;
+the words are theirs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from .widgets import ButtonRow, CheckItem, Size, Wrap, date, plural
 
 STATE_FOOTER = " Type a value  Up/Down: fields  Enter: save  Tab: buttons  Esc: back"
 KEY_WIDTH = 18  # the registry key column of the Saved settings screen
+READING = "Reading the saved settings"
+SAVING = "Saving the settings"  # what asks for the password, and works
+SAVED = "Settings saved"
 
 
 # ---------------------------------------------------------------------------- the plan

@@ -1,6 +1,6 @@
 """The words of Undo (``ibi restore --undo`` in the menu): its confirmation, its result, and
-why there is nothing to undo. Like ``views``, these only lay out what the controller hands
-them (the engine's plan and result); the words are theirs."""
+why there is nothing to undo. Like ``views``, these only lay out what ``undo.UndoController``
+hands them (the engine's plan and result); the words are theirs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ UndoPlan = tuple[str, list[str], LayerStats]
 
 TITLE = "Undo Restore / Roll back"
 WORD = "UNDO"
+READING = "Reading the set-aside layer"
+WORKING = "Putting back the set-aside layer"
+DONE = "Undone"
 NOTHING: list[Line | str] = [
     "Nothing to undo: no writable layer was set aside (by Restore System,",
     "Roll back, Switch or an automatic fallback), or ibi purge deleted it."]
