@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from maintenance import compact, mounts, squash, store
+from maintenance import create as create_mod
 from maintenance import engine as engine_mod
 from maintenance.cli import main
 from maintenance.engine import Engine
@@ -216,15 +217,15 @@ def test_a_difference_is_refused_and_nothing_changes(deep: Engine, root_ns: Path
 
 def test_no_space_is_refused_before_any_work(deep: Engine,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_mod.psutil, "disk_usage",
+    monkeypatch.setattr(create_mod.psutil, "disk_usage",
                         lambda p: type("U", (), {"free": 1 << 20})())
     with pytest.raises(engine_mod.NoSpace, match="merge 3 restore points"):
         deep.compact()
     assert deep.roottab() == ["base", "one", "two", "three"] and not deep.store.stray_tmp()
 
 
-STEPS = [(squash, "mksquashfs"), (engine_mod, "fsync_file"), (store, "atomic_write"),
-         (engine_mod, "durable_rename")]
+STEPS = [(squash, "mksquashfs"), (create_mod, "fsync_file"), (store, "atomic_write"),
+         (create_mod, "durable_rename")]
 
 
 def test_a_crash_at_every_step(deep: Engine, root_ns: Path) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from maintenance import bootplan, squash, store
-from maintenance import engine as engine_mod
+from maintenance import create as create_mod
 from maintenance import reclaim as reclaim_mod
+from maintenance import restore as restore_mod
 from maintenance import state as statemod
 from maintenance.engine import Engine
 from maintenance.model import Kind
@@ -70,14 +71,14 @@ CREATE_POINTS = {
     "mid-squash": half_written_squash,
     "squashed, unchecked": lambda mp: after_nth(mp, squash, "check_image", 1, before=True),
     "metadata written": lambda mp: after_nth(mp, store.Store, "write_meta", 1, before=False),
-    "image renamed in": lambda mp: after_nth(mp, engine_mod, "durable_rename", 1, before=False),
+    "image renamed in": lambda mp: after_nth(mp, create_mod, "durable_rename", 1, before=False),
     # atomic writes: the metadata, the trial of the new stack, roottab.prev, roottab
     "trial written": lambda mp: after_nth(mp, store, "atomic_write", 2, before=False),
     "roottab.prev written": lambda mp: after_nth(mp, store, "atomic_write", 3, before=False),
     "roottab written": lambda mp: after_nth(mp, store.Store, "write_roottab", 1, before=False),
     # the layer is cleared without needing free space: set aside, made anew (its files
     # are deleted later, by reclaim: RECLAIM_POINTS)
-    "old layer set aside": lambda mp: after_nth(mp, engine_mod, "durable_rename", 2,
+    "old layer set aside": lambda mp: after_nth(mp, create_mod, "durable_rename", 2,
                                                 before=False),
     "fresh layer made": lambda mp: after_nth(mp, store.Store, "make_layer", 1, before=False),
 }
@@ -147,7 +148,7 @@ def sha(text: str) -> str:
 RESTORE_POINTS = {
     "fresh layer made": lambda mp: after_nth(mp, store.Store, "make_layer", 1, before=False),
     "config rendered": lambda mp: after_nth(mp, statemod, "apply", 1, before=False),
-    "old layer set aside": lambda mp: after_nth(mp, engine_mod, "durable_rename", 1,
+    "old layer set aside": lambda mp: after_nth(mp, restore_mod, "durable_rename", 1,
                                                 before=False),
 }
 
@@ -177,7 +178,7 @@ ROLLBACK_POINTS = {
     "fresh layer marked": lambda mp: after_nth(mp, store.Store, "mark_layer_ready", 1,
                                                before=False),
     "roottab written": lambda mp: after_nth(mp, store.Store, "write_roottab", 1, before=False),
-    "old layer set aside": lambda mp: after_nth(mp, engine_mod, "durable_rename", 1,
+    "old layer set aside": lambda mp: after_nth(mp, restore_mod, "durable_rename", 1,
                                                 before=False),
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from maintenance import engine as engine_mod
+from maintenance import create as create_mod
 from maintenance import squash
 from maintenance.engine import Engine
 from maintenance.model import Kind, Progress
@@ -81,7 +81,7 @@ def test_the_image_is_fsynced_before_its_metadata(changed: Engine,
         order.append("meta")
         real_meta(meta)
 
-    monkeypatch.setattr(engine_mod, "fsync_file", fsync)
+    monkeypatch.setattr(create_mod, "fsync_file", fsync)
     monkeypatch.setattr(changed.store, "write_meta", write_meta)
     changed.create(Kind.INCREMENTAL, name="rp")
     assert order == ["fsync .sqfs", "meta"]
@@ -93,7 +93,7 @@ def test_a_failing_fsync_keeps_the_old_state(changed: Engine,
         raise OSError(5, "Input/output error")
 
     before = changed.changes()
-    monkeypatch.setattr(engine_mod, "fsync_file", fail)
+    monkeypatch.setattr(create_mod, "fsync_file", fail)
     with pytest.raises(OSError, match="Input/output"):
         changed.create(Kind.INCREMENTAL, name="rp")
     assert changed.roottab() == ["base"] and changed.changes() == before
@@ -106,9 +106,9 @@ def test_a_failing_fsync_keeps_the_old_state(changed: Engine,
 def test_a_crash_between_squash_and_commit_keeps_the_old_state(
         changed: Engine, point: str) -> None:
     arms: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
-        "in the fsync": functools.partial(after_nth, owner=engine_mod, name="fsync_file",
+        "in the fsync": functools.partial(after_nth, owner=create_mod, name="fsync_file",
                                           n=1, before=True),
-        "after the fsync": functools.partial(after_nth, owner=engine_mod,
+        "after the fsync": functools.partial(after_nth, owner=create_mod,
                                              name="fsync_file", n=1, before=False),
         "while hashing": lambda mp: mp.setattr(
             squash, "sha256", lambda *a, **kw: os._exit(CRASH)),

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from maintenance import cli, imports, kernels, squash
-from maintenance import engine as engine_mod
+from maintenance import create as create_mod
 from maintenance import store as store_mod
 from maintenance.engine import Engine
 from maintenance.errors import NoSpace
@@ -499,7 +499,7 @@ CRASH_POINTS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], bool]] = {
     "mid kernel copy": (lambda mp: die_after(mp, kernels, "_copy_hashed"), False),
     "kernel kept": (lambda mp: die_after(mp, kernels, "keep"), False),
     "metadata written": (lambda mp: die_after(mp, store_mod.Store, "write_meta"), False),
-    "image renamed in": (lambda mp: die_after(mp, engine_mod, "durable_rename"), True),
+    "image renamed in": (lambda mp: die_after(mp, create_mod, "durable_rename"), True),
     "boot plan renewed": (lambda mp: die_after(mp, Engine, "_refresh_quietly", 2), True),
 }
 

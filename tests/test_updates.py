@@ -14,6 +14,7 @@ import pytest
 
 from maintenance import bootplan, store
 from maintenance import engine as engine_mod
+from maintenance import restore as restore_mod
 from maintenance.cli import main
 from maintenance.engine import Engine
 from maintenance.errors import InUse, NotFound, UsageError
@@ -296,7 +297,7 @@ def count_calls(action, owner: object, name: str) -> int:  # type: ignore[no-unt
     return os.waitstatus_to_exitcode(status)
 
 
-STEPS = [(store, "atomic_write"), (engine_mod, "durable_rename"), (engine_mod, "remove_tree")]
+STEPS = [(store, "atomic_write"), (restore_mod, "durable_rename"), (restore_mod, "remove_tree")]
 
 
 @pytest.mark.parametrize("what", ["switch", "undo-switch", "undo-restore", "fallback"])

@@ -1,0 +1,253 @@
+"""What ``ibi status`` and the menu show: the stack, the writable layer, disk and RAM use,
+and the notices about anything wrong; with the figures' wording (:func:`human`).
+
+Functions of the :class:`~maintenance.engine.Engine`, which calls them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psutil
+
+from . import kernels, mounts
+from . import layer as layerfs
+from .errors import NotFound, StoreError
+from .model import (
+    DiskUsage,
+    Fallback,
+    ImageMeta,
+    Kind,
+    Level,
+    Notice,
+    Policy,
+    RamUsage,
+    StackEntry,
+    Status,
+    TmpfsUse,
+)
+from .store import tree_bytes
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+LOW_SPACE_FRACTION = 0.10
+LOW_SPACE_BYTES = 512 << 20
+RAM_WARN = 0.80  # a RAM overlay this full is warned about (status, menu, journal)
+RAM_CRITICAL = 0.95
+
+
+def status(eng: Engine) -> Status:
+    """The stack, the writable layer, disk and RAM use, and anything wrong."""
+    eng.store.require()
+    st = eng.store
+    notices: list[Notice] = []
+    try:
+        tab = st.read_roottab()
+    except StoreError as e:
+        tab = []
+        notices.append(Notice(Level.ERROR, str(e)))
+        with contextlib.suppress(StoreError):
+            prev = st.read_roottab(prev=True)
+            notices.append(Notice(Level.INFO, f"roottab.prev names: {' '.join(prev)}"))
+    sizes = st.image_sizes()
+    stack = tuple(_entry(eng, n, tab[:i], sizes) for i, n in enumerate(tab))
+    others = tuple(_entry(eng, n, None, sizes) for n in st.image_names() if n not in tab)
+    for entry in (*stack, *others):
+        if entry.problem:
+            lvl = Level.ERROR if entry in stack else Level.WARNING
+            notices.append(Notice(lvl, f"{entry.name}: {entry.problem}"))
+
+    layer = layerfs.stats(st.upper) if st.upper.is_dir() else None
+    with contextlib.suppress(OSError):
+        stray = eng.home_in_layer()
+        if stray:
+            notices.append(Notice(Level.WARNING, f"the writable layer holds {len(stray)} "
+                                  "entries under /home (written while /home was not "
+                                  "bound): the next restore point moves them to "
+                                  "/home/ibi-rescued-*"))
+    if layer is None:
+        notices.append(Notice(Level.WARNING, "the writable layer is missing "
+                              "(it is recreated empty on the next mount)"))
+    store_bytes = sum(sizes.values())
+    trash = sum((tree_bytes(p) for p in st.trash_entries()), 0)
+    du = psutil.disk_usage(str(st.data))
+    disk = DiskUsage(du.total, du.used, du.free, store_bytes,
+                     layer.bytes if layer else 0, trash)
+    if du.free < max(LOW_SPACE_BYTES, du.total * LOW_SPACE_FRACTION):
+        notices.append(Notice(Level.WARNING, f"low space on the data partition: "
+                              f"{human(du.free)} free of {human(du.total)}"))
+    notices += ram_notices(ram := _ram(eng))
+    if trash:
+        notices.append(Notice(Level.INFO, f"{human(trash)} of set-aside layers await "
+                              "deletion (ibi purge)"))
+    try:
+        queued = st.read_pending()
+        if queued:
+            notices.append(Notice(Level.INFO, f"queued for the next boot: {queued['action']}"
+                                  + (f" ({queued['name']})" if "name" in queued else "")))
+    except StoreError as e:
+        notices.append(Notice(Level.ERROR, f"{e} (ibi pending --cancel)"))
+    for what in eng._recovery(dry_run=True):
+        notices.append(Notice(Level.WARNING, f"interrupted action: {what} "
+                              "(done by the next action, or: ibi recover)"))
+    boot = kernels.entry_kernels(st, tab or None, None, ()).get("ibi") if tab else None
+    if tab and boot is None and st.bootloader_conf.is_file():
+        notices.append(Notice(Level.WARNING, "no image of the stack names a kernel: GRUB "
+                              "boots the one ibi install set up"))
+    stack_ks = kernels.stack_kernels(st, tab)
+    layer_ks = tuple(k.version for k in kernels.layer_kernels(st, tab) or ()
+                     if k not in stack_ks)
+    trial, boots = eng.trial(), 0
+    if trial:
+        boots = st.count_boots()
+        left = max(trial.tries - boots, 0)
+        notices.append(Notice(
+            Level.WARNING if boots else Level.INFO,
+            f"the stack is on trial ({trial.reason}): {boots} of {trial.tries} boots "
+            f"used; {'the next boot falls back' if not left else 'when no boot completes'}"
+            f" to [{' '.join(trial.good)}]" + (f"; last failure: {trial.failure}"
+                                               if trial.failure else ""), "trial"))
+    if trial is None and st.trial_path.exists():
+        try:
+            st.read_trial()
+            notices.append(Notice(Level.INFO, "a trial of another stack is on record "
+                                  "(void; ibi boot-ok --cancel removes it)"))
+        except StoreError as e:
+            notices.append(Notice(Level.WARNING, f"{e} (ibi boot-ok --cancel)"))
+    fb = eng.last_fallback()
+    if fb:
+        notices.append(Notice(Level.WARNING, fallback_text(fb), "fallback"))
+    try:
+        policy = st.read_policy()
+    except StoreError as e:
+        notices.append(Notice(Level.WARNING, f"{e}: the defaults apply"))
+        policy = Policy()
+    if len(tab) > policy.max_depth:
+        notices.append(Notice(Level.INFO, f"the stack is {len(tab)} images deep (the "
+                              f"policy's bound is {policy.max_depth}): each adds a layer "
+                              "to every file lookup; ibi compact merges its restore "
+                              "points into one", "depth"))
+    pinned = tuple(m.name for m in eng.images() if m.pinned)
+    st.save_meta_cache()
+    return Status(str(st.data), stack, others, layer, disk, ram, tuple(notices),
+                  boot.version if boot else None, layer_ks, trial, boots, fb, pinned)
+
+
+def _entry(eng: Engine, name: str, below: list[str] | None,
+           sizes: dict[str, int]) -> StackEntry:
+    """``sizes``: :meth:`Store.image_sizes` (which images are present)."""
+    st = eng.store
+    present = name in sizes
+    try:
+        meta: ImageMeta | None = st.read_meta(name)
+        meta_problem = None
+    except (NotFound, StoreError) as e:
+        meta, meta_problem = None, str(e)
+    problem = None if present else "image file is missing"
+    chain_ok = True
+    if meta and below is not None:
+        want = meta.stack if meta.kind is Kind.INCREMENTAL else ()
+        if tuple(below) != tuple(want):
+            chain_ok = False
+            problem = problem or (
+                f"made on [{' '.join(want)}] but stacked on [{' '.join(below)}]")
+    if meta and meta.kind is Kind.INCREMENTAL:
+        for n in meta.stack:
+            if n not in sizes:
+                chain_ok = False
+                problem = problem or f"parent image {n!r} is missing"
+    problem = problem or meta_problem
+    return StackEntry(name, meta.kind if meta else None, meta.created if meta else None,
+                      sizes.get(name, 0),
+                      meta.description if meta else "", meta.parent if meta else None,
+                      present, chain_ok and meta is not None, problem,
+                      tuple(k.version for k in meta.kernels) if meta else ())
+
+
+def _ram(eng: Engine) -> RamUsage:
+    vm = psutil.virtual_memory()
+    return RamUsage(vm.total, vm.available, tuple(tmpfs_uppers(eng.data_dir)))
+
+
+def home_in_layer(eng: Engine) -> list[str]:
+    """Files under /home that the writable layer holds (written while the store's home
+    was not bound there): restore points leave /home out, so they would be lost."""
+    home = eng.store.upper / "home"
+    if not home.is_dir() or home.is_symlink():
+        return []
+    out = []
+    for e in sorted(os.scandir(home), key=lambda e: e.name):
+        st = e.stat(follow_symlinks=False)
+        if not layerfs.is_whiteout(st, e.path):
+            out.append(e.name)
+    return out
+
+
+def tmpfs_uppers(data_dir: Path | None = None) -> list[TmpfsUse]:
+    """Every RAM file system (tmpfs, ramfs) that an overlay in this mount namespace writes
+    to, with its use; also the data directory when it lives in RAM."""
+    table = mounts.mountinfo()
+    by_point = {m.mountpoint: m for m in table}
+
+    def fs_of(path: str) -> str | None:
+        p = os.path.realpath(path)
+        while True:
+            if p in by_point:
+                return p
+            if p == "/":
+                return None
+            p = os.path.dirname(p)
+
+    seen: dict[str, str] = {}
+    for m in table:
+        if m.fstype == "overlay":
+            for upper in mounts.option_values(m, "upperdir"):
+                fs = fs_of(upper)
+                if fs and by_point[fs].fstype in ("tmpfs", "ramfs"):
+                    seen.setdefault(fs, m.mountpoint)
+    if data_dir is not None:
+        fs = fs_of(str(data_dir))
+        if fs and by_point[fs].fstype in ("tmpfs", "ramfs"):
+            seen.setdefault(fs, "")
+    out = []
+    for fs, serves in seen.items():
+        with contextlib.suppress(OSError):
+            u = os.statvfs(fs)
+            total = u.f_blocks * u.f_frsize
+            out.append(TmpfsUse(fs, total, total - u.f_bfree * u.f_frsize, serves))
+    return out
+
+
+def fallback_text(fb: Fallback) -> str:
+    """One line for the menu and ibi status: what the automatic fallback did."""
+    at = fb.at.strftime("%Y-%m-%d %H:%M UTC")
+    return (f"automatic fallback: stack [{' '.join(fb.failed)}] failed {fb.boots} boots "
+            f"({fb.why}); back on [{' '.join(fb.good)}] at {at} (ibi restore --undo "
+            "returns to it with its layer)")
+
+
+def ram_notices(ram: RamUsage) -> list[Notice]:
+    out = []
+    for t in ram.tmpfs:
+        what = f"the RAM overlay {t.mountpoint}" + (f" (upper of {t.serves})" if t.serves
+                                                      else "")
+        if t.fraction >= RAM_CRITICAL:
+            out.append(Notice(Level.ERROR, f"{what} is {t.fraction:.0%} full "
+                              f"({human(t.used)} of {human(t.total)}): writes fail when it "
+                              "is full; keep what matters in /home"))
+        elif t.fraction >= RAM_WARN:
+            out.append(Notice(Level.WARNING, f"{what} is {t.fraction:.0%} full "
+                              f"({human(t.used)} of {human(t.total)})"))
+    return out
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
