@@ -162,9 +162,15 @@ class RamUsage:
 
 @dataclasses.dataclass(frozen=True)
 class Notice:
+    """Something ``ibi status`` and the menu's main screen report. ``code`` says what it is
+    (stable: scripts, the menu's own lines and tests key on it, never on the words; the
+    list: docs/ARCHITECTURE.md), ``data`` its figures, ``message`` the engine's wording."""
+
     level: Level
     message: str
-    topic: str = ""  # "trial", "fallback": what the menu shows in a line of its own
+    code: str = ""
+    data: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False,
+                                             hash=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,17 +49,19 @@ def status(eng: Engine) -> Status:
         tab = st.read_roottab()
     except StoreError as e:
         tab = []
-        notices.append(Notice(Level.ERROR, str(e)))
+        notices.append(Notice(Level.ERROR, str(e), "roottab-unusable"))
         with contextlib.suppress(StoreError):
             prev = st.read_roottab(prev=True)
-            notices.append(Notice(Level.INFO, f"roottab.prev names: {' '.join(prev)}"))
+            notices.append(Notice(Level.INFO, f"roottab.prev names: {' '.join(prev)}",
+                                  "roottab-prev", {"stack": prev}))
     sizes = st.image_sizes()
     stack = tuple(_entry(eng, n, tab[:i], sizes) for i, n in enumerate(tab))
     others = tuple(_entry(eng, n, None, sizes) for n in st.image_names() if n not in tab)
     for entry in (*stack, *others):
         if entry.problem:
             lvl = Level.ERROR if entry in stack else Level.WARNING
-            notices.append(Notice(lvl, f"{entry.name}: {entry.problem}"))
+            notices.append(Notice(lvl, f"{entry.name}: {entry.problem}", "image-problem",
+                                  {"image": entry.name, "problem": entry.problem}))
 
     layer = layerfs.stats(st.upper) if st.upper.is_dir() else None
     with contextlib.suppress(OSError):
@@ -68,10 +70,11 @@ def status(eng: Engine) -> Status:
             notices.append(Notice(Level.WARNING, f"the writable layer holds {len(stray)} "
                                   "entries under /home (written while /home was not "
                                   "bound): the next restore point moves them to "
-                                  "/home/ibi-rescued-*"))
+                                  "/home/ibi-rescued-*", "home-in-layer",
+                                  {"entries": len(stray)}))
     if layer is None:
         notices.append(Notice(Level.WARNING, "the writable layer is missing "
-                              "(it is recreated empty on the next mount)"))
+                              "(it is recreated empty on the next mount)", "layer-missing"))
     store_bytes = sum(sizes.values())
     trash = sum((tree_bytes(p) for p in st.trash_entries()), 0)
     du = psutil.disk_usage(str(st.data))
@@ -79,25 +82,28 @@ def status(eng: Engine) -> Status:
                      layer.bytes if layer else 0, trash)
     if du.free < max(LOW_SPACE_BYTES, du.total * LOW_SPACE_FRACTION):
         notices.append(Notice(Level.WARNING, f"low space on the data partition: "
-                              f"{human(du.free)} free of {human(du.total)}"))
+                              f"{human(du.free)} free of {human(du.total)}", "low-space",
+                              {"free": du.free, "total": du.total}))
     notices += ram_notices(ram := _ram(eng))
     if trash:
         notices.append(Notice(Level.INFO, f"{human(trash)} of set-aside layers await "
-                              "deletion (ibi purge)"))
+                              "deletion (ibi purge)", "trash", {"bytes": trash}))
     try:
         queued = st.read_pending()
         if queued:
             notices.append(Notice(Level.INFO, f"queued for the next boot: {queued['action']}"
-                                  + (f" ({queued['name']})" if "name" in queued else "")))
+                                  + (f" ({queued['name']})" if "name" in queued else ""),
+                                  "queued", dict(queued)))
     except StoreError as e:
-        notices.append(Notice(Level.ERROR, f"{e} (ibi pending --cancel)"))
+        notices.append(Notice(Level.ERROR, f"{e} (ibi pending --cancel)", "queued-unusable"))
     for what in eng._recovery(dry_run=True):
         notices.append(Notice(Level.WARNING, f"interrupted action: {what} "
-                              "(done by the next action, or: ibi recover)"))
+                              "(done by the next action, or: ibi recover)", "interrupted",
+                              {"step": what}))
     boot = kernels.entry_kernels(st, tab or None, None, ()).get("ibi") if tab else None
     if tab and boot is None and st.bootloader_conf.is_file():
         notices.append(Notice(Level.WARNING, "no image of the stack names a kernel: GRUB "
-                              "boots the one ibi install set up"))
+                              "boots the one ibi install set up", "no-kernel"))
     stack_ks = kernels.stack_kernels(st, tab)
     layer_ks = tuple(k.version for k in kernels.layer_kernels(st, tab) or ()
                      if k not in stack_ks)
@@ -110,27 +116,32 @@ def status(eng: Engine) -> Status:
             f"the stack is on trial ({trial.reason}): {boots} of {trial.tries} boots "
             f"used; {'the next boot falls back' if not left else 'when no boot completes'}"
             f" to [{' '.join(trial.good)}]" + (f"; last failure: {trial.failure}"
-                                               if trial.failure else ""), "trial"))
+                                               if trial.failure else ""), "trial",
+            {"boots": boots, "tries": trial.tries, "good": list(trial.good),
+             "reason": trial.reason}))
     if trial is None and st.trial_path.exists():
         try:
             st.read_trial()
             notices.append(Notice(Level.INFO, "a trial of another stack is on record "
-                                  "(void; ibi boot-ok --cancel removes it)"))
+                                  "(void; ibi boot-ok --cancel removes it)", "trial-void"))
         except StoreError as e:
-            notices.append(Notice(Level.WARNING, f"{e} (ibi boot-ok --cancel)"))
+            notices.append(Notice(Level.WARNING, f"{e} (ibi boot-ok --cancel)",
+                                  "trial-unusable"))
     fb = eng.last_fallback()
     if fb:
-        notices.append(Notice(Level.WARNING, fallback_text(fb), "fallback"))
+        notices.append(Notice(Level.WARNING, fallback_text(fb), "fallback",
+                              {"failed": list(fb.failed), "good": list(fb.good)}))
     try:
         policy = st.read_policy()
     except StoreError as e:
-        notices.append(Notice(Level.WARNING, f"{e}: the defaults apply"))
+        notices.append(Notice(Level.WARNING, f"{e}: the defaults apply", "policy-unusable"))
         policy = Policy()
     if len(tab) > policy.max_depth:
         notices.append(Notice(Level.INFO, f"the stack is {len(tab)} images deep (the "
                               f"policy's bound is {policy.max_depth}): each adds a layer "
                               "to every file lookup; ibi compact merges its restore "
-                              "points into one", "depth"))
+                              "points into one", "depth",
+                              {"depth": len(tab), "bound": policy.max_depth}))
     pinned = tuple(m.name for m in eng.images() if m.pinned)
     st.save_meta_cache()
     return Status(str(st.data), stack, others, layer, disk, ram, tuple(notices),
@@ -238,10 +249,12 @@ def ram_notices(ram: RamUsage) -> list[Notice]:
         if t.fraction >= RAM_CRITICAL:
             out.append(Notice(Level.ERROR, f"{what} is {t.fraction:.0%} full "
                               f"({human(t.used)} of {human(t.total)}): writes fail when it "
-                              "is full; keep what matters in /home"))
+                              "is full; keep what matters in /home", "ram-critical",
+                              {"mountpoint": t.mountpoint, "used": t.used, "total": t.total}))
         elif t.fraction >= RAM_WARN:
             out.append(Notice(Level.WARNING, f"{what} is {t.fraction:.0%} full "
-                              f"({human(t.used)} of {human(t.total)})"))
+                              f"({human(t.used)} of {human(t.total)})", "ram-full",
+                              {"mountpoint": t.mountpoint, "used": t.used, "total": t.total}))
     return out
 
 

@@ -57,7 +57,7 @@ class MainController(ScreenController):
         status = menu.status
         actions = ALL_ACTIONS if status is not None else RESCUE_ACTIONS
         low = status is not None and any(
-            n.message.startswith("low space") for n in status.notices)
+            n.code == "low-space" for n in status.notices)
         self.host.home(MainView(menu, status, problem=menu.problem, actions=actions,
                                 low_space=low, boot_error=menu.boot_error,
                                 disabled=() if menu.can_undo else ("undo",)))

@@ -156,19 +156,20 @@ def boot_lines(status: Status) -> list[Notice]:
         out.append(Notice(Level.WARNING if status.boots else Level.INFO,
                           f"On trial ({t.reason}): {status.boots} of "
                           f"{plural(t.tries, 'boot')} used; {then}"
-                          + (f"; last failure: {failed}" if failed else "")))
+                          + (f"; last failure: {failed}" if failed else ""), "trial"))
     fb = status.fallback
     if fb is not None:
         out.append(Notice(Level.WARNING,
                           f"Automatic fallback {date(fb.at)}: [{' '.join(fb.failed)}] failed "
-                          f"{plural(fb.boots, 'boot')}; back on [{' '.join(fb.good)}]"))
+                          f"{plural(fb.boots, 'boot')}; back on [{' '.join(fb.good)}]",
+                          "fallback"))
     return out
 
 
 def depth_lines(status: Status, actions: Collection[str] = ALL_ACTIONS) -> list[Notice]:
     """The engine's ``depth`` notice (the stack is deeper than the policy's bound), one
     short line with the key that compacts it."""
-    if not any(n.topic == "depth" for n in status.notices):
+    if not any(n.code == "depth" for n in status.notices):
         return []
     hint = "k compacts it" if "compact" in actions else "ibi compact merges it"
     return [Notice(Level.INFO, f"The stack is {len(status.stack)} images deep (past the "
@@ -218,12 +219,11 @@ class MainView(Wrap):
             parts.append(("weight", 1, self.stack))
             parts.append(("pack", urwid.Divider("-")))
             first = boot_lines(status) + depth_lines(status, actions)
-            said = {"trial"} if status.trial else set()  # boot_lines shows them
-            said |= {"fallback"} if status.fallback else set()
-            said |= {n.topic for n in first if n.topic}  # depth_lines shows it
-            notices = tuple(n for n in status.notices if n.topic not in said or not n.topic)
+            said = {n.code for n in first if n.code}  # shown in lines of their own
+            notices = tuple(n for n in status.notices if n.code not in said or not n.code)
             if boot_error:
-                notices = (Notice(Level.ERROR, f"the boot failed: {boot_error}"), *notices)
+                notices = (Notice(Level.ERROR, f"the boot failed: {boot_error}",
+                                  "boot-failed"), *notices)
             parts.extend(("pack", w) for w in notice_rows(notices, notice_limit, first))
             right: list[urwid.Widget] = disk_rows(status, low_space)
         else:

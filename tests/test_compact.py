@@ -329,14 +329,14 @@ def test_create_refuses_a_stack_the_boot_cannot_assemble(deep: Engine,
 
 def test_status_asks_for_compaction_past_the_policy_depth(deep: Engine) -> None:
     eng = deep
-    assert not [n for n in eng.status().notices if n.topic == "depth"]  # 4 <= 16
+    assert not [n for n in eng.status().notices if n.code == "depth"]  # 4 <= 16
     (eng.store.root / "policy").write_text("format: 1\nmax_depth: 3\n")
-    found = [n for n in eng.status().notices if n.topic == "depth"]
+    found = [n for n in eng.status().notices if n.code == "depth"]
     assert len(found) == 1 and found[0].message.startswith(
         "the stack is 4 images deep (the policy's bound is 3)"), found
     assert "ibi compact" in found[0].message
     eng.compact()
-    assert not [n for n in eng.status().notices if n.topic == "depth"]
+    assert not [n for n in eng.status().notices if n.code == "depth"]
 
 
 @pytest.mark.parametrize("points", [0, 2])

@@ -76,3 +76,17 @@ def test_the_fakes_methods_are_the_engines() -> None:
                 continue
             assert p.name in real_params, f"FakeEngine.{name}: Engine.{name} has no {p.name}"
             assert real_params[p.name].kind == p.kind, f"{name}({p.name}): kind differs"
+
+
+def test_every_notice_the_engine_makes_has_a_code() -> None:
+    """Notices are data: scripts (--json) and the menu key on their code, never on their
+    words (docs/ARCHITECTURE.md lists the codes)."""
+    root = Path(__file__).resolve().parent.parent
+    missing = []
+    for f in sorted([*(root / "maintenance").glob("*.py"), *(root / "screens").glob("*.py")]):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Notice":
+                has = len(node.args) >= 3 or any(k.arg == "code" for k in node.keywords)
+                if not has:
+                    missing.append(f"{f.name}:{node.lineno}")
+    assert missing == [], missing
