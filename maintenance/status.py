@@ -259,6 +259,7 @@ def ram_notices(ram: RamUsage) -> list[Notice]:
 
 
 def human(n: float) -> str:
+    """Bytes as a short figure with a binary unit, ``4.0 KiB`` (the CLI and the menu)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import urwid
 
+from maintenance.status import human as human  # the CLI's, for the menu too
+
 if TYPE_CHECKING:
     Wrap: TypeAlias = urwid.WidgetWrap[urwid.Widget]
 else:  # urwid's WidgetWrap is generic only in newer releases
@@ -49,15 +51,6 @@ PALETTE: list[tuple[str, str, str, str]] = [
 
 FRAME_CHARS = {"tlcorner": "+", "tline": "-", "lline": "|", "trcorner": "+",
                "blcorner": "+", "rline": "|", "bline": "-", "brcorner": "+"}
-
-
-def human(n: float) -> str:
-    """Bytes as a short figure with a binary unit: ``4.0 KiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
