@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from maintenance import bootplan, squash, store
+from maintenance import bootplan, squash, statesave, store
 from maintenance import create as create_mod
 from maintenance import reclaim as reclaim_mod
 from maintenance import restore as restore_mod
@@ -227,9 +227,9 @@ def test_recovery_never_clears_a_layer_written_after_the_crash(changed_store,  #
 
 
 CAPTURE_POINTS = {
-    "capture written, not renamed": lambda mp: after_nth(mp, statemod, "durable_rename", 1,
+    "capture written, not renamed": lambda mp: after_nth(mp, statesave, "durable_rename", 1,
                                                          before=True),
-    "capture renamed in": lambda mp: after_nth(mp, statemod, "durable_rename", 1,
+    "capture renamed in": lambda mp: after_nth(mp, statesave, "durable_rename", 1,
                                                before=False),
 }
 
