@@ -1,5 +1,7 @@
 """The store's on-disk format: the one module that knows file names and layouts.
 
+What each document holds is parsed and rendered in maintenance/records.py; the durable
+writes and reads are maintenance/fsio.py's; both are named from here too (``__all__``).
 See docs/FORMAT.md. Under the data directory ``D``::
 
     D/.root_images/roottab        active stack, bottom first (text; vi-editable)
@@ -32,25 +34,63 @@ See docs/FORMAT.md. Under the data directory ``D``::
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import errno
-import fcntl
-import json
 import logging
 import os
-import re
 import secrets
-import shutil
 import stat
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import yaml
 
-from .errors import BadName, InUse, NotFound, StoreError
-from .model import Fallback, ImageMeta, KernelRef, Kind, Policy, Trial
+from .errors import BadName, NotFound, StoreError
+from .fsio import (
+    TMP_PREFIX,
+    atomic_write,
+    dump_yaml,
+    durable_rename,
+    fsync_dir,
+    fsync_file,
+    fsync_tree,
+    hold_flock,
+    load_yaml,
+    one_line,
+    read_store_text,
+    remove_tree,
+    tree_bytes,
+    walk,
+)
+from .metacache import MetaCache
+from .model import Fallback, ImageMeta, KernelRef, Policy, Trial
+from .records import (
+    FORMAT_VERSION,
+    IMAGE_EXT,
+    KERNEL_VERSION_MAX,
+    LAYER_ID,
+    MAX_TRIES,
+    META_EXT,
+    PENDING_ACTIONS,
+    check_kernel_id,
+    check_name,
+    fallback_from_doc,
+    fallback_to_yaml,
+    kernel_from_doc,
+    kernel_to_doc,
+    layer_kernels_from_doc,
+    layer_kernels_to_yaml,
+    meta_from_doc,
+    meta_from_yaml,
+    meta_to_yaml,
+    parse_pending,
+    parse_policy,
+    parse_preserve,
+    parse_roottab,
+    read_record,
+    render_roottab,
+    trial_from_doc,
+    trial_to_yaml,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +114,6 @@ BOOTS = "boots"
 FALLBACK = "fallback"
 FROM_TRASH = "from-trash"  # in layer.new: the trash entry an undo is putting back
 SQUASHED = "-squashed"  # the suffix of a trash entry a restore point cleared (no undo)
-MAX_TRIES = 20
 LOCK = ".lock"
 LOCK_WAIT = 60  # seconds another ibi command may hold the store before we give up
 LAYER = "layer"
@@ -86,450 +125,24 @@ STATE_CONF = "state.yaml"
 CAPTURES = "captures"
 CAPTURE_META = "capture.yaml"
 STASH = "stash"
-TMP_PREFIX = ".tmp-"
-META_CACHE = ".meta-cache.json"  # derived, see Store._cache_entries
-IMAGE_EXT = ".sqfs"
-META_EXT = ".yaml"
-FORMAT_VERSION = 1
-MAX_STORE_TEXT = 1 << 20  # roottab, metadata, pending, ids: small text files
-
-PENDING_ACTIONS = ("restore", "incremental", "full", "rollback", "undo")
-
-_LAYER_ID = re.compile(r"^[0-9a-f]{1,64}$")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
-
-
-def check_name(name: str) -> str:
-    """Return ``name`` if it is a safe image name, else raise BadName."""
-    if not _NAME.fullmatch(name) or name.endswith((".tmp", IMAGE_EXT, META_EXT)):
-        raise BadName(
-            f"bad image name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
-            "not starting with '.' or '-'"
-        )
-    return name
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-# --- durable file operations ---------------------------------------------------------
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(path: Path) -> None:
-    """fsync every file and directory under ``path`` (not following symlinks)."""
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            if os.path.isfile(p) and not os.path.islink(p):
-                fsync_file(Path(p))
-        fsync_dir(Path(root))
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync of the directory."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def durable_rename(src: Path, dst: Path) -> None:
-    os.replace(src, dst)
-    fsync_dir(dst.parent)
-    if src.parent != dst.parent:
-        fsync_dir(src.parent)
-
-
-def _command_of(pid: int | str = "self") -> str:
-    """A process's command line, shortened: ``ibi create --incremental``."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return ""
-    words = [os.path.basename(a) for a in argv[:1]] + argv[1:]
-    if words and words[0].startswith("python") and len(words) > 1:
-        words = words[2:] if words[1] == "-m" else [os.path.basename(words[1]), *words[2:]]
-        if words and words[0] == "maintenance.cli":
-            words[0] = "ibi"
-    return " ".join(" ".join(w for w in words if not w.startswith("/run/ibi")).split())[:120]
-
-
-def _holder_line() -> str:
-    return f"{os.getpid()} {int(time.time())} {_command_of() or 'ibi'}\n"
-
-
-def _flock_holder(fd: int) -> int | None:
-    """The process holding a flock on the file open as ``fd`` (from /proc/locks)."""
-    st = os.fstat(fd)
-    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            for line in f:
-                w = line.split()
-                if len(w) > 5 and w[1] == "FLOCK" and w[5] == ident and w[4].isdigit():
-                    return int(w[4])
-    except OSError:
-        pass
-    return None
-
-
-def _lock_holder(fd: int) -> str:
-    """Who holds the lock: the kernel's /proc/locks says which process, the line its
-    holder wrote into the file since when (a line left by a crash names a dead process
-    and is ignored)."""
-    pid = _flock_holder(fd)
-    since = ""
-    try:
-        rpid, stamp, _cmd = os.pread(fd, 512, 0).decode(errors="replace").split(" ", 2)
-        if pid is not None and int(rpid) == pid:
-            when = dt.datetime.fromtimestamp(int(stamp), dt.UTC).strftime("%H:%M:%S UTC")
-            since = f", since {when}"
-    except (OSError, ValueError):
-        pass
-    if pid is None or pid == 0:
-        return "another ibi command"
-    return f"{_command_of(pid) or 'a process'} (process {pid}{since})"
-
-
-# --- text formats --------------------------------------------------------------------
-
-def parse_roottab(text: str) -> list[str]:
-    """Image names, bottom first. ``#`` starts a comment; blank lines are ignored."""
-    names: list[str] = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        try:
-            check_name(line)
-        except BadName as e:
-            raise StoreError(f"roottab line {n}: {e}") from None
-        if line in names:
-            raise StoreError(f"roottab line {n}: image {line!r} listed twice")
-        names.append(line)
-    if not names:
-        raise StoreError("roottab names no image")
-    return names
-
-
-def render_roottab(names: Iterable[str]) -> str:
-    return (
-        "# ibi roottab: the active image stack, bottom first, one image name per line.\n"
-        "# The previous version is kept in roottab.prev. Lines after '#' are comments.\n"
-        + "".join(f"{n}\n" for n in names)
-    )
-
-
-def parse_preserve(text: str) -> list[str]:
-    paths = []
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            if not line.startswith("/") or ".." in line.split("/") or \
-                    any(ord(c) < 32 or ord(c) == 127 for c in line):
-                raise StoreError(f"preserve: {line!r} is not an absolute path")
-            paths.append(os.path.normpath(line))
-    return paths
-
-
-def meta_to_yaml(meta: ImageMeta) -> str:
-    doc = {
-        "format": FORMAT_VERSION,
-        "name": meta.name,
-        "kind": meta.kind.value,
-        "created": _stamp(meta.created),
-        "sha256": meta.sha256,
-        "size": meta.size,
-        "description": meta.description,
-        "parent": meta.parent,
-        "stack": list(meta.stack),
-        "source_layer": meta.source_layer,
-        "source_stamp": meta.source_stamp,
-        "compressor": meta.compressor,
-    }
-    if meta.kernels:
-        doc["kernels"] = [kernel_to_doc(k) for k in meta.kernels]
-    if meta.pinned:
-        doc["pinned"] = True
-    return dump_yaml(doc)
-
-
-_KERNEL_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+~-]{0,79}$")
-KERNEL_VERSION_MAX = 64  # uname -r is at most 64 characters
-
-
-def check_kernel_id(text: str) -> str:
-    """A kernel version or directory name: safe in a path and in GRUB's menu."""
-    if not _KERNEL_ID.fullmatch(text):
-        raise BadName(f"bad kernel name {text!r}")
-    return text
-
-
-def kernel_to_doc(k: KernelRef) -> dict[str, object]:
-    return {"version": k.version, "id": k.id, "vmlinuz_sha256": k.vmlinuz_sha256,
-            "initrd_sha256": k.initrd_sha256, "size": k.size,
-            "source_initrd_sha256": k.source_initrd_sha256}
-
-
-def kernel_from_doc(doc: object) -> KernelRef:
-    if not isinstance(doc, dict):
-        raise ValueError("a kernel entry is not a mapping")
-    return KernelRef(version=check_kernel_id(_str(doc, "version")),
-                     id=check_kernel_id(_str(doc, "id")),
-                     vmlinuz_sha256=_hex(_str(doc, "vmlinuz_sha256"), "vmlinuz_sha256"),
-                     initrd_sha256=_hex(_str(doc, "initrd_sha256"), "initrd_sha256"),
-                     size=_int(doc.get("size"), "size"),
-                     source_initrd_sha256=_hex(_opt_str(doc, "source_initrd_sha256") or "",
-                                               "source_initrd_sha256", empty=True))
-
-
-class _Dumper(yaml.SafeDumper):
-    """yaml.safe_dump's, but a string holding a character YAML reads as a line break (NEL,
-    U+2028, U+2029) is written double-quoted, escaped: PyYAML writes them raw in a
-    single-quoted string and reads them back as a space."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-    style = '"' if any(c in data for c in "\x85\u2028\u2029") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def dump_yaml(doc: object) -> str:
-    """The YAML text of every file ibi writes (keys in order, UTF-8 kept, line breaks
-    inside strings escaped so that they read back as written)."""
-    return str(yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
-
-
-# libyaml's parser where PyYAML was built with it (Debian's python3-yaml is): the same safe
-# constructors, about ten times faster than the pure-Python parser (status reads every
-# image's metadata)
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def load_yaml(text: str) -> object:
-    """``yaml.safe_load``, whose every failure on hostile text (a bad explicit tag raises
-    IndexError or AttributeError, an impossible date ValueError, deep nesting
-    RecursionError) becomes one ValueError with a one-line message."""
-    try:
-        return yaml.load(text, Loader=_SafeLoader)
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError,
-            IndexError, AttributeError, KeyError) as e:
-        raise ValueError(f"not valid YAML: {one_line(e)}") from None
-
-
-def _str(doc: dict[str, object], key: str, default: str | None = None) -> str:
-    v = doc.get(key, default)
-    if not isinstance(v, str):
-        raise ValueError(f"{key!r} is not a string" if key in doc else f"no {key!r}")
-    return v
-
-
-def _opt_str(doc: dict[str, object], key: str) -> str | None:
-    v = doc.get(key)
-    if v is not None and not isinstance(v, str):
-        raise ValueError(f"{key!r} is not a string")
-    return v
-
-
-def _int(v: object, key: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >= 1 << 63:
-        raise ValueError(f"{key!r} is not a size")
-    return v
-
-
-def _bool(doc: dict[str, object], key: str) -> bool:
-    v = doc.get(key, False)
-    if not isinstance(v, bool):
-        raise ValueError(f"{key!r} is not true or false")
-    return v
-
-
-def _stack(doc: dict[str, object], key: str) -> tuple[str, ...]:
-    v = doc.get(key)
-    if not isinstance(v, list) or not v or not all(isinstance(n, str) for n in v):
-        raise ValueError(f"{key!r} is not a list of image names")
-    return tuple(check_name(n) for n in v)
-
-
-def _when(doc: dict[str, object], key: str) -> dt.datetime:
-    v = doc.get(key)
-    if isinstance(v, str):
-        v = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-    if not isinstance(v, dt.datetime):
-        raise ValueError(f"{key!r} is not a date and time")
-    # in UTC, as written back (a far-off offset that leaves the calendar raises here)
-    return (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
-
-
-R = TypeVar("R")
-
-
-def _read_record(path: Path, parse: Callable[[dict[str, object]], R],
-                 hint: str | None = None) -> R | None:
-    """A small YAML record of the store (trial, fallback): None when there is none; a
-    damaged one raises StoreError naming it, in one line."""
-    try:
-        text = read_store_text(path)
-    except FileNotFoundError:
-        return None
-    try:
-        doc = load_yaml(text)
-        if not isinstance(doc, dict):
-            raise ValueError("not a mapping")
-        check_format(doc)
-        return parse(doc)
-    except (yaml.YAMLError, KeyError, ValueError, TypeError, OverflowError, BadName) as e:
-        raise StoreError(f"{path.name}: unreadable ({one_line(e)})", hint=hint) from None
-
-
-def _line(text: str, limit: int = 300) -> str:
-    """Free text shown in one line (status, the menu): control characters and line breaks
-    become spaces; no lone surrogates."""
-    text = "".join(" " if (ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029")
-                   else c for c in text)
-    text = " ".join(text.split())[:limit]
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _stamp(when: dt.datetime) -> str:
-    """UTC to the second; isoformat pads the year to four digits (strftime's %Y does not,
-    so year 999 would not read back)."""
-    return when.astimezone(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
-
-
-def _hex(v: str, key: str, empty: bool = False) -> str:
-    if (v or not empty) and not _HEX.fullmatch(v):
-        raise ValueError(f"{key!r} is not a hexadecimal digest")
-    return v
-
-
-def check_format(doc: dict[str, object]) -> None:
-    """Refuse a document written by a newer ibi (``format`` above ours)."""
-    v = doc.get("format", FORMAT_VERSION)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"format {v!r} is not a version number")
-    if v > FORMAT_VERSION:
-        raise ValueError(f"format {v} is newer than this ibi understands ({FORMAT_VERSION}):"
-                         " use a newer ibi")
-
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_HEX = re.compile(r"^[0-9a-f]{1,128}$")
-
-
-def meta_from_yaml(text: str, where: str) -> ImageMeta:
-    try:
-        doc = load_yaml(text)
-    except (yaml.YAMLError, ValueError, RecursionError) as e:
-        raise StoreError(f"{where}: unreadable metadata ({one_line(e)})") from None
-    return meta_from_doc(doc, where)
-
-
-def meta_from_doc(doc: object, where: str) -> ImageMeta:
-    """An image's metadata from its parsed YAML document (checked field by field)."""
-    try:
-        if not isinstance(doc, dict):
-            raise ValueError("not a mapping")
-        check_format(doc)
-        created = doc.get("created")
-        if isinstance(created, str):
-            created = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
-        if not isinstance(created, dt.datetime):
-            raise ValueError("'created' is not a date and time")
-        if created.tzinfo is None:
-            created = created.replace(tzinfo=dt.UTC)
-        digest = _str(doc, "sha256")
-        if not _SHA256.fullmatch(digest):
-            raise ValueError("'sha256' is not a SHA-256 digest")
-        stack = doc.get("stack") or []
-        if not isinstance(stack, list) or not all(isinstance(n, str) for n in stack):
-            raise ValueError("'stack' is not a list of image names")
-        ks = doc.get("kernels") or []
-        if not isinstance(ks, list):
-            raise ValueError("'kernels' is not a list")
-        stamp = doc.get("source_stamp")
-        parent = _opt_str(doc, "parent")
-        return ImageMeta(
-            name=check_name(_str(doc, "name")),
-            kind=Kind(_str(doc, "kind")),
-            created=created,
-            sha256=digest,
-            size=_int(doc.get("size"), "size"),
-            description=_str(doc, "description", "") if doc.get("description") else "",
-            parent=check_name(parent) if parent else None,
-            stack=tuple(check_name(n) for n in stack),
-            source_layer=_opt_str(doc, "source_layer"),
-            source_stamp=None if stamp is None else _int(stamp, "source_stamp"),
-            compressor=_str(doc, "compressor", "zstd") if doc.get("compressor") else "zstd",
-            kernels=tuple(kernel_from_doc(k) for k in ks),
-            pinned=_bool(doc, "pinned"),
-        )
-    except (yaml.YAMLError, KeyError, ValueError, TypeError, AttributeError, OverflowError,
-            RecursionError, BadName) as e:
-        raise StoreError(f"{where}: unreadable metadata ({one_line(e)})") from None
-
-
-def one_line(e: object, limit: int = 160) -> str:
-    """An exception's text on one line (yaml's carry a pointer on several), cut short."""
-    text = " ".join(str(e).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def read_store_text(path: Path, label: str | None = None) -> str:
-    """A store file's text, not following a symlink; a file that is not UTF-8 text, not a
-    regular file or unreadable raises StoreError naming it (FileNotFoundError passes)."""
-    name = label or path.name
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise StoreError(f"{name} is a symbolic link: refused") from None
-        raise StoreError(f"{name}: cannot read ({e.strerror})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StoreError(f"{name} is not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_STORE_TEXT + 1)
-    except OSError as e:
-        raise StoreError(f"{name}: cannot read ({e.strerror})") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_STORE_TEXT:
-        raise StoreError(f"{name} is too large to be an ibi file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise StoreError(f"{name} is not UTF-8 text (byte {e.start})") from None
+META_CACHE = ".meta-cache.json"  # derived, see maintenance/metacache.py
+# named here too, defined where they are used: TMP_PREFIX (fsio); IMAGE_EXT, META_EXT,
+# FORMAT_VERSION, MAX_TRIES, PENDING_ACTIONS (records)
+
+# the store's names, and what the rest of ibi imports from here (defined in fsio.py and
+# records.py)
+__all__ = [
+    "AUTH", "BOOT", "BOOTLOADER_CONF", "BOOTPLAN", "BOOTS", "CAPTURES", "CAPTURE_META",
+    "FALLBACK", "FORMAT_VERSION", "FROM_TRASH", "HOME", "IMAGE_EXT", "INITRD", "KERNELS",
+    "KERNEL_META", "KERNEL_VERSION_MAX", "LAYER", "LAYER_KERNELS", "LAYER_NEW", "LOCK",
+    "LOCK_WAIT", "MAX_TRIES", "META_CACHE", "META_EXT", "PENDING", "PENDING_ACTIONS", "POLICY",
+    "PRESERVE", "ROOTTAB", "ROOTTAB_PREV", "SQUASHED", "STASH", "STATE", "STATE_CONF", "STORE",
+    "TMP_PREFIX", "TRASH", "TRIAL", "VMLINUZ", "Store", "atomic_write", "check_kernel_id",
+    "check_name", "dump_yaml", "durable_rename", "fsync_dir", "fsync_file", "fsync_tree",
+    "kernel_from_doc", "kernel_to_doc", "load_yaml", "meta_from_yaml", "meta_to_yaml",
+    "one_line", "parse_preserve", "parse_roottab", "read_store_text", "remove_tree",
+    "render_roottab", "tree_bytes", "utcnow", "walk",
+]
 
 
 # --- the store -----------------------------------------------------------------------
@@ -555,8 +168,7 @@ class Store:
         self.state_conf = self.state / STATE_CONF
         self.captures = self.state / CAPTURES
         self._metas: dict[str, tuple[tuple[int, ...], ImageMeta]] = {}
-        self._disk_cache: dict[str, object] | None = None
-        self._disk_cache_dirty = False
+        self._meta_cache = MetaCache(self.root / META_CACHE)
 
     @contextlib.contextmanager
     def locked(self, wait: float | None = None) -> Iterator[None]:
@@ -568,27 +180,9 @@ class Store:
         overwritten by the next holder."""
         if self.root.is_symlink():
             raise StoreError(f"{self.root} is a symbolic link: refused")
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     0o600)
-        try:
-            wait = LOCK_WAIT if wait is None else wait
-            end = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= end:
-                        raise InUse(f"busy: {_lock_holder(fd)} is changing the store in "
-                                    f"{self.data} (waited {wait:g} s)",
-                                    hint="try again when it is done") from None
-                    time.sleep(0.2)
-            with contextlib.suppress(OSError):  # who holds it, for the busy message
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, _holder_line().encode(), 0)
+        with hold_flock(self.root / LOCK, LOCK_WAIT if wait is None else wait,
+                        f"the store in {self.data}"):
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     # existence
     def exists(self) -> bool:
@@ -663,7 +257,7 @@ class Store:
         cached = self._metas.get(name)
         if key is not None and cached is not None and cached[0] == key:
             return cached[1]
-        doc = self._cached_doc(name, key)
+        doc = self._meta_cache.get(name, key)
         if doc is None:
             try:
                 text = read_store_text(path)
@@ -675,7 +269,7 @@ class Store:
             except (yaml.YAMLError, ValueError, RecursionError) as e:
                 raise StoreError(f"{path.name}: unreadable metadata ({one_line(e)})") from None
             meta = meta_from_doc(doc, path.name)
-            self._cache_doc(name, key, doc)
+            self._meta_cache.put(name, key, doc)
         else:
             meta = meta_from_doc(doc, path.name)
         if meta.name != name:
@@ -684,57 +278,9 @@ class Store:
             self._metas[name] = (key, meta)
         return meta
 
-    # The metadata cache (META_CACHE): each image's parsed YAML document as JSON, keyed by
-    # its file's identity (inode, size, mtime, ctime; every rewrite of a metadata file is a
-    # rename, so a new inode). JSON reads in a fraction of YAML's time: a status of 100
-    # restore points, whose metadata lists their whole stacks, parses ~7,500 YAML scalars.
-    # Derived data only: a missing, stale or unreadable cache is ignored and rewritten,
-    # and nothing but this cache reads it.
-    def _cache_entries(self) -> dict[str, object]:
-        if self._disk_cache is None:
-            self._disk_cache = {}
-            with contextlib.suppress(OSError, ValueError):
-                doc = json.loads((self.root / META_CACHE).read_bytes())
-                if isinstance(doc, dict) and doc.get("v") == 1 and \
-                        isinstance(doc.get("metas"), dict):
-                    self._disk_cache = doc["metas"]
-        return self._disk_cache
-
-    def _cached_doc(self, name: str, key: tuple[int, ...] | None) -> object | None:
-        if key is None:
-            return None
-        entry = self._cache_entries().get(name)
-        if isinstance(entry, dict) and entry.get("key") == list(key[1:]):
-            return entry.get("doc")
-        return None
-
-    def _cache_doc(self, name: str, key: tuple[int, ...] | None, doc: object) -> None:
-        if key is None:
-            return
-        try:
-            if json.loads(json.dumps(doc)) != doc:  # only what JSON gives back unchanged
-                return
-        except (TypeError, ValueError, RecursionError):
-            return
-        self._cache_entries()[name] = {"key": list(key[1:]), "doc": doc}
-        self._disk_cache_dirty = True
-
     def save_meta_cache(self) -> None:
-        """Write the metadata cache if this process parsed any metadata file, keeping only
-        images that still have one. Best effort: a read-only store is left as it is."""
-        if not self._disk_cache_dirty or self._disk_cache is None:
-            return
-        self._disk_cache_dirty = False
-        live = {p.name[:-len(META_EXT)] for p in self.root.glob(f"*{META_EXT}")}
-        doc = {"v": 1, "metas": {n: e for n, e in self._disk_cache.items() if n in live}}
-        tmp = self.root / f"{META_CACHE}.{os.getpid()}"
-        try:
-            tmp.write_text(json.dumps(doc, separators=(",", ":")))
-            os.replace(tmp, self.root / META_CACHE)
-        except OSError as e:
-            log.debug("metadata cache not written: %s", e)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        """Write the metadata cache (best effort; see maintenance/metacache.py)."""
+        self._meta_cache.save()
 
     def try_meta(self, name: str) -> ImageMeta | None:
         try:
@@ -776,29 +322,10 @@ class Store:
 
     def read_pending(self) -> dict[str, str] | None:
         try:
-            doc = load_yaml(read_store_text(self.pending_path))
+            text = read_store_text(self.pending_path)
         except FileNotFoundError:
             return None
-        except ValueError as e:
-            raise StoreError(f"{PENDING}: unreadable ({e})") from None
-        if not isinstance(doc, dict) or doc.get("action") not in PENDING_ACTIONS:
-            raise StoreError(f"{PENDING}: not a known action",
-                             hint="see it with: cat; cancel it with: ibi pending --cancel")
-        out = {}
-        for k, v in doc.items():
-            if v is None:
-                continue
-            if not isinstance(k, str) or not isinstance(v, (str, int)) or isinstance(v, bool):
-                raise StoreError(f"{PENDING}: {k!r} is not a plain value",
-                                 hint="cancel it with: ibi pending --cancel")
-            out[k] = str(v)
-        if "name" in out:
-            try:
-                check_name(out["name"])
-            except BadName as e:
-                raise StoreError(f"{PENDING}: {e}",
-                                 hint="cancel it with: ibi pending --cancel") from None
-        return out
+        return parse_pending(text, PENDING)
 
     def write_pending(self, doc: dict[str, str]) -> None:
         atomic_write(self.pending_path, dump_yaml(doc))
@@ -815,35 +342,10 @@ class Store:
 
     def read_policy(self) -> Policy:
         try:
-            doc = load_yaml(read_store_text(self.policy_path))
+            text = read_store_text(self.policy_path)
         except FileNotFoundError:
             return Policy()
-        except ValueError as e:
-            raise StoreError(f"{POLICY}: unreadable ({e})") from None
-        if doc is None:
-            return Policy()
-        try:
-            if not isinstance(doc, dict):
-                raise ValueError("not a mapping")
-            check_format(doc)
-            unknown = set(doc) - {"format", "boot_tries", "keep_last", "keep_days",
-                                  "max_depth"}
-            if unknown:
-                raise ValueError(f"unknown setting {sorted(map(str, unknown))[0]!r}")
-            d = Policy()
-            p = Policy(
-                boot_tries=_int(doc.get("boot_tries", d.boot_tries), "boot_tries"),
-                keep_last=_int(doc.get("keep_last", d.keep_last), "keep_last"),
-                keep_days=_int(doc.get("keep_days", d.keep_days), "keep_days"),
-                max_depth=_int(doc.get("max_depth", d.max_depth), "max_depth"))
-            if p.boot_tries > MAX_TRIES:
-                raise ValueError(f"'boot_tries' is more than {MAX_TRIES}")
-            if p.max_depth < 2:
-                raise ValueError("'max_depth' is less than 2")
-            return p
-        except (ValueError, TypeError) as e:
-            raise StoreError(f"{POLICY}: {one_line(e)}",
-                             hint="see docs/FORMAT.md (Updates); fix or remove the file") from None
+        return parse_policy(text, POLICY)
 
     # boot counting: the trial (the engine), the boots counted (the initramfs)
     @property
@@ -861,27 +363,10 @@ class Store:
     def read_trial(self) -> Trial | None:
         """The trial on record (None: none), whether or not it still holds (it holds while
         its ``stack`` is roottab)."""
-        def parse(doc: dict[str, object]) -> Trial:
-            tries = _int(doc.get("tries"), "tries")
-            if not 1 <= tries <= MAX_TRIES:
-                raise ValueError(f"'tries' is not 1..{MAX_TRIES}")
-            layer = _opt_str(doc, "good_layer")
-            if layer is not None and not _LAYER_ID.fullmatch(layer):
-                raise ValueError("'good_layer' is not a layer id")
-            return Trial(_stack(doc, "stack"), _stack(doc, "good"), tries,
-                         _when(doc, "armed"), _line(_str(doc, "reason")) or "unknown", layer,
-                         _line(_str(doc, "failure", "")) if doc.get("failure") else "")
-        return _read_record(self.trial_path, parse, "ibi boot-ok --cancel forgets it")
+        return read_record(self.trial_path, trial_from_doc, "ibi boot-ok --cancel forgets it")
 
     def write_trial(self, t: Trial) -> None:
-        doc: dict[str, object] = {
-            "format": FORMAT_VERSION, "stack": list(t.stack), "good": list(t.good),
-            "tries": t.tries, "armed": _stamp(t.armed), "reason": t.reason}
-        if t.good_layer:
-            doc["good_layer"] = t.good_layer
-        if t.failure:
-            doc["failure"] = t.failure
-        atomic_write(self.trial_path, dump_yaml(doc))
+        atomic_write(self.trial_path, trial_to_yaml(t))
 
     def clear_trial(self) -> None:
         """Forget the trial and its boots (the trial first: a power cut between the two
@@ -901,19 +386,10 @@ class Store:
         return sum(1 for line in text.splitlines() if line.strip())
 
     def read_fallback(self) -> Fallback | None:
-        def parse(doc: dict[str, object]) -> Fallback:
-            return Fallback(_stack(doc, "failed"), _stack(doc, "good"),
-                            _int(doc.get("boots"), "boots"), _when(doc, "at"),
-                            _line(_str(doc, "why", "")) if doc.get("why") else "")
-        return _read_record(self.fallback_path, parse)
+        return read_record(self.fallback_path, fallback_from_doc)
 
     def write_fallback(self, f: Fallback) -> None:
-        doc: dict[str, object] = {
-            "format": FORMAT_VERSION, "failed": list(f.failed), "good": list(f.good),
-            "boots": f.boots, "at": _stamp(f.at)}
-        if f.why:
-            doc["why"] = f.why
-        atomic_write(self.fallback_path, dump_yaml(doc))
+        atomic_write(self.fallback_path, fallback_to_yaml(f))
 
     def clear_fallback(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -946,7 +422,7 @@ class Store:
         except StoreError as e:
             log.warning("%s: treated as a layer without an id", e)
             return None
-        return text if _LAYER_ID.fullmatch(text) else None
+        return text if LAYER_ID.fullmatch(text) else None
 
     def make_layer(self, path: Path) -> str:
         """Create an empty layer directory (upper, work, id) at ``path``; return its id."""
@@ -1004,12 +480,7 @@ class Store:
         recorded, or None when there is no (readable) record."""
         path = self.layer / LAYER_KERNELS
         try:
-            doc = load_yaml(read_store_text(path))
-            if not isinstance(doc, dict):
-                return None
-            return (str(doc["layer"]) if doc.get("layer") else None,
-                    [check_name(str(n)) for n in doc.get("stack") or ()],
-                    tuple(kernel_from_doc(k) for k in doc.get("kernels") or ()))
+            return layer_kernels_from_doc(load_yaml(read_store_text(path)))
         except FileNotFoundError:
             return None
         except (OSError, StoreError, yaml.YAMLError, KeyError, ValueError, RecursionError,
@@ -1018,9 +489,7 @@ class Store:
 
     def write_layer_kernels(self, layer_id: str | None, stack: Iterable[str],
                             kernels: Iterable[KernelRef]) -> None:
-        doc = {"format": 1, "layer": layer_id, "stack": list(stack),
-               "kernels": [kernel_to_doc(k) for k in kernels]}
-        atomic_write(self.layer / LAYER_KERNELS, dump_yaml(doc))
+        atomic_write(self.layer / LAYER_KERNELS, layer_kernels_to_yaml(layer_id, stack, kernels))
 
     def clear_layer_kernels(self) -> bool:
         try:
@@ -1072,45 +541,3 @@ class Store:
                                      for d in ("upper", "work")):
                 out.append((p, lid, stack))
         return out
-
-
-def tree_bytes(path: Path) -> int:
-    """Allocated bytes under ``path`` (like du), not following symlinks or mounts."""
-    total = 0
-    for entry in walk(path):
-        with contextlib.suppress(OSError):
-            total += entry.stat(follow_symlinks=False).st_blocks * 512
-    return total
-
-
-def walk(path: Path) -> Iterator[os.DirEntry[str]]:
-    """Every entry below ``path`` (depth first), staying on one filesystem."""
-    try:
-        dev = path.stat().st_dev
-        stack = [os.scandir(path)]
-    except OSError:
-        return
-    while stack:
-        it = stack[-1]
-        entry = next(it, None)
-        if entry is None:
-            it.close()
-            stack.pop()
-            continue
-        yield entry
-        try:
-            if entry.is_dir(follow_symlinks=False) and entry.stat(
-                follow_symlinks=False
-            ).st_dev == dev:
-                stack.append(os.scandir(entry.path))
-        except OSError:
-            continue
-
-
-def remove_tree(path: Path) -> None:
-    """Delete ``path`` entirely (a set-aside layer, a stray temp)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
