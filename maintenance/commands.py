@@ -13,18 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import authcli, compactcli, importcli, prunecli, statecli, updatecli
-from .engine import (
-    DEFAULT_DATA,
-    RAM_CRITICAL,
-    RAM_WARN,
-    Engine,
-    check_tries,
-    human,
-    tmpfs_uppers,
-)
+from .engine import DEFAULT_DATA, Engine
 from .errors import IbiError, NotFound, UsageError
 from .model import LayerStats, StatePlan
 from .output import Reporter, confirm, emit, print_status
+from .pending import check_tries
+from .status import RAM_CRITICAL, RAM_WARN, human, tmpfs_uppers
 
 
 def watch_ram(args: argparse.Namespace) -> int:

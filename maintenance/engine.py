@@ -39,18 +39,9 @@ from . import (
 )
 from . import layer as layerfs
 from . import state as statemod
-from .assemble import review_tmpfs_bytes
-from .create import SPACE_MARGIN
 from .errors import (
-    IbiError,
-    IntegrityError,
-    InUse,
-    MountError,
     NoSpace,
-    NotFound,
     StoreError,
-    TooDeep,
-    UsageError,
 )
 from .model import (
     CaptureInfo,
@@ -70,26 +61,7 @@ from .model import (
     UndoResult,
     VerifyReport,
 )
-from .pending import check_tries
-from .status import (
-    LOW_SPACE_BYTES,
-    LOW_SPACE_FRACTION,
-    RAM_CRITICAL,
-    RAM_WARN,
-    fallback_text,
-    human,
-    ram_notices,
-    tmpfs_uppers,
-)
 from .store import Store, check_name, tree_bytes
-
-__all__ = [  # what other modules import from here (some moved out in the split)
-    "DEFAULT_DATA", "DEFAULT_RUN", "LOW_SPACE_BYTES", "LOW_SPACE_FRACTION", "RAM_CRITICAL",
-    "RAM_WARN", "SPACE_MARGIN", "Engine", "IbiError", "InUse", "IntegrityError",
-    "MountError", "NoSpace", "NotFound", "StoreError", "TooDeep", "UsageError",
-    "changes_store", "check_tries", "fallback_text", "human", "ram_notices",
-    "review_tmpfs_bytes", "tmpfs_uppers",
-]
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from .engine import Engine, human
+from .engine import Engine
 from .model import ProgressFn
 from .output import emit
+from .status import human
 
 Add = Callable[..., argparse.ArgumentParser]
 

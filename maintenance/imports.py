@@ -135,7 +135,7 @@ def import_image(eng: Engine, source: str, *, name: str | None = None,
     a free image name, else ``YYYYMMDD-HHMMSS-import``), after checking it; ``sha256``:
     the digest it must have. Returns its metadata. Called by :meth:`Engine.import_image`,
     which holds the store's lock."""
-    from .engine import SPACE_MARGIN
+    from .create import SPACE_MARGIN
 
     st = eng.store
     st.require()
@@ -388,7 +388,7 @@ def _check_head(head: bytes, label: str) -> None:
 def _room(st: Store, done: int, more: int, margin: int, label: str) -> None:
     free = psutil.disk_usage(str(st.data)).free
     if free - more < margin:
-        from .engine import human
+        from .status import human
 
         raise NoSpace(f"not enough space to import {label}: {human(done)} received, "
                       f"{human(free)} free on {st.data} (ibi keeps {human(margin)} free)",

@@ -31,10 +31,11 @@ from pathlib import Path
 
 from . import mounts
 from .bootloader import Original, Settings, write_settings
-from .engine import Engine, human
+from .engine import Engine
 from .errors import CommandError, IbiError, NoSpace, Unsuitable, UsageError
 from .model import Progress, ProgressFn
 from .run import run, which
+from .status import human
 from .store import BOOT, fsync_dir, tree_bytes
 
 # Measured: the Debian 13 guest of tests/vm/test_install.py (linux-image, dracut, grub,

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .engine import human
 from .errors import Refused
 from .model import Level, Progress, Status, to_jsonable
+from .status import human
 
 
 def emit(args: argparse.Namespace, result: Any, text: Callable[[], object]) -> None:

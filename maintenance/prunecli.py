@@ -7,11 +7,12 @@ import argparse
 from collections.abc import Callable
 
 from . import retention
-from .engine import Engine, human
+from .engine import Engine
 from .errors import UsageError
 from .model import to_jsonable
 from .output import emit
 from .retention import PruneItem, PrunePlan
+from .status import human
 
 Add = Callable[..., argparse.ArgumentParser]
 

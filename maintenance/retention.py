@@ -25,9 +25,10 @@ import logging
 from collections.abc import Collection, Iterable
 from datetime import datetime
 
-from .engine import Engine, changes_store, human
+from .engine import Engine, changes_store
 from .errors import IbiError, NoSpace, NotFound, StoreError, UsageError
 from .model import ImageMeta, Kind
+from .status import human
 from .store import check_name, load_yaml, read_store_text, utcnow
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from . import run as runmod
-from .engine import Engine, check_tries, fallback_text
+from .engine import Engine
 from .errors import CommandError
+from .pending import check_tries
+from .status import fallback_text
 
 Add = Callable[..., argparse.ArgumentParser]
 Restore = Callable[[Engine, argparse.Namespace, "str | None"], int]

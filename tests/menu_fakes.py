@@ -14,7 +14,6 @@ import urwid
 
 from maintenance.auth import Auth, set_maintenance
 from maintenance.compact import CompactPlan
-from maintenance.engine import fallback_text
 from maintenance.errors import InUse, NotFound, StoreError, UsageError
 from maintenance.model import (
     CaptureInfo,
@@ -40,6 +39,7 @@ from maintenance.model import (
     VerifyItem,
     VerifyReport,
 )
+from maintenance.status import fallback_text
 
 GiB = 1 << 30
 T0 = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)

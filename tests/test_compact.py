@@ -18,10 +18,9 @@ import pytest
 
 from maintenance import compact, mounts, squash, store
 from maintenance import create as create_mod
-from maintenance import engine as engine_mod
 from maintenance.cli import main
 from maintenance.engine import Engine
-from maintenance.errors import UsageError
+from maintenance.errors import IntegrityError, NoSpace, UsageError
 from maintenance.model import Kind
 from tests.fstree import apply_changes, build_base, snapshot
 from tests.test_crash import CRASH, after_nth, crash_in_child
@@ -207,7 +206,7 @@ def test_a_difference_is_refused_and_nothing_changes(deep: Engine, root_ns: Path
     """The check against the run is real: a merge that loses the whiteouts is caught."""
     monkeypatch.setattr(compact, "hidden", lambda run, below, whole: [])
     before = system(deep, root_ns)
-    with pytest.raises(engine_mod.IntegrityError, match="differs from the run it replaces"):
+    with pytest.raises(IntegrityError, match="differs from the run it replaces"):
         deep.compact(name="merged")
     assert deep.roottab() == ["base", "one", "two", "three"]
     assert not deep.store.has_image("merged") and not deep.store.meta_path("merged").exists()
@@ -219,7 +218,7 @@ def test_no_space_is_refused_before_any_work(deep: Engine,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(create_mod.psutil, "disk_usage",
                         lambda p: type("U", (), {"free": 1 << 20})())
-    with pytest.raises(engine_mod.NoSpace, match="merge 3 restore points"):
+    with pytest.raises(NoSpace, match="merge 3 restore points"):
         deep.compact()
     assert deep.roottab() == ["base", "one", "two", "three"] and not deep.store.stray_tmp()
 

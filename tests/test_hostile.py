@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from maintenance import engine as engine_mod
 from maintenance import mounts
-from maintenance.engine import Engine, review_tmpfs_bytes
+from maintenance import status as status_mod
+from maintenance.assemble import review_tmpfs_bytes
+from maintenance.engine import Engine
 from maintenance.errors import (
     IntegrityError,
     InUse,
@@ -480,7 +481,7 @@ def test_a_full_review_tmpfs_is_reported_and_fails_writes_cleanly(store: Engine,
         store.umount(mnt)
     assert store.status().ram.tmpfs == ()
     assert Store(store.data_dir).layer_id()  # the store itself was never touched
-    assert engine_mod.RAM_WARN < engine_mod.RAM_CRITICAL
+    assert status_mod.RAM_WARN < status_mod.RAM_CRITICAL
 
 
 def test_a_truncated_top_image_is_refused_before_mounting(store: Engine,

@@ -294,7 +294,7 @@ def test_create_space_check_counts_the_new_kernel(store: Engine, root_ns: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import psutil
 
-    from maintenance import engine as engmod
+    from maintenance import create as createmod
     from maintenance import layer as layerfs
 
     mnt = root_ns / "mnt"
@@ -303,7 +303,7 @@ def test_create_space_check_counts_the_new_kernel(store: Engine, root_ns: Path,
     add_kernel(mnt, NEW, size=3 << 20)
     store.umount(mnt)
     lay = layerfs.stats(store.store.upper)
-    enough_without_kernel = lay.bytes + lay.bytes // 100 + engmod.SPACE_MARGIN
+    enough_without_kernel = lay.bytes + lay.bytes // 100 + createmod.SPACE_MARGIN
     real = psutil.disk_usage
     monkeypatch.setattr(psutil, "disk_usage", lambda p: real(p)._replace(
         free=enough_without_kernel + (1 << 20)))

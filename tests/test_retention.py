@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from maintenance import bootplan, cli, prunecli, retention
-from maintenance.engine import Engine, human
+from maintenance.engine import Engine
 from maintenance.errors import IbiError, NotFound, StoreError, UsageError
 from maintenance.model import Kind, Trial
+from maintenance.status import human
 from maintenance.store import Store, utcnow
 
 AGES = {"base": 100, "inc1": 90, "inc2": 80, "f1": 70, "inc3": 60}  # days

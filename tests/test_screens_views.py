@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import urwid
 
-from maintenance.engine import fallback_text
 from maintenance.model import Fallback, Level, Notice, Progress, Trial
+from maintenance.status import fallback_text
 from screens.app import App
 from screens.controller import Controller
 from screens.main_views import RESCUE_ACTIONS, DetailsView, HelpView, MainView

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from maintenance import bootplan, store
-from maintenance import engine as engine_mod
+from maintenance import pending as pending_mod
 from maintenance import restore as restore_mod
+from maintenance import status as status_mod
 from maintenance.cli import main
 from maintenance.engine import Engine
 from maintenance.errors import InUse, NotFound, UsageError
@@ -111,7 +112,7 @@ def test_fallback_after_the_tries_puts_the_good_stack_back_with_its_layer(
     assert "root/on-new.txt" not in snap
     st = eng.status()
     assert st.fallback == fb
-    text = engine_mod.fallback_text(fb)
+    text = status_mod.fallback_text(fb)
     assert any(n.message == text for n in st.notices)
     assert "stack [new] failed 2 boots (health check 50-fail exited 1); back on [base]" \
         in text
@@ -262,7 +263,7 @@ def test_unreadable_trial_is_reported_and_cancelled(two_stacks: Engine) -> None:
 
 def test_tries_are_checked() -> None:
     with pytest.raises(UsageError):
-        engine_mod.check_tries(-1)
+        pending_mod.check_tries(-1)
 
 
 # --- a crash at every step: the old state or the new one ---------------------------------
