@@ -75,6 +75,7 @@ def run_demo(eng: Engine, args: argparse.Namespace, progress: ProgressFn) -> int
                                  "etc/motd": None})
             eng.create(Kind.INCREMENTAL, name="tool-installed",
                        description="installed tool, green colour", progress=progress)
+            eng.reclaim()  # the cleared layer (small: no need for the background)
             # the damage Restore System repairs: the hostname deleted, the host key replaced
             _session(eng, work, {"etc/hostname": None,
                                  "etc/ssh/ssh_host_ed25519_key": "another key\n",

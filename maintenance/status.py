@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from . import kernels, mounts
+from . import kernels, mounts, reclaim
 from . import layer as layerfs
 from .errors import NotFound, StoreError
 from .model import (
@@ -29,7 +29,7 @@ from .model import (
     Status,
     TmpfsUse,
 )
-from .store import tree_bytes
+from .store import SQUASHED, tree_bytes
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -76,7 +76,10 @@ def status(eng: Engine) -> Status:
         notices.append(Notice(Level.WARNING, "the writable layer is missing "
                               "(it is recreated empty on the next mount)", "layer-missing"))
     store_bytes = sum(sizes.values())
-    trash = sum((tree_bytes(p) for p in st.trash_entries()), 0)
+    entries = st.trash_entries()
+    set_aside = sum((tree_bytes(p) for p in entries if not p.name.endswith(SQUASHED)), 0)
+    cleared = reclaim.waiting_bytes(eng)  # restore points' layers, deleted by ibi reclaim
+    trash = set_aside + cleared
     du = psutil.disk_usage(str(st.data))
     disk = DiskUsage(du.total, du.used, du.free, store_bytes,
                      layer.bytes if layer else 0, trash)
@@ -85,9 +88,13 @@ def status(eng: Engine) -> Status:
                               f"{human(du.free)} free of {human(du.total)}", "low-space",
                               {"free": du.free, "total": du.total}))
     notices += ram_notices(ram := _ram(eng))
-    if trash:
-        notices.append(Notice(Level.INFO, f"{human(trash)} of set-aside layers await "
-                              "deletion (ibi purge)", "trash", {"bytes": trash}))
+    if set_aside:
+        notices.append(Notice(Level.INFO, f"{human(set_aside)} of set-aside layers await "
+                              "deletion (ibi purge)", "trash", {"bytes": set_aside}))
+    if cleared:
+        notices.append(Notice(Level.INFO, f"{human(cleared)} of layers restore points "
+                              "cleared are being deleted (ibi reclaim)", "reclaim",
+                              {"bytes": cleared}))
     try:
         queued = st.read_pending()
         if queued:
