@@ -91,10 +91,7 @@ def status(eng: Engine) -> Status:
     if set_aside:
         notices.append(Notice(Level.INFO, f"{human(set_aside)} of set-aside layers await "
                               "deletion (ibi purge)", "trash", {"bytes": set_aside}))
-    if cleared:
-        notices.append(Notice(Level.INFO, f"{human(cleared)} of layers restore points "
-                              "cleared are being deleted (ibi reclaim)", "reclaim",
-                              {"bytes": cleared}))
+    # (the cleared ones go by themselves, in seconds: counted in the disk's trash only)
     try:
         queued = st.read_pending()
         if queued:
