@@ -162,13 +162,13 @@ class RamUsage:
 
 @dataclasses.dataclass(frozen=True)
 class Notice:
-    """Something ``ibi status`` and the menu's main screen report. ``code`` says what it is
-    (stable: scripts, the menu's own lines and tests key on it, never on the words; the
-    list: docs/ARCHITECTURE.md), ``data`` its figures, ``message`` the engine's wording."""
+    """Something ``ibi status`` and the menu's main screen report, as data: ``code`` says
+    what it is (stable: scripts, the menu and tests key on it; the list:
+    docs/ARCHITECTURE.md), ``data`` its figures. The engine never words it: the CLI and
+    the menu do (maintenance/wording.py, screens/notice_words.py)."""
 
     level: Level
-    message: str
-    code: str = ""
+    code: str
     data: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False,
                                              hash=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -11,14 +12,25 @@ from typing import Any
 from .errors import Refused
 from .model import Level, Progress, Status, to_jsonable
 from .status import human
+from .wording import notice_text
 
 
 def emit(args: argparse.Namespace, result: Any, text: Callable[[], object]) -> None:
     """With --json, the result as JSON; else ``text()`` prints it for people."""
     if getattr(args, "json", False):
-        print(json.dumps(to_jsonable(result), indent=2))
+        print(json.dumps(to_jsonable(_worded(result)), indent=2))
     else:
         text()
+
+
+def _worded(result: Any) -> Any:
+    """A status's notices with their words (``message``) beside their code and data."""
+    if not isinstance(result, Status):
+        return result
+    doc = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    doc["notices"] = [{**to_jsonable(n), "message": notice_text(n)} for n in result.notices]
+    doc["ok"] = result.ok
+    return doc
 
 
 class Reporter:
@@ -86,7 +98,7 @@ def print_status(s: Status) -> None:
               f"({t.fraction:.0%} full)" + (f", the upper of {t.serves}" if t.serves else ""))
     for n in s.notices:
         tag = {Level.ERROR: "error", Level.WARNING: "warning", Level.INFO: "note"}[n.level]
-        print(f"{tag}: {n.message}")
+        print(f"{tag}: {notice_text(n)}")
 
 
 def print_kernels(versions: Sequence[str]) -> None:

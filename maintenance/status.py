@@ -1,5 +1,6 @@
 """What ``ibi status`` and the menu show: the stack, the writable layer, disk and RAM use,
-and the notices about anything wrong; with the figures' wording (:func:`human`).
+and the notices about anything wrong, as data (``Notice(level, code, data)``: the CLI and
+the menu word them, maintenance/wording.py); and how a size is written (:func:`human`).
 
 Functions of the :class:`~maintenance.engine.Engine`, which calls them.
 """
@@ -18,7 +19,6 @@ from . import layer as layerfs
 from .errors import NotFound, StoreError
 from .model import (
     DiskUsage,
-    Fallback,
     ImageMeta,
     Kind,
     Level,
@@ -49,32 +49,26 @@ def status(eng: Engine) -> Status:
         tab = st.read_roottab()
     except StoreError as e:
         tab = []
-        notices.append(Notice(Level.ERROR, str(e), "roottab-unusable"))
+        notices.append(Notice(Level.ERROR, "roottab-unusable", {"error": str(e)}))
         with contextlib.suppress(StoreError):
             prev = st.read_roottab(prev=True)
-            notices.append(Notice(Level.INFO, f"roottab.prev names: {' '.join(prev)}",
-                                  "roottab-prev", {"stack": prev}))
+            notices.append(Notice(Level.INFO, "roottab-prev", {"stack": prev}))
     sizes = st.image_sizes()
     stack = tuple(_entry(eng, n, tab[:i], sizes) for i, n in enumerate(tab))
     others = tuple(_entry(eng, n, None, sizes) for n in st.image_names() if n not in tab)
     for entry in (*stack, *others):
         if entry.problem:
             lvl = Level.ERROR if entry in stack else Level.WARNING
-            notices.append(Notice(lvl, f"{entry.name}: {entry.problem}", "image-problem",
+            notices.append(Notice(lvl, "image-problem",
                                   {"image": entry.name, "problem": entry.problem}))
 
     layer = layerfs.stats(st.upper) if st.upper.is_dir() else None
     with contextlib.suppress(OSError):
         stray = eng.home_in_layer()
         if stray:
-            notices.append(Notice(Level.WARNING, f"the writable layer holds {len(stray)} "
-                                  "entries under /home (written while /home was not "
-                                  "bound): the next restore point moves them to "
-                                  "/home/ibi-rescued-*", "home-in-layer",
-                                  {"entries": len(stray)}))
+            notices.append(Notice(Level.WARNING, "home-in-layer", {"entries": len(stray)}))
     if layer is None:
-        notices.append(Notice(Level.WARNING, "the writable layer is missing "
-                              "(it is recreated empty on the next mount)", "layer-missing"))
+        notices.append(Notice(Level.WARNING, "layer-missing"))
     store_bytes = sum(sizes.values())
     entries = st.trash_entries()
     set_aside = sum((tree_bytes(p) for p in entries if not p.name.endswith(SQUASHED)), 0)
@@ -84,68 +78,50 @@ def status(eng: Engine) -> Status:
     disk = DiskUsage(du.total, du.used, du.free, store_bytes,
                      layer.bytes if layer else 0, trash)
     if du.free < max(LOW_SPACE_BYTES, du.total * LOW_SPACE_FRACTION):
-        notices.append(Notice(Level.WARNING, f"low space on the data partition: "
-                              f"{human(du.free)} free of {human(du.total)}", "low-space",
-                              {"free": du.free, "total": du.total}))
+        notices.append(Notice(Level.WARNING, "low-space", {"free": du.free, "total": du.total}))
     notices += ram_notices(ram := _ram(eng))
     if set_aside:
-        notices.append(Notice(Level.INFO, f"{human(set_aside)} of set-aside layers await "
-                              "deletion (ibi purge)", "trash", {"bytes": set_aside}))
+        notices.append(Notice(Level.INFO, "trash", {"bytes": set_aside}))
     # (the cleared ones go by themselves, in seconds: counted in the disk's trash only)
     try:
         queued = st.read_pending()
         if queued:
-            notices.append(Notice(Level.INFO, f"queued for the next boot: {queued['action']}"
-                                  + (f" ({queued['name']})" if "name" in queued else ""),
-                                  "queued", dict(queued)))
+            notices.append(Notice(Level.INFO, "queued", dict(queued)))
     except StoreError as e:
-        notices.append(Notice(Level.ERROR, f"{e} (ibi pending --cancel)", "queued-unusable"))
+        notices.append(Notice(Level.ERROR, "queued-unusable", {"error": str(e)}))
     for what in eng._recovery(dry_run=True):
-        notices.append(Notice(Level.WARNING, f"interrupted action: {what} "
-                              "(done by the next action, or: ibi recover)", "interrupted",
-                              {"step": what}))
+        notices.append(Notice(Level.WARNING, "interrupted", {"step": what}))
     boot = kernels.entry_kernels(st, tab or None, None, ()).get("ibi") if tab else None
     if tab and boot is None and st.bootloader_conf.is_file():
-        notices.append(Notice(Level.WARNING, "no image of the stack names a kernel: GRUB "
-                              "boots the one ibi install set up", "no-kernel"))
+        notices.append(Notice(Level.WARNING, "no-kernel"))
     stack_ks = kernels.stack_kernels(st, tab)
     layer_ks = tuple(k.version for k in kernels.layer_kernels(st, tab) or ()
                      if k not in stack_ks)
     trial, boots = eng.trial(), 0
     if trial:
         boots = st.count_boots()
-        left = max(trial.tries - boots, 0)
-        notices.append(Notice(
-            Level.WARNING if boots else Level.INFO,
-            f"the stack is on trial ({trial.reason}): {boots} of {trial.tries} boots "
-            f"used; {'the next boot falls back' if not left else 'when no boot completes'}"
-            f" to [{' '.join(trial.good)}]" + (f"; last failure: {trial.failure}"
-                                               if trial.failure else ""), "trial",
-            {"boots": boots, "tries": trial.tries, "good": list(trial.good),
-             "reason": trial.reason}))
+        notices.append(Notice(Level.WARNING if boots else Level.INFO, "trial",
+                              {"boots": boots, "tries": trial.tries, "good": list(trial.good),
+                               "reason": trial.reason, "failure": trial.failure}))
     if trial is None and st.trial_path.exists():
         try:
             st.read_trial()
-            notices.append(Notice(Level.INFO, "a trial of another stack is on record "
-                                  "(void; ibi boot-ok --cancel removes it)", "trial-void"))
+            notices.append(Notice(Level.INFO, "trial-void"))
         except StoreError as e:
-            notices.append(Notice(Level.WARNING, f"{e} (ibi boot-ok --cancel)",
-                                  "trial-unusable"))
+            notices.append(Notice(Level.WARNING, "trial-unusable", {"error": str(e)}))
     fb = eng.last_fallback()
     if fb:
-        notices.append(Notice(Level.WARNING, fallback_text(fb), "fallback",
-                              {"failed": list(fb.failed), "good": list(fb.good)}))
+        notices.append(Notice(Level.WARNING, "fallback",
+                              {"failed": list(fb.failed), "good": list(fb.good),
+                               "boots": fb.boots, "at": fb.at, "why": fb.why}))
     try:
         policy = st.read_policy()
     except StoreError as e:
-        notices.append(Notice(Level.WARNING, f"{e}: the defaults apply", "policy-unusable"))
+        notices.append(Notice(Level.WARNING, "policy-unusable", {"error": str(e)}))
         policy = Policy()
     if len(tab) > policy.max_depth:
-        notices.append(Notice(Level.INFO, f"the stack is {len(tab)} images deep (the "
-                              f"policy's bound is {policy.max_depth}): each adds a layer "
-                              "to every file lookup; ibi compact merges its restore "
-                              "points into one", "depth",
-                              {"depth": len(tab), "bound": policy.max_depth}))
+        notices.append(Notice(Level.INFO, "depth", {"depth": len(tab),
+                                                    "bound": policy.max_depth}))
     pinned = tuple(m.name for m in eng.images() if m.pinned)
     st.save_meta_cache()
     return Status(str(st.data), stack, others, layer, disk, ram, tuple(notices),
@@ -237,28 +213,15 @@ def tmpfs_uppers(data_dir: Path | None = None) -> list[TmpfsUse]:
     return out
 
 
-def fallback_text(fb: Fallback) -> str:
-    """One line for the menu and ibi status: what the automatic fallback did."""
-    at = fb.at.strftime("%Y-%m-%d %H:%M UTC")
-    return (f"automatic fallback: stack [{' '.join(fb.failed)}] failed {fb.boots} boots "
-            f"({fb.why}); back on [{' '.join(fb.good)}] at {at} (ibi restore --undo "
-            "returns to it with its layer)")
-
-
 def ram_notices(ram: RamUsage) -> list[Notice]:
     out = []
     for t in ram.tmpfs:
-        what = f"the RAM overlay {t.mountpoint}" + (f" (upper of {t.serves})" if t.serves
-                                                      else "")
+        data = {"mountpoint": t.mountpoint, "used": t.used, "total": t.total,
+                "serves": t.serves}
         if t.fraction >= RAM_CRITICAL:
-            out.append(Notice(Level.ERROR, f"{what} is {t.fraction:.0%} full "
-                              f"({human(t.used)} of {human(t.total)}): writes fail when it "
-                              "is full; keep what matters in /home", "ram-critical",
-                              {"mountpoint": t.mountpoint, "used": t.used, "total": t.total}))
+            out.append(Notice(Level.ERROR, "ram-critical", data))
         elif t.fraction >= RAM_WARN:
-            out.append(Notice(Level.WARNING, f"{what} is {t.fraction:.0%} full "
-                              f"({human(t.used)} of {human(t.total)})", "ram-full",
-                              {"mountpoint": t.mountpoint, "used": t.used, "total": t.total}))
+            out.append(Notice(Level.WARNING, "ram-full", data))
     return out
 
 

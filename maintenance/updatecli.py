@@ -15,7 +15,7 @@ from . import run as runmod
 from .engine import Engine
 from .errors import CommandError
 from .pending import check_tries
-from .status import fallback_text
+from .wording import fallback_text
 
 Add = Callable[..., argparse.ArgumentParser]
 Restore = Callable[[Engine, argparse.Namespace, "str | None"], int]

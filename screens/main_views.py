@@ -12,6 +12,7 @@ import urwid
 from maintenance.errors import IbiError
 from maintenance.model import Change, Level, Notice, StackEntry, Status
 
+from .notice_words import Said, first_lines, menu_text, other_lines
 from .views import Bar, Dialog, Line, Page
 from .widgets import ButtonRow, MenuItem, Size, Wrap, box_size, date, human, plural
 
@@ -140,50 +141,16 @@ def disk_rows(status: Status, low: bool) -> list[urwid.Widget]:
 
 MARK = {Level.ERROR: ("error", "!! "), Level.WARNING: ("warning", " ! "),
         Level.INFO: ("info", " i ")}
-# the engine's notices that ``boot_lines`` says in short (the whole text stays in Details)
 
 
-def boot_lines(status: Status) -> list[Notice]:
-    """A stack on trial and the last automatic fallback, one short line each: they decide
-    what the next boots do, so the main screen shows them first and whole."""
-    out = []
-    t = status.trial
-    if t is not None:
-        left = t.tries - status.boots
-        then = ("the next boot falls back" if left <= 0 else "falls back") + \
-            f" to [{' '.join(t.good)}]"
-        failed = t.failure if len(t.failure) <= 60 else t.failure[:57] + "..."
-        out.append(Notice(Level.WARNING if status.boots else Level.INFO,
-                          f"On trial ({t.reason}): {status.boots} of "
-                          f"{plural(t.tries, 'boot')} used; {then}"
-                          + (f"; last failure: {failed}" if failed else ""), "trial"))
-    fb = status.fallback
-    if fb is not None:
-        out.append(Notice(Level.WARNING,
-                          f"Automatic fallback {date(fb.at)}: [{' '.join(fb.failed)}] failed "
-                          f"{plural(fb.boots, 'boot')}; back on [{' '.join(fb.good)}]",
-                          "fallback"))
-    return out
-
-
-def depth_lines(status: Status, actions: Collection[str] = ALL_ACTIONS) -> list[Notice]:
-    """The engine's ``depth`` notice (the stack is deeper than the policy's bound), one
-    short line with the key that compacts it."""
-    if not any(n.code == "depth" for n in status.notices):
-        return []
-    hint = "k compacts it" if "compact" in actions else "ibi compact merges it"
-    return [Notice(Level.INFO, f"The stack is {len(status.stack)} images deep (past the "
-                               f"policy's bound): {hint}", "depth")]
-
-
-def notice_rows(notices: Sequence[Notice], limit: int,
-                first: Sequence[Notice] = ()) -> list[urwid.Widget]:
+def notice_rows(notices: Sequence[Said], limit: int,
+                first: Sequence[Said] = ()) -> list[urwid.Widget]:
     """``first`` (always shown), then up to ``limit`` rows in all of ``notices``, errors
     first, and how many more the Details page (w) has."""
     order = sorted(notices, key=lambda n: (n.level is not Level.ERROR,
                                            n.level is not Level.WARNING))
     limit = max(1, limit - len(first))
-    rows: list[urwid.Widget] = [urwid.Text((MARK[n.level][0], MARK[n.level][1] + n.message))
+    rows: list[urwid.Widget] = [urwid.Text((MARK[n.level][0], MARK[n.level][1] + n.text))
                                 for n in (*first, *order[:limit])]
     if len(order) > limit:
         rows.append(urwid.Text(("dim", f"    ... {len(order) - limit} more: press w")))
@@ -218,13 +185,8 @@ class MainView(Wrap):
             self.stack.set_focus(len(rows) - 1)  # keep the top of the stack in view
             parts.append(("weight", 1, self.stack))
             parts.append(("pack", urwid.Divider("-")))
-            first = boot_lines(status) + depth_lines(status, actions)
-            said = {n.code for n in first if n.code}  # shown in lines of their own
-            notices = tuple(n for n in status.notices if n.code not in said or not n.code)
-            if boot_error:
-                notices = (Notice(Level.ERROR, f"the boot failed: {boot_error}",
-                                  "boot-failed"), *notices)
-            parts.extend(("pack", w) for w in notice_rows(notices, notice_limit, first))
+            parts.extend(("pack", w) for w in notice_rows(
+                other_lines(status, boot_error), notice_limit, first_lines(status, actions)))
             right: list[urwid.Widget] = disk_rows(status, low_space)
         else:
             if boot_error:
@@ -304,7 +266,7 @@ class DetailsView(Page):
     def __init__(self, notices: Sequence[Notice], changes: Sequence[Change], limit: int,
                  on_back: Callable[[], Any]) -> None:
         lines: list[Line | str] = [("title", "Notices")]
-        lines += [f"  {n.level.value}: {n.message}" for n in notices] or ["  none"]
+        lines += [f"  {n.level.value}: {menu_text(n)}" for n in notices] or ["  none"]
         lines += ["", ("title", "The writable layer (what Restore System discards)")]
         lines += [f"  {c.what:8} {human(c.size):>10}  {c.path}" for c in changes] or ["  empty"]
         if len(changes) >= limit:

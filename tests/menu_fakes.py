@@ -39,7 +39,6 @@ from maintenance.model import (
     VerifyItem,
     VerifyReport,
 )
-from maintenance.status import fallback_text
 
 GiB = 1 << 30
 T0 = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
@@ -256,21 +255,18 @@ class FakeEngine:
                                                       if n not in self.tab))
         notices = list(st.notices)
         t = self.on_trial
-        if t:  # worded as Engine.status() words them
-            left = max(t.tries - self.boots, 0)
-            notices.append(Notice(
-                Level.WARNING if self.boots else Level.INFO,
-                f"the stack is on trial ({t.reason}): {self.boots} of {t.tries} boots used; "
-                f"{'the next boot falls back' if not left else 'when no boot completes'} "
-                f"to [{' '.join(t.good)}]"
-                + (f"; last failure: {t.failure}" if t.failure else ""), "trial"))
+        if t:  # as Engine.status() reports them
+            notices.append(Notice(Level.WARNING if self.boots else Level.INFO, "trial",
+                                  {"boots": self.boots, "tries": t.tries, "good": list(t.good),
+                                   "reason": t.reason, "failure": t.failure}))
         if self.fallback:
-            notices.append(Notice(Level.WARNING, fallback_text(self.fallback), "fallback"))
+            fb = self.fallback
+            notices.append(Notice(Level.WARNING, "fallback",
+                                  {"failed": list(fb.failed), "good": list(fb.good),
+                                   "boots": fb.boots, "at": fb.at, "why": fb.why}))
         if len(self.tab) > self.max_depth:
-            notices.append(Notice(Level.INFO, f"the stack is {len(self.tab)} images deep (the "
-                                  f"policy's bound is {self.max_depth}): each adds a layer "
-                                  "to every file lookup; ibi compact merges its restore "
-                                  "points into one", "depth"))
+            notices.append(Notice(Level.INFO, "depth", {"depth": len(self.tab),
+                                                        "bound": self.max_depth}))
         return dataclasses.replace(st, notices=tuple(notices), trial=t, boots=self.boots,
                                    fallback=self.fallback,
                                    pinned=tuple(n for n in self.metas if n in self.pinned))
@@ -559,7 +555,8 @@ class SyncHost:
 
 
 def notice(level: Level, msg: str) -> Notice:
-    return Notice(level, msg)
+    """A notice whose words are ``msg`` (the code whose words are its data's error)."""
+    return Notice(level, "roottab-unusable", {"error": msg})
 
 
 def shadow_line(field: str) -> str:

@@ -22,6 +22,7 @@ from maintenance.cli import main
 from maintenance.engine import Engine
 from maintenance.errors import IntegrityError, NoSpace, UsageError
 from maintenance.model import Kind
+from maintenance.wording import notice_text
 from tests.fstree import apply_changes, build_base, snapshot
 from tests.test_crash import CRASH, after_nth, crash_in_child
 from tests.test_updates import count_calls
@@ -331,9 +332,9 @@ def test_status_asks_for_compaction_past_the_policy_depth(deep: Engine) -> None:
     assert not [n for n in eng.status().notices if n.code == "depth"]  # 4 <= 16
     (eng.store.root / "policy").write_text("format: 1\nmax_depth: 3\n")
     found = [n for n in eng.status().notices if n.code == "depth"]
-    assert len(found) == 1 and found[0].message.startswith(
+    assert len(found) == 1 and notice_text(found[0]).startswith(
         "the stack is 4 images deep (the policy's bound is 3)"), found
-    assert "ibi compact" in found[0].message
+    assert "ibi compact" in notice_text(found[0])
     eng.compact()
     assert not [n for n in eng.status().notices if n.code == "depth"]
 

@@ -19,6 +19,7 @@ from maintenance import restore as restore_mod
 from maintenance import state as statemod
 from maintenance.engine import Engine
 from maintenance.model import Kind
+from maintenance.wording import notice_text
 from tests.fstree import apply_changes, build_base, snapshot
 
 CRASH = 99
@@ -138,7 +139,7 @@ def test_interrupted_create(changed_store, root_ns: Path, point: str, kind: Kind
     assert fresh.verify(all_images=True).ok
     assert view_of(fresh, root_ns) == before
     st = fresh.status()
-    assert st.ok and not [n for n in st.notices if "interrupted" in n.message]
+    assert st.ok and not [n for n in st.notices if "interrupted" in notice_text(n)]
 
 
 def sha(text: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 from maintenance.engine import Engine
 from maintenance.errors import InUse, NoSpace, NotFound, UsageError
 from maintenance.model import Kind
+from maintenance.wording import notice_text
 from tests.fstree import apply_changes, build_base, snapshot
 
 
@@ -276,13 +277,13 @@ def test_status_of_a_broken_store_names_the_problems(store: Engine, root_ns: Pat
     (store.store.root / "base.sqfs").rename(root_ns / "away.sqfs")
     st = store.status()
     assert not st.ok
-    msgs = " | ".join(n.message for n in st.notices)
+    msgs = " | ".join(notice_text(n) for n in st.notices)
     assert "base: image file is missing" in msgs and "parent image 'base' is missing" in msgs
     assert [e.chain_ok for e in st.stack] == [True, False]
     store.store.roottab_path.write_text("# nothing\n")
     st = store.status()
-    assert not st.ok and st.stack == () and "roottab names no image" in st.notices[0].message
-    assert "roottab.prev names: base" in " ".join(n.message for n in st.notices)
+    assert not st.ok and st.stack == () and "roottab names no image" in notice_text(st.notices[0])
+    assert "roottab.prev names: base" in " ".join(notice_text(n) for n in st.notices)
 
 
 def test_low_space_is_warned(engine: Engine, root_ns: Path) -> None:
@@ -294,7 +295,7 @@ def test_low_space_is_warned(engine: Engine, root_ns: Path) -> None:
         build_base(tree)
         (tree / "var/lib/sparse").unlink()
         engine.init(source_dir=tree)
-        assert any("low space" in n.message for n in engine.status().notices)
+        assert any("low space" in notice_text(n) for n in engine.status().notices)
         assert engine.status().ram.tmpfs[0].mountpoint == str(engine.data_dir)
     finally:
         run(["umount", str(engine.data_dir)])
@@ -324,7 +325,7 @@ def test_actions_queued_for_the_next_boot(store: Engine, root_ns: Path) -> None:
         store.queue("incremental", name="at-boot", description="queued")
         assert store.pending() == {"action": "incremental", "queued": store.pending()["queued"],  # type: ignore[index]
                                    "name": "at-boot", "description": "queued"}
-        assert any("queued for the next boot" in n.message for n in store.status().notices)
+        assert any("queued for the next boot" in notice_text(n) for n in store.status().notices)
     finally:
         store.umount(mnt)
     assert store.run_pending() == "created incremental restore point at-boot"

@@ -49,6 +49,7 @@ from maintenance.store import (
     meta_to_yaml,
     render_roottab,
 )
+from maintenance.wording import notice_text
 
 EXAMPLES = int(os.environ.get("IBI_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, print_blob=True,
@@ -534,9 +535,9 @@ def test_the_valid_store_reads_clean(template: Path, tmp_path: Path) -> None:
                                          "3 boots did not complete")
     assert s.read_policy() == Policy(2, 4, 10, 8)
     status = Engine(template, tmp_path / "run").status()
-    assert [n for n in status.notices if "low space" not in n.message and
-            "queued" not in n.message and "on trial" not in n.message
-            and "automatic fallback" not in n.message] == []
+    assert [n for n in status.notices if "low space" not in notice_text(n) and
+            "queued" not in notice_text(n) and "on trial" not in notice_text(n)
+            and "automatic fallback" not in notice_text(n)] == []
     assert status.trial is not None and status.fallback is not None
     assert bootplan.is_current(s)
     res = run_shell(template, "inc1")
@@ -806,7 +807,7 @@ def test_status_and_boot_plan(template: Path, tmp_path_factory: pytest.TempPathF
     status = read(eng.status, names=(name,))
     if not isinstance(status, IbiError):
         for n in status.notices:
-            assert one_line(n.message), f"notice not one printable line: {n.message!r}"
+            assert one_line(notice_text(n)), f"notice not one printable line: {notice_text(n)!r}"
         own: Callable[[], object] | None = {
             "roottab": eng.store.read_roottab, "pending": eng.store.read_pending,
             "base.yaml": lambda: eng.store.read_meta("base"),
@@ -818,7 +819,7 @@ def test_status_and_boot_plan(template: Path, tmp_path_factory: pytest.TempPathF
             except Exception:
                 refused = True
         if refused:  # the file's own reader refuses it: status says so
-            assert any(name in n.message for n in status.notices), \
+            assert any(name in notice_text(n) for n in status.notices), \
                 f"status does not report the damaged {name}: {status.notices}"
         if refused and target == "roottab":
             assert any(n.level is Level.ERROR for n in status.notices)

@@ -29,6 +29,7 @@ from maintenance.errors import (
 )
 from maintenance.model import Kind, Level
 from maintenance.store import Store
+from maintenance.wording import notice_text
 from tests.fstree import build_base
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,12 +86,12 @@ def test_home_files_left_in_the_layer_are_moved_to_home_not_dropped(store: Engin
     (up / "home/bob/thesis.txt").write_text("years of work\n")
     (up / "etc").mkdir()
     (up / "etc/motd").write_text("hi\n")
-    warn = [n.message for n in store.status().notices if "under /home" in n.message]
+    warn = [notice_text(n) for n in store.status().notices if "under /home" in notice_text(n)]
     assert len(warn) == 1 and "holds 1 entries under /home" in warn[0]
     store.create(Kind.INCREMENTAL, name="rp")
     rescued = list(store.store.home.glob("ibi-rescued-*/bob/thesis.txt"))
     assert len(rescued) == 1 and rescued[0].read_text() == "years of work\n"
-    assert not [n for n in store.status().notices if "under /home" in n.message]
+    assert not [n for n in store.status().notices if "under /home" in notice_text(n)]
 
 
 def test_an_absolute_home_symlink_is_followed_inside_the_root(engine: Engine,
@@ -205,7 +206,7 @@ def test_a_non_utf8_image_yaml_wedges_nothing(store: Engine, root_ns: Path) -> N
     store.rollback("base")
     (st.root / "inc1.yaml").write_bytes(b"name: inc1\n\xff\xfe garbage\n")
     s = store.status()
-    assert any("inc1.yaml is not UTF-8 text" in n.message for n in s.notices)
+    assert any("inc1.yaml is not UTF-8 text" in notice_text(n) for n in s.notices)
     store.recover()  # the boot plan leaves the unreadable image out
     assert store.recover() == []
     write_in(store, root_ns / "mnt", {"etc/y": "y\n"})
@@ -242,7 +243,7 @@ def test_ill_typed_metadata_is_named_in_one_line(store: Engine, doc: str, why: s
 def test_bad_bytes_in_pending_roottab_and_preserve(store: Engine) -> None:
     st = store.store
     st.pending_path.write_bytes(b"action: restore\nname: \xff\n")
-    assert any("pending is not UTF-8" in n.message for n in store.status().notices)
+    assert any("pending is not UTF-8" in notice_text(n) for n in store.status().notices)
     assert store.cancel_pending() is True  # the remedy works on the bad file
     st.pending_path.write_text("action: rollback\nname: ../../etc\n")
     with pytest.raises(StoreError, match="pending: bad image name"):
@@ -252,7 +253,7 @@ def test_bad_bytes_in_pending_roottab_and_preserve(store: Engine) -> None:
     store.state_config()  # an unreadable legacy list is not imported, and says so
     st.roottab_path.write_bytes(b"base\n\xff\n")
     s = store.status()
-    assert any("roottab is not UTF-8 text" in n.message for n in s.notices)
+    assert any("roottab is not UTF-8 text" in notice_text(n) for n in s.notices)
     p = ibi("mount", "--data", str(store.data_dir), "/nonexistent")
     assert p.returncode != 0 and "Traceback" not in p.stderr
 
@@ -470,8 +471,8 @@ def test_a_full_review_tmpfs_is_reported_and_fails_writes_cleanly(store: Engine,
                 f.write(b"\1" * (1 << 20))
         assert e.value.errno == errno.ENOSPC
         notices = store.status().notices
-        assert any(n.level is Level.ERROR and "full" in n.message and str(mnt) in n.message
-                   for n in notices)
+        assert any(n.level is Level.ERROR and "full" in notice_text(n)
+                   and str(mnt) in notice_text(n) for n in notices)
         p = ibi("watch-ram", "--data", str(store.data_dir))
         assert p.returncode == 1 and "CRITICAL" in p.stderr and str(mnt) in p.stderr
         assert (mnt / "etc/hostname").read_text() == "base-host\n"  # still readable

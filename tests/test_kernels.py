@@ -14,6 +14,7 @@ from maintenance import bootloader, cli, kernels
 from maintenance.engine import Engine
 from maintenance.errors import NoSpace
 from maintenance.model import Kind
+from maintenance.wording import notice_text
 from tests.fstree import build_base
 
 pytestmark = pytest.mark.root
@@ -269,7 +270,7 @@ def test_crash_leftovers_are_cleaned(store: Engine) -> None:
     (st.kernels / ".tmp-6.9-abc" / "vmlinuz").write_bytes(b"half")
     orphan = st.kernels / "6.9-0123456789ab"  # copied, but the image never committed
     orphan.mkdir()
-    assert any("unfinished .tmp-6.9-abc" in n.message for n in store.status().notices)
+    assert any("unfinished .tmp-6.9-abc" in notice_text(n) for n in store.status().notices)
     store.recover()
     assert not (st.kernels / ".tmp-6.9-abc").exists() and not orphan.exists()
     assert len(st.kernel_ids()) == 2

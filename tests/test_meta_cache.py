@@ -13,6 +13,7 @@ from maintenance.engine import Engine
 from maintenance.errors import StoreError
 from maintenance.model import Kind
 from maintenance.store import META_CACHE, Store
+from maintenance.wording import notice_text
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def test_the_cache_never_hides_a_damaged_metadata_file(store: Engine) -> None:
     other = fresh(store)
     with pytest.raises(StoreError, match="unreadable metadata"):
         other.store.read_meta("p0")
-    assert any("p0" in n.message for n in other.status().notices)
+    assert any("p0" in notice_text(n) for n in other.status().notices)
 
 
 @pytest.mark.parametrize("content", [b"", b"{not json", b'{"v": 2, "metas": {}}',

@@ -11,7 +11,6 @@ import pytest
 import urwid
 
 from maintenance.model import Fallback, Level, Notice, Progress, Trial
-from maintenance.status import fallback_text
 from screens.app import App
 from screens.controller import Controller
 from screens.main_views import RESCUE_ACTIONS, DetailsView, HelpView, MainView
@@ -31,6 +30,7 @@ from tests.menu_fakes import (
     RecordingController,
     SyncHost,
     make_status,
+    notice,
     password_system,
     rows,
     screen_text,
@@ -121,8 +121,8 @@ def test_kernels_shown_where_they_change_and_in_the_layer() -> None:
 
 def test_low_space_warning_and_ram_bars() -> None:
     st = make_status(free=1 << 28, tmpfs=True, notices=(
-        Notice(Level.WARNING, "low space on the data partition: 256.0 MiB free of 100.0 GiB"),
-        Notice(Level.INFO, "3.0 MiB of set-aside layers await deletion (ibi purge)")))
+        Notice(Level.WARNING, "low-space", {"free": 1 << 28, "total": 100 << 30}),
+        Notice(Level.INFO, "trash", {"bytes": 3 << 20})))
     text = "\n".join(render_app(app_with(MainView(RecordingController(), st)), (80, 24)))
     assert " ! low space on the data partition: 256.0 MiB free" in text
     assert " i 3.0 MiB of set-aside layers" in text
@@ -131,8 +131,8 @@ def test_low_space_warning_and_ram_bars() -> None:
 
 
 def test_many_notices_are_capped_and_errors_come_first() -> None:
-    notes = (*(Notice(Level.INFO, f"note {i}") for i in range(5)),
-             Notice(Level.ERROR, "roottab is unreadable"))
+    notes = (*(notice(Level.INFO, f"note {i}") for i in range(5)),
+             notice(Level.ERROR, "roottab is unreadable"))
     text = "\n".join(render_app(app_with(MainView(RecordingController(),
                                                   make_status(notices=notes))), (80, 24)))
     assert "!! roottab is unreadable" in text
@@ -145,17 +145,17 @@ def on_trial(boots: int = 1, failure: str = "", notices: tuple[Notice, ...] = ()
     reports it: the structured trial and its notice."""
     st = make_status(("base", "apps"), notices=notices)
     t = Trial(("base", "apps"), ("base",), 3, T0, "switch", failure=failure)
-    engine_says = Notice(Level.WARNING if boots else Level.INFO,
-                         f"the stack is on trial (switch): {boots} of 3 boots used; when no "
-                         "boot completes to [base]", "trial")
+    engine_says = Notice(Level.WARNING if boots else Level.INFO, "trial",
+                         {"boots": boots, "tries": 3, "good": ["base"], "reason": "switch",
+                          "failure": failure})
     return dataclasses.replace(st, trial=t, boots=boots,
                                notices=(*st.notices, engine_says))
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_a_stack_on_trial_is_one_line_first_among_the_notices(size: tuple[int, int]) -> None:
-    notes = (*(Notice(Level.INFO, f"note {i}") for i in range(4)),
-             Notice(Level.ERROR, "roottab.prev is unreadable"))
+    notes = (*(notice(Level.INFO, f"note {i}") for i in range(4)),
+             notice(Level.ERROR, "roottab.prev is unreadable"))
     app = app_with(MainView(RecordingController(), on_trial(notices=notes)))
     screen = render_app(app, size)
     text = "\n".join(screen)
@@ -164,7 +164,7 @@ def test_a_stack_on_trial_is_one_line_first_among_the_notices(size: tuple[int, i
     assert screen[i - 1].startswith("-----")  # first under the stack
     assert screen[i + 1].startswith("!! roottab.prev is unreadable")
     assert "warning" in attrs_of(app.frame, size, "On trial")
-    assert "the stack is on trial (switch)" not in text  # the engine's words: in Details
+    assert "the stack is on trial (switch)" not in text  # ibi status's words: in Details
     assert "more: press w" in text and "> c Continue booting" in text
     assert "+  writable layer" in text  # the stack keeps a row
 
@@ -185,8 +185,10 @@ def test_a_trial_that_used_its_boots_says_the_next_boot_falls_back() -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_an_automatic_fallback_is_shown_first(size: tuple[int, int]) -> None:
     fb = Fallback(("base", "new"), ("base", "apps"), 2, T0, "health check 50-fail exited 1")
-    notes = (Notice(Level.WARNING, fallback_text(fb), "fallback"),
-             *(Notice(Level.WARNING, f"warning {i}") for i in range(3)))
+    notes = (Notice(Level.WARNING, "fallback", {"failed": ["base", "new"],
+                                                "good": ["base", "apps"], "boots": 2,
+                                                "at": T0, "why": fb.why}),
+             *(notice(Level.WARNING, f"warning {i}") for i in range(3)))
     st = dataclasses.replace(make_status(("base", "apps"), notices=notes), fallback=fb)
     app = app_with(MainView(RecordingController(), st))
     screen = render_app(app, size)
@@ -571,16 +573,14 @@ def test_state_view_hands_over_only_what_changed() -> None:
 def deep_status(depth: int = 17, **kw: Any) -> Any:
     """A stack past the policy's bound (16), with the engine's depth notice."""
     names = ("base", *(f"p{i:02}" for i in range(1, depth)))
-    note = Notice(Level.INFO, f"the stack is {depth} images deep (the policy's bound is 16): "
-                  "each adds a layer to every file lookup; ibi compact merges its restore "
-                  "points into one", "depth")
+    note = Notice(Level.INFO, "depth", {"depth": depth, "bound": 16})
     st = make_status(names, **kw)
     return dataclasses.replace(st, notices=(*st.notices, note))
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_the_depth_notice_is_one_line_with_the_key(size: tuple[int, int]) -> None:
-    st = deep_status(notices=(Notice(Level.WARNING, "low space on the data partition"),))
+    st = deep_status(notices=(notice(Level.WARNING, "low space on the data partition"),))
     app = app_with(MainView(RecordingController(), st))
     screen = render_app(app, size)
     text = "\n".join(screen)
@@ -590,7 +590,7 @@ def test_the_depth_notice_is_one_line_with_the_key(size: tuple[int, int]) -> Non
     assert screen[i - 1].startswith("-----")  # first under the stack
     assert screen[i + 1].startswith(" ! low space")
     assert "info" in attrs_of(app.frame, size, "images deep")
-    assert "ibi compact merges" not in text  # the engine's words: in Details
+    assert "ibi compact merges" not in text  # ibi status's words: in Details
     assert "> c Continue booting" in text and "k Compact restore points" in text
     assert "+  writable layer" in text  # the stack keeps a row
 

@@ -15,11 +15,11 @@ import pytest
 from maintenance import bootplan, store
 from maintenance import pending as pending_mod
 from maintenance import restore as restore_mod
-from maintenance import status as status_mod
 from maintenance.cli import main
 from maintenance.engine import Engine
 from maintenance.errors import InUse, NotFound, UsageError
 from maintenance.model import Kind
+from maintenance.wording import fallback_text, notice_text
 from tests.fstree import build_base, snapshot
 from tests.test_crash import CRASH, after_nth, crash_in_child
 
@@ -112,8 +112,8 @@ def test_fallback_after_the_tries_puts_the_good_stack_back_with_its_layer(
     assert "root/on-new.txt" not in snap
     st = eng.status()
     assert st.fallback == fb
-    text = status_mod.fallback_text(fb)
-    assert any(n.message == text for n in st.notices)
+    text = fallback_text(fb)
+    assert any(notice_text(n) == text for n in st.notices)
     assert "stack [new] failed 2 boots (health check 50-fail exited 1); back on [base]" \
         in text
     # the bad stack's layer is set aside: undo goes there again
@@ -158,7 +158,7 @@ def test_policy_sets_the_tries_and_zero_turns_them_off(two_stacks: Engine) -> No
     eng.rollback("new", reason="switch")
     assert eng.trial() is None
     eng.store.policy_path.write_text("boot_tries: many\n")
-    assert any("policy" in n.message for n in eng.status().notices)
+    assert any("policy" in notice_text(n) for n in eng.status().notices)
 
 
 def test_the_good_stack_cannot_be_deleted_while_on_trial(two_stacks: Engine) -> None:
@@ -255,7 +255,7 @@ def test_unreadable_trial_is_reported_and_cancelled(two_stacks: Engine) -> None:
     eng = two_stacks
     eng.store.trial_path.write_text("stack: [1, 2\n")
     assert eng.trial() is None
-    assert any("trial: unreadable" in n.message for n in eng.status().notices)
+    assert any("trial: unreadable" in notice_text(n) for n in eng.status().notices)
     assert "trial" not in bootplan.path(eng.store).read_text().split("ibi-boot-plan")[1]
     eng.cancel_trial()
     assert not eng.store.trial_path.exists()

@@ -510,6 +510,7 @@ def check(root: Path, done: set[str], set_name: str = TEMPLATE) -> dict[str, Any
     for t in threads:
         t.join()
     from maintenance import bootplan
+    from maintenance.wording import notice_text
 
     out: dict[str, Any] = {}
     for a, store in stores.items():
@@ -525,7 +526,7 @@ def check(root: Path, done: set[str], set_name: str = TEMPLATE) -> dict[str, Any
                 bad.append("ibi verify --all failed")
             st = eng.status()
             if not st.ok:
-                bad.append(f"status not ok: {[n.message for n in st.notices][:3]}")
+                bad.append(f"status not ok: {[notice_text(n) for n in st.notices][:3]}")
             if not bootplan.is_current(eng.store):
                 bad.append("the boot plan is not current")
             host = hostname(store)
