@@ -201,14 +201,14 @@ def boot_entries(eng: Engine, args: argparse.Namespace) -> int:
 
 
 def install_command(args: argparse.Namespace, rep: Reporter) -> int:
-    from . import install
+    from . import install, installplan
 
-    plan = install.make_plan(args.device, label=args.label, force=args.force)
+    plan = installplan.make_plan(args.device, label=args.label, force=args.force)
     if args.dry_run:
-        emit(args, plan, lambda: print("\n".join(install.describe(plan))
+        emit(args, plan, lambda: print("\n".join(installplan.describe(plan))
                                        + "\n(--dry-run: nothing was changed)"))
         return 0
-    confirm(args, plan.device, "\n".join(install.describe(plan)))
+    confirm(args, plan.device, "\n".join(installplan.describe(plan)))
     eng = install.install(plan, run_dir=Path(args.run_dir), progress=rep)
     emit(args, {"installed": plan.device, "data": str(eng.data_dir)}, lambda: print(
         f"ibi is installed on {plan.device}; reboot to start the image stack. The original "
