@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from maintenance import cli, imports, kernels, squash
+from maintenance import cli, imports, importsrc, kernels, squash
 from maintenance import create as create_mod
 from maintenance import store as store_mod
 from maintenance.engine import Engine
@@ -466,7 +466,7 @@ def test_an_exception_midway_leaves_the_store_unchanged(ibi: Ibi, image: Path,
     assert same_store(before, fingerprint(ibi.eng.data_dir))
 
     calls = {"n": 0}
-    real_room = imports._room
+    real_room = importsrc._room
 
     def interrupt(*a: object) -> None:
         calls["n"] += 1
@@ -477,7 +477,7 @@ def test_an_exception_midway_leaves_the_store_unchanged(ibi: Ibi, image: Path,
     big = squashed(root_tree(ibi.eng.run_dir.parent / "big", big=3 << 20),
                    ibi.eng.run_dir.parent / "in" / "big.sqfs")
     with monkeypatch.context() as mp:
-        mp.setattr(imports, "_room", interrupt)
+        mp.setattr(importsrc, "_room", interrupt)
         assert ibi("import", "-q", "--image", str(big)) == 130
     assert calls["n"] == 2 and ibi.err == "ibi: interrupted\n"
     assert same_store(before, fingerprint(ibi.eng.data_dir))
@@ -493,7 +493,7 @@ def die_after(mp: pytest.MonkeyPatch, owner: object, name: str, n: int = 1,
 
 CRASH_POINTS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], bool]] = {
     # point: (arm it, whether the image is in after recovery)
-    "mid-copy": (lambda mp: die_after(mp, imports, "_room", 3, before=True), False),
+    "mid-copy": (lambda mp: die_after(mp, importsrc, "_room", 3, before=True), False),
     "copied": (lambda mp: die_after(mp, imports, "_check_digest"), False),
     "mounted, checked": (lambda mp: die_after(mp, imports, "_check_tree"), False),
     "mid kernel copy": (lambda mp: die_after(mp, kernels, "_copy_hashed"), False),
