@@ -2,62 +2,58 @@
 
 :class:`Engine` is the one entry point for the CLI and the menu. Each method hands the work
 to the module of its concern (a function taking the engine first); those that change the
-store hold its lock (:func:`changes_store`). The modules: status.py (what status shows),
-recovery.py (interrupted actions: the crash-safety rules; the boot files), create.py (init,
-restore points), restore.py (Restore System, Roll back, Undo, the fallback), assemble.py
-(mount, Live Review, umount), trials.py, pending.py (next boot), delete.py, verify.py,
-capture.py (the managed config), imports.py, compact.py, retention.py, reclaim.py.
+store hold its lock (:func:`~maintenance.enginebase.changes_store`). The modules: status.py
+(what status shows), recovery.py (interrupted actions: the crash-safety rules; the boot
+files), create.py (init, restore points), restore.py (Restore System, Roll back, Undo, the
+fallback), assemble.py (mount, Live Review, umount), trials.py, pending.py (next boot),
+delete.py, verify.py, capture.py (the managed config), imports.py, compact.py,
+retention.py, reclaim.py.
+
+Engine's methods are here but for three groups it inherits, each from its own module:
+engineboot.py (the next boot: the queued action, trials, the fallback), enginestate.py (the
+managed config), engineupdates.py (import, compact, pin, prune, reclaim).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
 
 from . import (
     assemble,
-    bootloader,
     bootplan,
-    capture,
     create,
     delete,
     kernels,
     mounts,
-    pending,
-    reclaim,
     recovery,
     restore,
     squash,
     status,
-    trials,
     verify,
 )
 from . import layer as layerfs
-from . import state as statemod
+from .enginebase import changes_store
+from .engineboot import BootMethods
+from .enginestate import StateMethods
+from .engineupdates import UpdateMethods
 from .errors import (
     NoSpace,
     StoreError,
 )
 from .model import (
-    CaptureInfo,
     Change,
-    Fallback,
     ImageMeta,
     KernelRef,
     Kind,
     LayerStats,
     MountResult,
     ProgressFn,
-    RegistryValue,
     RestoreResult,
-    StatePlan,
     Status,
-    Trial,
     UndoResult,
     VerifyReport,
 )
@@ -65,30 +61,13 @@ from .store import Store, check_name, tree_bytes
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def changes_store(method: F) -> F:
-    """Run ``method`` holding the store's lock (once per engine: the actions call each
-    other)."""
-    @functools.wraps(method)
-    def locked(self: Engine, *args: Any, **kwargs: Any) -> Any:
-        if self._locked or not self.store.exists():
-            return method(self, *args, **kwargs)
-        with self.store.locked(self.lock_wait):
-            self._locked = True
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                self._locked = False
-    return locked  # type: ignore[return-value]
-
 DEFAULT_DATA = "/run/ibi/data"
 DEFAULT_RUN = "/run/ibi"
 
 
-class Engine:
-    """The one entry point for the CLI and the menu."""
+class Engine(BootMethods, StateMethods, UpdateMethods):
+    """The one entry point for the CLI and the menu (its methods for the next boot, the
+    managed config and updates: engineboot.py, enginestate.py, engineupdates.py)."""
 
     def __init__(self, data_dir: str | os.PathLike[str] = DEFAULT_DATA,
                  run_dir: str | os.PathLike[str] = DEFAULT_RUN) -> None:
@@ -102,6 +81,10 @@ class Engine:
     @property
     def data_dir(self) -> Path:
         return self.store.data
+
+    def holds_lock(self) -> bool:
+        """Whether this engine is inside an action holding the store's lock."""
+        return self._locked
 
     # ------------------------------------------------------------------ read-only
     def roottab(self) -> list[str]:
@@ -149,37 +132,6 @@ class Engine:
         return self.store.exists() and any(
             u.pid is None and u.mountpoint == "/"
             for u in mounts.overlays_using(self.store.upper))
-
-    # ------------------------------------------------------------------ state operators
-    def state_config(self) -> statemod.Config:
-        self.store.require()
-        return statemod.load_config(self.store)
-
-    def state_plan(self, name: str | None = None,
-                   keep_current: Collection[str] = ()) -> StatePlan:
-        """What Restore System (or Roll back to ``name``) writes into the fresh layer for
-        each managed path, beside the value the system holds now."""
-        return capture.plan(self, name, keep_current)
-
-    def state_values(self) -> tuple[RegistryValue, ...]:
-        """The registry's keys, with the values of the last capture."""
-        return capture.values(self)
-
-    def state_captures(self) -> tuple[CaptureInfo, ...]:
-        """The captures kept, newest first."""
-        return capture.captures(self)
-
-    @changes_store
-    def state_set(self, values: Mapping[str, str | None]) -> CaptureInfo:
-        """A new capture with ``values`` ("operator.field" -> value; None removes it)
-        changed: what Restore System and Roll back write from now on."""
-        return capture.set_values(self, values)
-
-    @changes_store
-    def state_save(self, reason: str = "save") -> CaptureInfo | None:
-        """Capture the managed state of the system as it is now; None when nothing
-        changed since the last capture (maintenance/capture.py)."""
-        return capture.save(self, reason)
 
     # ------------------------------------------------------------------ recovery
     @changes_store
@@ -300,141 +252,6 @@ class Engine:
                progress: ProgressFn | None = None) -> VerifyReport:
         """Checksum every image of the stack (or the store) against its metadata."""
         return verify.verify(self, all_images=all_images, progress=progress)
-
-    # ------------------------------------------------------------------ next boot
-    @changes_store
-    def queue(self, action: str, *, name: str | None = None, description: str = "",
-              keep: Collection[str] = (), reason: str | None = None,
-              tries: int | None = None) -> None:
-        """Queue an action ("restore", "incremental", "full", "rollback", "undo") for the
-        next boot, replacing any queued one (maintenance/pending.py)."""
-        pending.queue(self, action, name=name, description=description, keep=keep,
-                      reason=reason, tries=tries)
-
-    def pending(self) -> dict[str, str] | None:
-        self.store.require()
-        return self.store.read_pending()
-
-    @changes_store
-    def cancel_pending(self) -> bool:
-        return pending.cancel_pending(self)
-
-    @changes_store
-    def run_pending(self, progress: ProgressFn | None = None) -> str | None:
-        """Carry out the queued action, if any, and clear it; return what was done."""
-        return pending.run_pending(self, progress)
-
-    # ------------------------------------------------------------------ boot trials
-    def trial(self) -> Trial | None:
-        """The trial the active stack is on, or None (no trial, or one for another stack:
-        roottab changed since)."""
-        return trials.trial(self)
-
-    def _arm_trial(self, new: list[str], tab: list[str], reason: str,
-                   good_layer: str | None) -> None:
-        trials.arm_trial(self, new, tab, reason, good_layer)
-
-    @changes_store
-    def boot_ok(self) -> Trial | None:
-        """Mark the active stack good: a boot of it completed (ibi-boot-ok.service).
-        Returns the trial it ended."""
-        return trials.boot_ok(self)
-
-    @changes_store
-    def cancel_trial(self) -> Trial | None:
-        """Forget the trial (the active stack is taken as good, no fallback)."""
-        return trials.cancel_trial(self)
-
-    @changes_store
-    def boot_failed(self, why: str) -> tuple[Trial | None, int]:
-        """Record that this boot of the active stack failed its health checks; returns the
-        trial (None: the stack is not on trial) and the boots counted so far."""
-        return trials.boot_failed(self, why)
-
-    @changes_store
-    def boot_fallback(self) -> Fallback | None:
-        """The initramfs, when the stack on trial has used up its boots: the good stack
-        again, with its layer if kept. Returns what was done, None when none is due."""
-        return restore.boot_fallback(self)
-
-    def last_fallback(self) -> Fallback | None:
-        """The last automatic fallback, while its good stack is still the active one."""
-        return trials.last_fallback(self)
-
-    def review_kernel_switch(self, name: str) -> str | None:
-        """The kernel a Live Review of ``name`` must boot (by GRUB), or None: the running
-        one can assemble it."""
-        return assemble.review_kernel_switch(self, name)
-
-    @changes_store
-    def boot_once(self, entry: str) -> None:
-        """Make GRUB boot its entry ``entry`` (e.g. ``ibi-review-NAME``) at the next boot."""
-        self.store.require()
-        bootloader.set_next_entry(self.store, entry)
-
-    # ------------------------------------------------------------------ updates
-    @changes_store
-    def import_image(self, source: str, *, name: str | None = None, description: str = "",
-                     sha256: str | None = None,
-                     progress: ProgressFn | None = None) -> ImageMeta:
-        """Add a root image built elsewhere (a squashfs file, ``-`` for stdin, or an
-        http(s) URL) to the store as a full image (maintenance/imports.py)."""
-        from . import imports
-
-        return imports.import_image(self, source, name=name, description=description,
-                                    sha256=sha256, progress=progress)
-
-    def compact_plan(self, first: str | None = None, last: str | None = None) -> Any:
-        """The run of restore points ``ibi compact`` would merge (maintenance/compact.py);
-        raises UsageError when there is none."""
-        from . import compact
-
-        return compact.plan(self, first, last)
-
-    @changes_store
-    def compact(self, *, first: str | None = None, last: str | None = None,
-                name: str | None = None, description: str = "",
-                compressor: str = squash.DEFAULT_COMPRESSOR, level: int | None = None,
-                progress: ProgressFn | None = None) -> ImageMeta:
-        """Merge a run of restore points at the top of the stack into one image, checked
-        file by file; the run's images are kept (maintenance/compact.py)."""
-        from . import compact
-
-        self.recover()
-        return compact.compact(self, compact.plan(self, first, last), name=name or "",
-                               description=description, compressor=compressor,
-                               level=level, progress=progress)
-
-    @changes_store
-    def pin(self, name: str, pinned: bool = True) -> ImageMeta:
-        """Pin (or unpin) image ``name``: a pinned image is never deleted by prune or
-        delete (maintenance/retention.py)."""
-        from . import retention
-
-        return retention.pin(self, name, pinned)
-
-    @changes_store
-    def prune(self, *, dry_run: bool = False, keep_last: int | None = None,
-              keep_days: int | None = None) -> Any:
-        """Delete the restore points the retention policy does not keep
-        (maintenance/retention.py); returns the plan it carried out."""
-        from . import retention
-
-        return retention.prune(self, dry_run=dry_run, keep_last=keep_last,
-                               keep_days=keep_days)
-
-    def holds_lock(self) -> bool:
-        """Whether this engine is inside an action holding the store's lock."""
-        return self._locked
-
-    def reclaim(self) -> int:
-        """Delete the writable layers that restore points cleared; returns the bytes freed
-        (maintenance/reclaim.py: the store's lock only to move them aside)."""
-        return reclaim.reclaim(self)
-
-    def reclaim_later(self) -> bool:
-        """Start :meth:`reclaim` in the background (not in the initramfs); whether it did."""
-        return reclaim.in_background(self)
 
     # ------------------------------------------------------------------ mounts
     @changes_store

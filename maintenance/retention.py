@@ -25,7 +25,8 @@ import logging
 from collections.abc import Collection, Iterable
 from datetime import datetime
 
-from .engine import Engine, changes_store
+from .engine import Engine
+from .enginebase import changes_store
 from .errors import IbiError, NoSpace, NotFound, StoreError, UsageError
 from .model import ImageMeta, Kind
 from .status import human
