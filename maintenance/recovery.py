@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from . import assemble, bootloader, bootplan, create, kernels, mounts, restore, trials
+from . import assemble, bootloader, bootplan, create, kernels, kernelstore, mounts, restore, trials
 from . import layer as layerfs
 from .errors import IbiError, NoSpace, StoreError
 from .model import Kind
@@ -92,7 +92,7 @@ def refresh_boot_files(eng: Engine) -> bool:
             return changed
     # only once the menu names them no more: kernels the last image (or layer) that had
     # them took away
-    if kernels.gc(eng.store):
+    if kernelstore.gc(eng.store):
         changed = True
     return changed
 

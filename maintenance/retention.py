@@ -291,7 +291,7 @@ def plan(eng: Engine, *, keep_last: int | None = None, keep_days: int | None = N
 def _freed_kernels(eng: Engine, metas: dict[str, ImageMeta],
                    doomed: Collection[str]) -> tuple[tuple[str, ...], int]:
     """The kernel directories that only the doomed images name (the engine deletes them
-    after the images: kernels.gc), and their bytes."""
+    after the images: kernelstore.gc), and their bytes."""
     st = eng.store
     still: set[str] = set()
     for n in st.image_names():

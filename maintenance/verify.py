@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from . import kernels, squash
+from . import kernels, kernelstore, squash
 from .errors import NotFound, StoreError
 from .model import KernelRef, Kind, Progress, ProgressFn, VerifyItem, VerifyReport
 
@@ -43,7 +43,7 @@ def verify(eng: Engine, *, all_images: bool = False,
     for k in refs.values():
         if progress:
             progress(Progress("verifying", 0, 0, f"Linux {k.version}"))
-        problem = kernels.check(st, k)
+        problem = kernelstore.check(st, k)
         items.append(VerifyItem(f"kernel {k.id}", problem is None, problem))
     return VerifyReport(tuple(items))
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from maintenance import cli, imports, importsrc, kernels, squash
+from maintenance import cli, imports, importsrc, kernels, kernelstore, squash
 from maintenance import create as create_mod
 from maintenance import store as store_mod
 from maintenance.engine import Engine
@@ -163,7 +163,7 @@ def assert_imported(eng: Engine, name: str, source: Path | None = None) -> None:
     assert meta.compressor == "zstd"
     assert [k.version for k in meta.kernels] == [KV]
     kdir = st.kernel_dir(meta.kernels[0].id)
-    assert kernels.file_sha256(kdir / "vmlinuz") == meta.kernels[0].vmlinuz_sha256
+    assert kernelstore.file_sha256(kdir / "vmlinuz") == meta.kernels[0].vmlinuz_sha256
     assert eng.roottab() == ["base"]
     plan = (st.root / "bootplan").read_text()
     assert f"\nreview {name} {name}\n" in plan and f"\nmenu {name}\n" in plan
@@ -496,7 +496,7 @@ CRASH_POINTS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], bool]] = {
     "mid-copy": (lambda mp: die_after(mp, importsrc, "_room", 3, before=True), False),
     "copied": (lambda mp: die_after(mp, imports, "_check_digest"), False),
     "mounted, checked": (lambda mp: die_after(mp, imports, "_check_tree"), False),
-    "mid kernel copy": (lambda mp: die_after(mp, kernels, "_copy_hashed"), False),
+    "mid kernel copy": (lambda mp: die_after(mp, kernelstore, "_copy_hashed"), False),
     "kernel kept": (lambda mp: die_after(mp, kernels, "keep"), False),
     "metadata written": (lambda mp: die_after(mp, store_mod.Store, "write_meta"), False),
     "image renamed in": (lambda mp: die_after(mp, create_mod, "durable_rename"), True),
