@@ -51,8 +51,9 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import IbiError, UsageError
+from .fsio import atomic_write, fsync_dir
 from .layer import is_whiteout
-from .store import Store, atomic_write, fsync_dir
+from .store import Store
 
 log = logging.getLogger(__name__)
 

@@ -26,18 +26,10 @@ import yaml
 
 from . import bootplan, kernels
 from .errors import StoreError
+from .fsio import atomic_write, load_yaml, read_store_text
 from .model import KernelRef
 from .run import run, which
-from .store import (
-    BOOT,
-    INITRD,
-    KERNELS,
-    VMLINUZ,
-    Store,
-    atomic_write,
-    load_yaml,
-    read_store_text,
-)
+from .store import BOOT, INITRD, KERNELS, VMLINUZ, Store
 
 GRUB_DIR = "grub"
 GRUB_CFG = "grub.cfg"

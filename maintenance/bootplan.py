@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import IbiError, NotFound, StoreError, UsageError
+from .fsio import atomic_write
 from .model import Kind
-from .store import BOOTPLAN, Store, atomic_write
+from .store import BOOTPLAN, Store
 
 PLAN_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")

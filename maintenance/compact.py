@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from . import kernels, mounts, squash
 from .errors import IntegrityError, NotFound, UsageError
 from .model import ImageMeta, Kind, Progress, ProgressFn
-from .store import IMAGE_EXT, check_name, utcnow
+from .records import IMAGE_EXT, check_name, utcnow
 
 if TYPE_CHECKING:
     from .engine import Engine

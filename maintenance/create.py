@@ -23,18 +23,10 @@ import psutil
 from . import assemble, capture, kernels, mounts, reclaim, squash, trials
 from . import layer as layerfs
 from .errors import NoSpace, NotFound, StoreError, TooDeep, UsageError
+from .fsio import durable_rename, fsync_dir, fsync_file, remove_tree, tree_bytes
 from .model import ImageMeta, KernelRef, Kind, Progress, ProgressFn
+from .records import IMAGE_EXT, check_name, utcnow
 from .status import human
-from .store import (
-    IMAGE_EXT,
-    check_name,
-    durable_rename,
-    fsync_dir,
-    fsync_file,
-    remove_tree,
-    tree_bytes,
-    utcnow,
-)
 
 if TYPE_CHECKING:
     from .engine import Engine

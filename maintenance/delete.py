@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from . import assemble, reclaim
 from .errors import InUse, NotFound, StoreError
+from .fsio import fsync_dir, remove_tree, tree_bytes
 from .model import Kind
-from .store import check_name, fsync_dir, remove_tree, tree_bytes
+from .records import check_name
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -9,8 +9,8 @@ import shutil
 import stat
 from pathlib import Path
 
+from .fsio import walk
 from .model import Change, LayerStats
-from .store import walk
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 WHITEOUT_XATTR = "trusted.overlay.whiteout"

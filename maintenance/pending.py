@@ -11,9 +11,10 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from . import state as statemod
+from .bootrecords import MAX_TRIES
 from .errors import NotFound, UsageError
 from .model import Kind, ProgressFn
-from .store import MAX_TRIES, check_name, utcnow
+from .records import check_name, utcnow
 
 if TYPE_CHECKING:
     from .engine import Engine

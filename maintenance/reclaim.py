@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import run
-from .store import SQUASHED, fsync_dir, remove_tree, tree_bytes
+from .fsio import fsync_dir, remove_tree, tree_bytes
+from .storelayer import SQUASHED
 
 if TYPE_CHECKING:
     from .engine import Engine

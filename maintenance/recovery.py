@@ -34,8 +34,9 @@ import psutil
 from . import assemble, bootloader, bootplan, create, kernels, kernelstore, mounts, restore, trials
 from . import layer as layerfs
 from .errors import IbiError, NoSpace, StoreError
+from .fsio import durable_rename, fsync_dir, remove_tree
 from .model import Kind
-from .store import FROM_TRASH, durable_rename, fsync_dir, remove_tree
+from .store import FROM_TRASH
 
 if TYPE_CHECKING:
     from .engine import Engine

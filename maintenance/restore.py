@@ -21,16 +21,10 @@ from . import assemble, mounts, trials
 from . import layer as layerfs
 from . import state as statemod
 from .errors import IbiError, NotFound, StoreError
+from .fsio import atomic_write, durable_rename, fsync_dir, fsync_tree, remove_tree
 from .model import Fallback, LayerStats, RestoreResult, UndoResult
-from .store import (
-    FROM_TRASH,
-    atomic_write,
-    durable_rename,
-    fsync_dir,
-    fsync_tree,
-    remove_tree,
-    utcnow,
-)
+from .records import utcnow
+from .store import FROM_TRASH
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 import yaml
 
 from .errors import StoreError
+from .fsio import atomic_write
 from .operators import RegistryOperator, available
 from .operators import found as operators_found
-from .store import Store, atomic_write
+from .store import Store
 
 log = logging.getLogger("maintenance.state")  # state's log, as before the split
 

@@ -12,21 +12,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from .errors import StoreError, UsageError
+from .fsio import TMP_PREFIX, dump_yaml, durable_rename, fsync_tree, remove_tree
 from .opbase import RegistryOperator
 from .optree import Invalid, Values
 from .statecaps import SEQ_DIGITS, Capture, _load, _seq, captures, latest
 from .stateconf import FORMAT, Config
 from .statestash import _copy, _entry_digest, _make_parents, expand
-from .store import (
-    CAPTURE_META,
-    STASH,
-    TMP_PREFIX,
-    Store,
-    dump_yaml,
-    durable_rename,
-    fsync_tree,
-    remove_tree,
-)
+from .store import CAPTURE_META, STASH, Store
 
 
 def _summary(op: RegistryOperator, values: Values) -> str:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from . import layer as layerfs
 from .errors import StoreError
+from .fsio import remove_tree
 from .optree import Invalid, real_parent
 from .stateconf import GLOB_CHARS
-from .store import remove_tree
 
 
 def expand(tree: Path, pattern: str) -> list[str]:

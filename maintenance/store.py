@@ -1,8 +1,10 @@
 """The store's on-disk format: the one module that knows file names and layouts.
 
-What each document holds is parsed and rendered in maintenance/records.py; the durable
-writes and reads are maintenance/fsio.py's; both are named from here too (``__all__``).
-See docs/FORMAT.md. Under the data directory ``D``::
+What each document holds is parsed and rendered in maintenance/records.py (the small
+records: bootrecords.py); the durable writes and reads are maintenance/fsio.py's. Store's
+methods for the writable layer and the trash are in storelayer.py (which also names what a
+layer holds and the trash entries), for the kernels and the boot records in storeboot.py:
+its mixins. See docs/FORMAT.md. Under the data directory ``D``::
 
     D/.root_images/roottab        active stack, bottom first (text; vi-editable)
     D/.root_images/roottab.prev   the version before the last change (fallback)
@@ -34,65 +36,46 @@ See docs/FORMAT.md. Under the data directory ``D``::
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import secrets
-import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import yaml
 
+from .bootrecords import PENDING_ACTIONS
 from .errors import BadName, NotFound, StoreError
 from .fsio import (
     TMP_PREFIX,
     atomic_write,
-    dump_yaml,
     durable_rename,
     fsync_dir,
-    fsync_file,
-    fsync_tree,
     hold_flock,
     load_yaml,
     one_line,
     read_store_text,
     remove_tree,
     tree_bytes,
-    walk,
 )
 from .metacache import MetaCache
-from .model import Fallback, ImageMeta, KernelRef, Policy, Trial
+from .model import ImageMeta
 from .records import (
-    FORMAT_VERSION,
     IMAGE_EXT,
     KERNEL_VERSION_MAX,
-    LAYER_ID,
-    MAX_TRIES,
     META_EXT,
-    PENDING_ACTIONS,
     check_kernel_id,
     check_name,
-    fallback_from_doc,
-    fallback_to_yaml,
     kernel_from_doc,
     kernel_to_doc,
-    layer_kernels_from_doc,
-    layer_kernels_to_yaml,
     meta_from_doc,
     meta_from_yaml,
     meta_to_yaml,
-    parse_pending,
-    parse_policy,
     parse_preserve,
     parse_roottab,
-    read_record,
     render_roottab,
-    trial_from_doc,
-    trial_to_yaml,
     utcnow,
 )
-
-log = logging.getLogger(__name__)
+from .storeboot import StoreBoot
+from .storelayer import SQUASHED, StoreLayer
 
 STORE = ".root_images"
 ROOTTAB = "roottab"
@@ -113,7 +96,6 @@ TRIAL = "trial"
 BOOTS = "boots"
 FALLBACK = "fallback"
 FROM_TRASH = "from-trash"  # in layer.new: the trash entry an undo is putting back
-SQUASHED = "-squashed"  # the suffix of a trash entry a restore point cleared (no undo)
 LOCK = ".lock"
 LOCK_WAIT = 60  # seconds another ibi command may hold the store before we give up
 LAYER = "layer"
@@ -126,29 +108,30 @@ CAPTURES = "captures"
 CAPTURE_META = "capture.yaml"
 STASH = "stash"
 META_CACHE = ".meta-cache.json"  # derived, see maintenance/metacache.py
-# named here too, defined where they are used: TMP_PREFIX (fsio); IMAGE_EXT, META_EXT,
-# FORMAT_VERSION, MAX_TRIES, PENDING_ACTIONS (records)
+# defined where they are used: TMP_PREFIX (fsio); IMAGE_EXT, META_EXT, FORMAT_VERSION
+# (records); MAX_TRIES, PENDING_ACTIONS (bootrecords); SQUASHED (storelayer)
 
-# the store's names, and what the rest of ibi imports from here (defined in fsio.py and
-# records.py)
+# the store's names and Store; the names from fsio.py, records.py, bootrecords.py and
+# storelayer.py are here only for the modules that still import them from here (engine,
+# imports, install, kernels, retention, status; tests/test_fuzz.py)
 __all__ = [
     "AUTH", "BOOT", "BOOTLOADER_CONF", "BOOTPLAN", "BOOTS", "CAPTURES", "CAPTURE_META",
-    "FALLBACK", "FORMAT_VERSION", "FROM_TRASH", "HOME", "IMAGE_EXT", "INITRD", "KERNELS",
-    "KERNEL_META", "KERNEL_VERSION_MAX", "LAYER", "LAYER_KERNELS", "LAYER_NEW", "LOCK",
-    "LOCK_WAIT", "MAX_TRIES", "META_CACHE", "META_EXT", "PENDING", "PENDING_ACTIONS", "POLICY",
-    "PRESERVE", "ROOTTAB", "ROOTTAB_PREV", "SQUASHED", "STASH", "STATE", "STATE_CONF", "STORE",
-    "TMP_PREFIX", "TRASH", "TRIAL", "VMLINUZ", "Store", "atomic_write", "check_kernel_id",
-    "check_name", "dump_yaml", "durable_rename", "fsync_dir", "fsync_file", "fsync_tree",
-    "kernel_from_doc", "kernel_to_doc", "load_yaml", "meta_from_yaml", "meta_to_yaml",
-    "one_line", "parse_preserve", "parse_roottab", "read_store_text", "remove_tree",
-    "render_roottab", "tree_bytes", "utcnow", "walk",
+    "FALLBACK", "FROM_TRASH", "HOME", "IMAGE_EXT", "INITRD", "KERNELS", "KERNEL_META",
+    "KERNEL_VERSION_MAX", "LAYER", "LAYER_KERNELS", "LAYER_NEW", "LOCK", "LOCK_WAIT",
+    "META_CACHE", "META_EXT", "PENDING", "PENDING_ACTIONS", "POLICY", "PRESERVE", "ROOTTAB",
+    "ROOTTAB_PREV", "SQUASHED", "STASH", "STATE", "STATE_CONF", "STORE", "TMP_PREFIX", "TRASH",
+    "TRIAL", "VMLINUZ", "Store", "atomic_write", "check_kernel_id", "check_name",
+    "durable_rename", "fsync_dir", "kernel_from_doc", "kernel_to_doc", "load_yaml",
+    "meta_from_yaml", "meta_to_yaml", "one_line", "read_store_text", "remove_tree",
+    "render_roottab", "tree_bytes", "utcnow",
 ]
 
 
 # --- the store -----------------------------------------------------------------------
 
-class Store:
-    """Paths and primitive reads/writes of one data directory's store."""
+class Store(StoreBoot, StoreLayer):
+    """Paths and primitive reads/writes of one data directory's store (its writable layer
+    and trash: StoreLayer; its small records about booting: StoreBoot)."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data = Path(data_dir).absolute()
@@ -157,7 +140,13 @@ class Store:
         self.roottab_prev_path = self.root / ROOTTAB_PREV
         self.preserve_path = self.root / PRESERVE
         self.auth_path = self.root / AUTH
+        self.pending_path = self.root / PENDING  # one action queued for the next boot
+        self.policy_path = self.root / POLICY
+        self.trial_path = self.root / TRIAL
+        self.boots_path = self.root / BOOTS
+        self.fallback_path = self.root / FALLBACK
         self.layer = self.data / LAYER
+        self.layer_kernels_path = self.layer / LAYER_KERNELS
         self.layer_new = self.data / LAYER_NEW
         self.trash = self.data / TRASH
         self.home = self.data / HOME
@@ -315,87 +304,6 @@ class Store:
                 atomic_write(self.roottab_prev_path, old)
         atomic_write(self.roottab_path, render_roottab(names))
 
-    # pending: one action queued from a live system for the next boot
-    @property
-    def pending_path(self) -> Path:
-        return self.root / PENDING
-
-    def read_pending(self) -> dict[str, str] | None:
-        try:
-            text = read_store_text(self.pending_path)
-        except FileNotFoundError:
-            return None
-        return parse_pending(text, PENDING)
-
-    def write_pending(self, doc: dict[str, str]) -> None:
-        atomic_write(self.pending_path, dump_yaml(doc))
-
-    def clear_pending(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.pending_path.unlink()
-            fsync_dir(self.root)
-
-    # the settings: .root_images/policy, written by hand (every key optional)
-    @property
-    def policy_path(self) -> Path:
-        return self.root / POLICY
-
-    def read_policy(self) -> Policy:
-        try:
-            text = read_store_text(self.policy_path)
-        except FileNotFoundError:
-            return Policy()
-        return parse_policy(text, POLICY)
-
-    # boot counting: the trial (the engine), the boots counted (the initramfs)
-    @property
-    def trial_path(self) -> Path:
-        return self.root / TRIAL
-
-    @property
-    def boots_path(self) -> Path:
-        return self.root / BOOTS
-
-    @property
-    def fallback_path(self) -> Path:
-        return self.root / FALLBACK
-
-    def read_trial(self) -> Trial | None:
-        """The trial on record (None: none), whether or not it still holds (it holds while
-        its ``stack`` is roottab)."""
-        return read_record(self.trial_path, trial_from_doc, "ibi boot-ok --cancel forgets it")
-
-    def write_trial(self, t: Trial) -> None:
-        atomic_write(self.trial_path, trial_to_yaml(t))
-
-    def clear_trial(self) -> None:
-        """Forget the trial and its boots (the trial first: a power cut between the two
-        leaves counted boots without a trial, which count for nothing)."""
-        for p in (self.trial_path, self.boots_path):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-        fsync_dir(self.root)
-
-    def count_boots(self) -> int:
-        """The boots the initramfs counted for the trial: one line each (``boot EPOCH``;
-        a line cut short by a power cut still counts)."""
-        try:
-            text = read_store_text(self.boots_path)
-        except FileNotFoundError:
-            return 0
-        return sum(1 for line in text.splitlines() if line.strip())
-
-    def read_fallback(self) -> Fallback | None:
-        return read_record(self.fallback_path, fallback_from_doc)
-
-    def write_fallback(self, f: Fallback) -> None:
-        atomic_write(self.fallback_path, fallback_to_yaml(f))
-
-    def clear_fallback(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fallback_path.unlink()
-            fsync_dir(self.root)
-
     # preserve (older stores; state.yaml replaces it)
     def read_preserve(self) -> list[str]:
         try:
@@ -403,55 +311,7 @@ class Store:
         except FileNotFoundError:
             return []
 
-    # the writable layer
-    @property
-    def upper(self) -> Path:
-        return self.layer / "upper"
-
-    @property
-    def work(self) -> Path:
-        return self.layer / "work"
-
-    def layer_id(self, layer: Path | None = None) -> str | None:
-        try:
-            text = read_store_text((layer or self.layer) / "id", "layer/id")
-            text = text[:-1] if text.endswith("\n") else text  # the initramfs reads it
-            # with `read -r`: anything but the id and one newline is a damaged id
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except StoreError as e:
-            log.warning("%s: treated as a layer without an id", e)
-            return None
-        return text if LAYER_ID.fullmatch(text) else None
-
-    def make_layer(self, path: Path) -> str:
-        """Create an empty layer directory (upper, work, id) at ``path``; return its id."""
-        path.mkdir(mode=0o755)
-        (path / "upper").mkdir(mode=0o755)
-        (path / "work").mkdir(mode=0o700)
-        layer_id = secrets.token_hex(8)
-        atomic_write(path / "id", layer_id + "\n")
-        for d in (path / "upper", path / "work", path):
-            fsync_dir(d)
-        return layer_id
-
-    def mark_layer_ready(self, path: Path, for_stack: Iterable[str]) -> None:
-        """Record, last, the stack a prepared layer is for: recovery puts a ``layer.new``
-        in place only when this marker matches roottab."""
-        atomic_write(path / "stack", render_roottab(for_stack))
-
-    def renew_layer_id(self) -> str:
-        layer_id = secrets.token_hex(8)
-        atomic_write(self.layer / "id", layer_id + "\n")
-        return layer_id
-
-    def layer_stack(self, layer: Path) -> list[str] | None:
-        try:
-            return parse_roottab(read_store_text(layer / "stack"))
-        except (FileNotFoundError, StoreError):
-            return None
-
-    # kernels (DATA/boot/kernels/<id>/)
+    # kernels (DATA/boot/kernels/<id>/; the ones in place: StoreBoot.kernel_ids)
     def kernel_dir(self, kernel_id: str) -> Path:
         return self.kernels / check_kernel_id(kernel_id)
 
@@ -459,85 +319,8 @@ class Store:
         d = self.kernel_dir(kernel_id)
         return d / VMLINUZ, d / INITRD
 
-    def kernel_ids(self) -> list[str]:
-        """Kernel directories in place (not unfinished ``.tmp-`` ones)."""
-        if not self.kernels.is_dir():
-            return []
-        out = []
-        for p in self.kernels.iterdir():
-            if p.is_dir() and not p.name.startswith("."):
-                with contextlib.suppress(BadName):
-                    out.append(check_kernel_id(p.name))
-        return sorted(out)
-
-    def stray_kernel_tmp(self) -> list[Path]:
-        if not self.kernels.is_dir():
-            return []
-        return sorted(p for p in self.kernels.iterdir() if p.name.startswith(TMP_PREFIX))
-
-    def read_layer_kernels(self) -> tuple[str | None, list[str], tuple[KernelRef, ...]] | None:
-        """The kernels installed in the writable layer: (layer id, stack, kernels) as
-        recorded, or None when there is no (readable) record."""
-        path = self.layer / LAYER_KERNELS
-        try:
-            return layer_kernels_from_doc(load_yaml(read_store_text(path)))
-        except FileNotFoundError:
-            return None
-        except (OSError, StoreError, yaml.YAMLError, KeyError, ValueError, RecursionError,
-                TypeError, AttributeError, BadName):
-            return None  # a damaged record: as if none (the next sync rewrites it)
-
-    def write_layer_kernels(self, layer_id: str | None, stack: Iterable[str],
-                            kernels: Iterable[KernelRef]) -> None:
-        atomic_write(self.layer / LAYER_KERNELS, layer_kernels_to_yaml(layer_id, stack, kernels))
-
-    def clear_layer_kernels(self) -> bool:
-        try:
-            (self.layer / LAYER_KERNELS).unlink()
-        except FileNotFoundError:
-            return False
-        fsync_dir(self.layer)
-        return True
-
-    def trash_entries(self) -> list[Path]:
-        """The set-aside layers; a ``trash`` that is not a real directory (a symbolic link
-        out of the store, say) is refused, never followed."""
-        try:
-            st = self.trash.lstat()
-        except FileNotFoundError:
-            return []
-        if not stat.S_ISDIR(st.st_mode):
-            raise StoreError(f"{self.trash} is not a directory (a symbolic link?): refused",
-                             hint="move it away by hand; ibi deletes only what is in the store")
-        return sorted(p for p in self.trash.iterdir())
-
     def stray_tmp(self) -> list[Path]:
         out = sorted(p for p in self.root.iterdir() if p.name.startswith(TMP_PREFIX))
         if self.state.is_dir():  # an unfinished capture, an old one half deleted
             out += sorted(p for p in self.state.iterdir() if p.name.startswith(TMP_PREFIX))
-        return out
-
-    def new_trash_slot(self, layer_id: str | None, squashed: bool = False) -> Path:
-        """Where a layer set aside goes: ``<UTC stamp>-<layer id>``; a layer a restore
-        point holds (being deleted) gets ``-squashed``, and is never put back."""
-        self.trash.mkdir(exist_ok=True)
-        self.trash_entries()  # a real directory
-        stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-        same = [p for p in self.trash.iterdir() if p.name.startswith(stamp)]
-        seq = f".{len(same) + 1:03d}" if same else ""  # sorts after the ones before it
-        slot = self.trash / f"{stamp}{seq}-{layer_id or secrets.token_hex(4)}"
-        return slot.with_name(slot.name + SQUASHED) if squashed else slot
-
-    def set_aside_layers(self) -> list[tuple[Path, str, list[str]]]:
-        """The layers Restore System, Roll back and Switch set aside that can be put back,
-        newest first: (entry, layer id, the stack it was used on). A layer a restore point
-        cleared, or one without its id, stack or directories, is left out."""
-        out = []
-        for p in reversed(self.trash_entries()):
-            if p.name.endswith(SQUASHED) or p.is_symlink() or not p.is_dir():
-                continue
-            lid, stack = self.layer_id(p), self.layer_stack(p)
-            if lid and stack and all((p / d).is_dir() and not (p / d).is_symlink()
-                                     for d in ("upper", "work")):
-                out.append((p, lid, stack))
         return out

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .errors import StoreError
 from .model import Fallback, Trial
-from .store import utcnow
+from .records import utcnow
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -19,8 +19,8 @@ import pytest
 from maintenance import create as create_mod
 from maintenance import squash
 from maintenance.engine import Engine
+from maintenance.fsio import fsync_file as real_fsync
 from maintenance.model import Kind, Progress
-from maintenance.store import fsync_file as real_fsync
 from tests.fstree import apply_changes, build_base
 from tests.test_crash import CRASH, after_nth, crash_in_child
 

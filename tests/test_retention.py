@@ -21,8 +21,9 @@ from maintenance import bootplan, cli, prunecli, retention
 from maintenance.engine import Engine
 from maintenance.errors import IbiError, NotFound, StoreError, UsageError
 from maintenance.model import Kind, Trial
+from maintenance.records import utcnow
 from maintenance.status import human
-from maintenance.store import Store, utcnow
+from maintenance.store import Store
 
 AGES = {"base": 100, "inc1": 90, "inc2": 80, "f1": 70, "inc3": 60}  # days
 

@@ -9,8 +9,7 @@ import pytest
 
 from maintenance.errors import BadName, CommandError, StoreError, UsageError
 from maintenance.model import ImageMeta, Kind, Progress, to_jsonable
-from maintenance.squash import compression_args
-from maintenance.store import (
+from maintenance.records import (
     check_name,
     meta_from_yaml,
     meta_to_yaml,
@@ -18,6 +17,7 @@ from maintenance.store import (
     parse_roottab,
     render_roottab,
 )
+from maintenance.squash import compression_args
 
 
 @pytest.mark.parametrize("name", ["base", "2026-11-22_inc.1", "A", "x" * 64])
