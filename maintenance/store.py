@@ -112,8 +112,8 @@ META_CACHE = ".meta-cache.json"  # derived, see maintenance/metacache.py
 # (records); MAX_TRIES, PENDING_ACTIONS (bootrecords); SQUASHED (storelayer)
 
 # the store's names and Store; the names from fsio.py, records.py, bootrecords.py and
-# storelayer.py are here only for the modules that still import them from here (engine,
-# imports, install, kernels, retention, status; tests/test_fuzz.py)
+# storelayer.py only for the modules that still import them from here: engine, imports,
+# importsrc, install, installplan, kernels, kernelstore, retention, status, tests/test_fuzz.py
 __all__ = [
     "AUTH", "BOOT", "BOOTLOADER_CONF", "BOOTPLAN", "BOOTS", "CAPTURES", "CAPTURE_META",
     "FALLBACK", "FROM_TRASH", "HOME", "IMAGE_EXT", "INITRD", "KERNELS", "KERNEL_META",
