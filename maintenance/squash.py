@@ -102,7 +102,7 @@ def check_image(path: Path) -> None:
 def check_superblock(path: Path, size: int) -> str | None:
     """Why the squashfs image ``path`` (whose file should hold ``size`` bytes, its
     metadata's figure) must not be mounted, or None: the initramfs's cheap check before
-    it mounts an image (ibi-lib.sh, ``ibi_check_image``): the file's size, the magic
+    it mounts an image (ibi-check.sh, ``ibi_check_image``): the file's size, the magic
     ``hsqs``, version 4.0, a block size that is a power of two 4K..1M (and matches its
     log), and ``bytes_used`` no larger than the file."""
     try:

@@ -54,7 +54,7 @@ def lib(data: Path, script: str, cmdline: str = "",
     run = data.parent / "run"
     run.mkdir(exist_ok=True)
     (run / "meminfo").write_text(meminfo)
-    text = (f"{STUBS}\n. {LIB}\n{LOG_STUB}\nCMDLINE='{cmdline}'\nIBI_DATA={data}\n"
+    text = (f"{STUBS}\nIBI_LIBDIR={LIB.parent}\n. {LIB}\n{LOG_STUB}\nCMDLINE='{cmdline}'\nIBI_DATA={data}\n"
             f"IBI_RUN={run}\nIBI_LOWER={run}/lower\nIBI_MEMINFO={run}/meminfo\n{script}\n")
     return subprocess.run([SH, "-c", text], capture_output=True, text=True)
 

@@ -732,7 +732,8 @@ def run_shell(data: Path, review: str) -> dict[str, Any]:
         p = subprocess.run([SH, "-c", DRIVER, "ibi-fuzz", str(data), str(out), review],
                            cwd=cwd, capture_output=True, timeout=HANG_SECONDS,
                            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                "IBI_LIB": str(LIB), "LC_ALL": "C"})
+                                "IBI_LIB": str(LIB), "IBI_LIBDIR": str(LIB.parent),
+                                "LC_ALL": "C"})
     except subprocess.TimeoutExpired:
         raise AssertionError(f"the shell reader hangs (no answer after {HANG_SECONDS} s)") \
             from None

@@ -462,7 +462,7 @@ def test_undo_puts_back_what_restore_set_aside(store: Engine, tmp_path: Path) ->
 
 
 def count_boot(eng: Engine) -> None:
-    """What the initramfs does before it assembles a stack on trial (ibi-lib.sh)."""
+    """What the initramfs does before it assembles a stack on trial (ibi-check.sh)."""
     with open(eng.store.boots_path, "a") as f:
         f.write("boot 1764700000\n")
 

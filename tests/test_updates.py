@@ -31,7 +31,7 @@ def write_in_layer(eng: Engine, rel: str, text: str) -> None:
 
 
 def count_boot(eng: Engine) -> None:
-    """What the initramfs does before it assembles a stack on trial (ibi-lib.sh)."""
+    """What the initramfs does before it assembles a stack on trial (ibi-check.sh)."""
     with open(eng.store.boots_path, "a") as f:
         f.write("boot 1764700000\n")
 

@@ -28,6 +28,7 @@ install() {
         cat sleep udevadm cksum head tail sed sh od stat sha256sum date sync
     inst_hook cmdline 90 "$moddir/parse-ibi.sh"
     inst_simple "$moddir/ibi-lib.sh" /usr/lib/ibi/ibi-lib.sh
+    inst_simple "$moddir/ibi-check.sh" /usr/lib/ibi/ibi-check.sh
     inst_script "$moddir/ibi-assemble.sh" /usr/sbin/ibi-assemble
     for _unit in ibi-sysroot.service ibi-menu.service; do
         inst_simple "$moddir/$_unit" "$systemdsystemunitdir/$_unit"

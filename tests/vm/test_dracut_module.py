@@ -43,13 +43,13 @@ def test_overlay_options_match_the_engine() -> None:
 def test_shellcheck_clean(path: Path) -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    r = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True)
+    r = subprocess.run(["shellcheck", "-x", "-s", "sh", str(path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def lib(data: Path, script: str) -> subprocess.CompletedProcess[str]:
     """Run ``script`` in /bin/sh with ibi-lib.sh sourced and IBI_DATA pointing at ``data``."""
-    text = f"{STUBS}\n. {LIB}\nIBI_DATA={data}\n{script}\n"
+    text = f"{STUBS}\nIBI_LIBDIR={LIB.parent}\n. {LIB}\nIBI_DATA={data}\n{script}\n"
     return subprocess.run(["sh", "-c", text], capture_output=True, text=True)
 
 
@@ -193,7 +193,7 @@ def test_plan_without_a_final_newline_and_without_a_plan(tmp_path: Path) -> None
     plan.unlink()  # a store from before boot plans: the menu tries each image alone
     assemble = ROOT / "dracut-module/90ibi/ibi-assemble.sh"
     funcs = assemble.read_text().rsplit("case $1 in", 1)[0]
-    r = subprocess.run(["sh", "-c", f"{STUBS}\n. {LIB}\nIBI_DATA={st.data}\n"
+    r = subprocess.run(["sh", "-c", f"{STUBS}\nIBI_LIBDIR={LIB.parent}\n. {LIB}\nIBI_DATA={st.data}\n"
                         + funcs.split(". /usr/lib/ibi/ibi-lib.sh", 1)[1] + "\nmenu_stacks"],
                        capture_output=True, text=True)
     assert r.stdout.split() == ["base", "inc1"], r.stderr
