@@ -54,8 +54,8 @@ def lib(data: Path, script: str, cmdline: str = "",
     run = data.parent / "run"
     run.mkdir(exist_ok=True)
     (run / "meminfo").write_text(meminfo)
-    text = (f"{STUBS}\nIBI_LIBDIR={LIB.parent}\n. {LIB}\n{LOG_STUB}\nCMDLINE='{cmdline}'\nIBI_DATA={data}\n"
-            f"IBI_RUN={run}\nIBI_LOWER={run}/lower\nIBI_MEMINFO={run}/meminfo\n{script}\n")
+    text = (f"{STUBS}\nIBI_LIBDIR={LIB.parent}\n. {LIB}\n{LOG_STUB}\nCMDLINE='{cmdline}'\n"
+            f"IBI_DATA={data}\nIBI_RUN={run}\nIBI_LOWER={run}/lower\nIBI_MEMINFO={run}/meminfo\n{script}\n")
     return subprocess.run([SH, "-c", text], capture_output=True, text=True)
 
 

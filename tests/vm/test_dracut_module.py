@@ -193,7 +193,8 @@ def test_plan_without_a_final_newline_and_without_a_plan(tmp_path: Path) -> None
     plan.unlink()  # a store from before boot plans: the menu tries each image alone
     assemble = ROOT / "dracut-module/90ibi/ibi-assemble.sh"
     funcs = assemble.read_text().rsplit("case $1 in", 1)[0]
-    r = subprocess.run(["sh", "-c", f"{STUBS}\nIBI_LIBDIR={LIB.parent}\n. {LIB}\nIBI_DATA={st.data}\n"
+    r = subprocess.run(["sh", "-c", f"{STUBS}\nIBI_LIBDIR={LIB.parent}\n. {LIB}\n"
+                        f"IBI_DATA={st.data}\n"
                         + funcs.split(". /usr/lib/ibi/ibi-lib.sh", 1)[1] + "\nmenu_stacks"],
                        capture_output=True, text=True)
     assert r.stdout.split() == ["base", "inc1"], r.stderr
