@@ -44,6 +44,7 @@ from .errors import (
     NoSpace,
     StoreError,
 )
+from .fsio import tree_bytes
 from .model import (
     Change,
     ImageMeta,
@@ -57,7 +58,8 @@ from .model import (
     UndoResult,
     VerifyReport,
 )
-from .store import Store, check_name, tree_bytes
+from .records import check_name
+from .store import Store
 
 log = logging.getLogger(__name__)
 

@@ -41,16 +41,10 @@ from .errors import (
     StoreError,
     UsageError,
 )
+from .fsio import read_store_text
 from .importsrc import Source, _receive, parse_source
 from .model import ImageMeta, Kind, ProgressFn
-from .store import (
-    IMAGE_EXT,
-    META_EXT,
-    check_name,
-    meta_from_yaml,
-    read_store_text,
-    utcnow,
-)
+from .records import IMAGE_EXT, META_EXT, check_name, meta_from_yaml, utcnow
 
 if TYPE_CHECKING:
     from .engine import Engine

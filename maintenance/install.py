@@ -32,11 +32,12 @@ from .blockdev import _fs_uuid, _mount_of, _sys_block
 from .bootloader import Settings, write_settings
 from .engine import Engine
 from .errors import CommandError, IbiError
+from .fsio import fsync_dir
 from .installplan import COMPRESSION_RATIO, InstallPlan
 from .model import Progress, ProgressFn
 from .run import run, which
 from .status import human
-from .store import BOOT, fsync_dir
+from .store import BOOT
 
 WORK = "install"
 FSTAB_NOT_UNDER_IBI = ("/", "/home", "/boot")

@@ -24,9 +24,9 @@ from .blockdev import (
 )
 from .bootloader import Original
 from .errors import IbiError, NoSpace, Unsuitable, UsageError
+from .fsio import tree_bytes
 from .run import run, which
 from .status import human
-from .store import tree_bytes
 
 # Measured: the Debian 13 guest of tests/vm/test_install.py (linux-image, dracut, grub,
 # python3: 412.4 MiB used on its root) squashed to a 208.3 MiB base with zstd level 3, a

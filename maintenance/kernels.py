@@ -37,7 +37,8 @@ from . import bootplan
 from .errors import BadName, IbiError
 from .kernelstore import _read_kept, file_sha256, keep
 from .model import KernelRef
-from .store import KERNEL_VERSION_MAX, Store, check_kernel_id
+from .records import KERNEL_VERSION_MAX, check_kernel_id
+from .store import Store
 
 MODULE_DIRS = ("usr/lib/modules", "lib/modules")
 

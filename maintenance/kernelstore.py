@@ -16,23 +16,18 @@ from pathlib import Path
 import yaml
 
 from .errors import BadName, StoreError
-from .model import KernelRef
-from .store import (
-    INITRD,
-    KERNEL_META,
+from .fsio import (
     TMP_PREFIX,
-    VMLINUZ,
-    Store,
     atomic_write,
-    check_kernel_id,
     durable_rename,
     fsync_dir,
-    kernel_from_doc,
-    kernel_to_doc,
     load_yaml,
     read_store_text,
     remove_tree,
 )
+from .model import KernelRef
+from .records import check_kernel_id, kernel_from_doc, kernel_to_doc
+from .store import INITRD, KERNEL_META, VMLINUZ, Store
 
 log = logging.getLogger("maintenance.kernels")  # the kernels' log, as before the split
 

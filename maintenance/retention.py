@@ -28,9 +28,10 @@ from datetime import datetime
 from .engine import Engine
 from .enginebase import changes_store
 from .errors import IbiError, NoSpace, NotFound, StoreError, UsageError
+from .fsio import load_yaml, read_store_text
 from .model import ImageMeta, Kind
+from .records import check_name, utcnow
 from .status import human
-from .store import check_name, load_yaml, read_store_text, utcnow
 
 log = logging.getLogger(__name__)
 

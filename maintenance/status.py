@@ -17,6 +17,7 @@ import psutil
 from . import kernels, mounts, reclaim
 from . import layer as layerfs
 from .errors import NotFound, StoreError
+from .fsio import tree_bytes
 from .model import (
     DiskUsage,
     ImageMeta,
@@ -29,7 +30,7 @@ from .model import (
     Status,
     TmpfsUse,
 )
-from .store import SQUASHED, tree_bytes
+from .storelayer import SQUASHED
 
 if TYPE_CHECKING:
     from .engine import Engine

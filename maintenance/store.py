@@ -42,40 +42,30 @@ from pathlib import Path
 
 import yaml
 
-from .bootrecords import PENDING_ACTIONS
 from .errors import BadName, NotFound, StoreError
 from .fsio import (
     TMP_PREFIX,
     atomic_write,
-    durable_rename,
-    fsync_dir,
     hold_flock,
     load_yaml,
     one_line,
     read_store_text,
-    remove_tree,
-    tree_bytes,
 )
 from .metacache import MetaCache
 from .model import ImageMeta
 from .records import (
     IMAGE_EXT,
-    KERNEL_VERSION_MAX,
     META_EXT,
     check_kernel_id,
     check_name,
-    kernel_from_doc,
-    kernel_to_doc,
     meta_from_doc,
-    meta_from_yaml,
     meta_to_yaml,
     parse_preserve,
     parse_roottab,
     render_roottab,
-    utcnow,
 )
 from .storeboot import StoreBoot
-from .storelayer import SQUASHED, StoreLayer
+from .storelayer import StoreLayer
 
 STORE = ".root_images"
 ROOTTAB = "roottab"
@@ -110,21 +100,6 @@ STASH = "stash"
 META_CACHE = ".meta-cache.json"  # derived, see maintenance/metacache.py
 # defined where they are used: TMP_PREFIX (fsio); IMAGE_EXT, META_EXT, FORMAT_VERSION
 # (records); MAX_TRIES, PENDING_ACTIONS (bootrecords); SQUASHED (storelayer)
-
-# the store's names and Store; the names from fsio.py, records.py, bootrecords.py and
-# storelayer.py only for the modules that still import them from here: engine, imports,
-# importsrc, install, installplan, kernels, kernelstore, retention, status, tests/test_fuzz.py
-__all__ = [
-    "AUTH", "BOOT", "BOOTLOADER_CONF", "BOOTPLAN", "BOOTS", "CAPTURES", "CAPTURE_META",
-    "FALLBACK", "FROM_TRASH", "HOME", "IMAGE_EXT", "INITRD", "KERNELS", "KERNEL_META",
-    "KERNEL_VERSION_MAX", "LAYER", "LAYER_KERNELS", "LAYER_NEW", "LOCK", "LOCK_WAIT",
-    "META_CACHE", "META_EXT", "PENDING", "PENDING_ACTIONS", "POLICY", "PRESERVE", "ROOTTAB",
-    "ROOTTAB_PREV", "SQUASHED", "STASH", "STATE", "STATE_CONF", "STORE", "TMP_PREFIX", "TRASH",
-    "TRIAL", "VMLINUZ", "Store", "atomic_write", "check_kernel_id", "check_name",
-    "durable_rename", "fsync_dir", "kernel_from_doc", "kernel_to_doc", "load_yaml",
-    "meta_from_yaml", "meta_to_yaml", "one_line", "read_store_text", "remove_tree",
-    "render_roottab", "tree_bytes", "utcnow",
-]
 
 
 # --- the store -----------------------------------------------------------------------

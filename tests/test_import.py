@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from maintenance import cli, imports, importsrc, kernels, kernelstore, squash
+from maintenance import cli, imports, importsrc, kernels, kernelstore, records, squash
 from maintenance import create as create_mod
 from maintenance import store as store_mod
 from maintenance.engine import Engine
@@ -411,7 +411,7 @@ def test_names_in_use_and_bad_names_are_refused(ibi: Ibi, image: Path) -> None:
     refused(ibi, 2, r"an image named 'base' already exists", "--image", str(image),
             "--name", "base")
     st = ibi.eng.store
-    (st.root / "ghost.yaml").write_text(store_mod.meta_to_yaml(st.read_meta("base"))
+    (st.root / "ghost.yaml").write_text(records.meta_to_yaml(st.read_meta("base"))
                                         .replace("name: base", "name: ghost"))
     refused(ibi, 2, r"an image named 'ghost' already exists", "--image", str(image),
             "--name", "ghost")
