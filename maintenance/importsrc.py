@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
-from . import __version__
+from . import __version__, reclaim
 from .errors import IntegrityError, NoSpace, NotFound, UsageError
+from .fsio import one_line
 from .model import Progress, ProgressFn
-from .store import Store, one_line
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -121,7 +121,6 @@ def _receive(eng: Engine, src: Source, tmp: Path, progress: ProgressFn | None,
              margin: int) -> tuple[str, int]:
     """Stream the source into ``tmp``; return its SHA-256 and size. Stops with NoSpace
     before the data partition has less than ``margin`` bytes free."""
-    st = eng.store
     phase = {"url": "downloading", "stdin": "reading"}.get(src.kind, "copying")
     h = hashlib.sha256()
     done = 0
@@ -147,7 +146,7 @@ def _receive(eng: Engine, src: Source, tmp: Path, progress: ProgressFn | None,
                 head += chunk[: HEAD - len(head)]
                 if len(head) == HEAD:
                     _check_head(head, src.label)
-            _room(st, done, len(chunk), margin, src.label)
+            _room(eng, done, len(chunk), margin, src.label)
             try:
                 out.write(chunk)
             except OSError as e:
@@ -187,8 +186,14 @@ def _check_head(head: bytes, label: str) -> None:
                              f"{int.from_bytes(head[30:32], 'little')}, not 4.0")
 
 
-def _room(st: Store, done: int, more: int, margin: int, label: str) -> None:
+def _room(eng: Engine, done: int, more: int, margin: int, label: str) -> None:
+    """Refuse the next ``more`` bytes of a stream when they would leave less than
+    ``margin`` free (after deleting the cleared layers that wait for :mod:`reclaim`)."""
+    st = eng.store
     free = psutil.disk_usage(str(st.data)).free
+    if free - more < margin and reclaim.waiting(eng):
+        reclaim.reclaim(eng)
+        free = psutil.disk_usage(str(st.data)).free
     if free - more < margin:
         from .status import human
 

@@ -5,6 +5,7 @@ first of all when an action runs short of space. Crash points: tests/test_crash.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -137,6 +138,42 @@ def test_an_action_short_of_space_reclaims_first(engine: Engine, root_ns: Path) 
         with pytest.raises(NoSpace):
             engine.create(Kind.INCREMENTAL, name="rp3")
         assert engine.roottab() == ["base", "rp1", "rp2"] and engine.changes() != []
+        assert reclaim.waiting(engine) == []
+    finally:
+        subprocess.run(["umount", str(data)], check=True)
+
+
+def test_a_stream_import_short_of_space_reclaims_first(engine: Engine, root_ns: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image read from standard input (its size unknown until the end) fits a 96 MiB
+    data partition only once the cleared layer of the last restore point is deleted: the
+    import deletes it when the stream runs short, instead of failing."""
+    from maintenance import squash
+
+    data = engine.store.data
+    src = root_ns / "import-tree"
+    (src / "usr/bin").mkdir(parents=True)
+    (src / "etc").mkdir()
+    (src / "etc/os-release").write_text("ID=debian\n")
+    (src / "usr/bin/big").write_bytes(os.urandom(24 << 20))
+    image = root_ns / "in.sqfs"
+    squash.mksquashfs(src, image)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "ibi-small", str(data)],
+                   check=True)
+    try:
+        tree = root_ns / "tree"
+        build_base(tree)
+        engine.init(source_dir=tree)
+        changed(engine, root_ns, blob=30 << 20)
+        engine.create(Kind.INCREMENTAL, name="rp1")  # 30 MiB image + 30 MiB cleared
+        waiting = reclaim.waiting(engine)
+        free = os.statvfs(data).f_bavail * os.statvfs(data).f_frsize
+        assert len(waiting) == 1 and free < image.stat().st_size + (16 << 20), \
+            "the partition is not short enough"
+        with open(image, "rb") as f:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(f))
+            meta = engine.import_image("-", name="imported")
+        assert meta.name == "imported" and engine.store.has_image("imported")
         assert reclaim.waiting(engine) == []
     finally:
         subprocess.run(["umount", str(data)], check=True)
