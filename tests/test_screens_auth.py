@@ -23,7 +23,7 @@ from tests.menu_fakes import (
     password_system,
     rows,
 )
-from tests.test_screens_views import NullScreen
+from tests.menu_views_kit import NullScreen
 
 SECRET = "correct horse"
 
