@@ -1,16 +1,20 @@
 """Helpers shared by the tests of the menu's screens (not collected itself): a screen that
 lets an App be built without a terminal (NullScreen), an App showing a view and its frame
-rendered (app_with, render_app, attrs_of; the two SIZES the views are drawn at). The fakes
+rendered (app_with, render_app, attrs_of; the two SIZES the views are drawn at), and the
+controller started over the in-memory engine and the synchronous host (start). The fakes
 themselves are in tests/menu_fakes.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import urwid
 
+from maintenance.auth import Auth
 from screens.app import App
-from tests.menu_fakes import rows
+from screens.controller import Controller
+from tests.menu_fakes import FakeEngine, SyncHost, password_system, rows
 
 SIZES = [(80, 24), (132, 43)]
 
@@ -44,3 +48,13 @@ def attrs_of(widget: urwid.Widget, size: tuple[int, int], needle: str) -> set[An
         if needle in b"".join(t for _a, _cs, t in row).decode():
             return {a for a, _cs, t in row if t.strip()}
     raise AssertionError(f"{needle!r} is not on the screen")
+
+
+def start(tmp_path: Path, engine: FakeEngine | None = None, auth: Auth | None = None
+          ) -> tuple[Controller, SyncHost, FakeEngine]:
+    host = SyncHost()
+    eng = engine or FakeEngine()
+    ctl = Controller(host, eng, decision_path=str(tmp_path / "decision"),  # type: ignore[arg-type]
+                     auth=auth or password_system(tmp_path))
+    ctl.start()
+    return ctl, host, eng
