@@ -1,16 +1,14 @@
-"""Doubles for the menu's tests: a recording controller for the views, an in-memory engine
-for the controller, a synchronous host, and a helper that renders widgets to text rows."""
+"""Doubles for the menu's tests, the engine's side: an in-memory engine for the controller
+(FakeEngine) and the real password over a temp system (password_system, shadow_line). The
+views' side (rendering, status builders, the recording controller, the synchronous host) is in
+tests/menu_doubles.py; the fake's managed state in tests/menu_fake_state.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import urwid
 
 from maintenance.auth import Auth, set_maintenance
 from maintenance.compact import CompactPlan
@@ -18,7 +16,6 @@ from maintenance.errors import InUse, NotFound, StoreError, UsageError
 from maintenance.model import (
     CaptureInfo,
     Change,
-    DiskUsage,
     Fallback,
     ImageMeta,
     Kind,
@@ -26,190 +23,17 @@ from maintenance.model import (
     Level,
     Notice,
     Progress,
-    RamUsage,
     RegistryValue,
     RestoreResult,
-    StackEntry,
-    StateItem,
     StatePlan,
     Status,
-    TmpfsUse,
     Trial,
     UndoResult,
     VerifyItem,
     VerifyReport,
 )
-
-GiB = 1 << 30
-T0 = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
-
-
-def rows(widget: urwid.Widget, size: tuple[int, ...], focus: bool = True) -> list[str]:
-    """The rendered text rows of ``widget`` at ``size`` (box: (cols, rows); flow: (cols,))."""
-    return [r.decode("utf-8") for r in widget.render(size, focus=focus).text]
-
-
-def screen_text(widget: urwid.Widget, size: tuple[int, ...]) -> str:
-    return "\n".join(rows(widget, size))
-
-
-def meta(name: str, kind: Kind = Kind.INCREMENTAL, stack: tuple[str, ...] = (),
-         desc: str = "", size: int = 4 << 20, day: int = 0) -> ImageMeta:
-    return ImageMeta(name=name, kind=kind, created=T0 + timedelta(days=day),
-                     sha256="0" * 64, size=size, description=desc,
-                     parent=stack[-1] if stack else None, stack=stack)
-
-
-def entry(m: ImageMeta, problem: str | None = None) -> StackEntry:
-    return StackEntry(m.name, m.kind, m.created, m.size, m.description, m.parent,
-                      present=problem != "image file is missing", chain_ok=problem is None,
-                      problem=problem)
-
-
-def make_status(names: tuple[str, ...] = ("base", "apps", "tuned"), *,
-                problem: dict[str, str] | None = None, notices: tuple[Notice, ...] = (),
-                free: int = 80 * GiB, tmpfs: bool = False, others: tuple[str, ...] = ()
-                ) -> Status:
-    problem = problem or {}
-    metas = []
-    for i, n in enumerate(names):
-        kind = Kind.BASE if i == 0 else Kind.INCREMENTAL
-        metas.append(meta(n, kind, tuple(names[:i]), f"{n} description", day=i))
-    stack = tuple(entry(m, problem.get(m.name)) for m in metas)
-    other = tuple(entry(meta(n, Kind.FULL, desc="set aside", day=9)) for n in others)
-    layer = LayerStats("/d/layer/upper", 70 << 20, 42, 37, 5, 1)
-    disk = DiskUsage(total=100 * GiB, used=100 * GiB - free, free=free, store=12 << 20,
-                     layer=70 << 20, trash=0)
-    ram = RamUsage(16 * GiB, 12 * GiB,
-                   (TmpfsUse("/run/ibi/stacks/x/tmpfs", 8 * GiB, 1 * GiB),) if tmpfs else ())
-    return Status("/d", stack, other, layer, disk, ram, notices)
-
-
-class RecordingController:
-    """Stands in for the controller under a view: records each call by name."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-
-        def record(*args: Any) -> None:
-            self.calls.append(name)
-        return record
-
-
-# the managed paths of the fake: (path, operator, registry key; "" for stash and reference)
-MANAGED: tuple[tuple[str, str, str], ...] = (
-    ("/etc/hostname", "hostname", "hostname.name"),
-    ("/etc/hosts", "hostname", "hostname.name"),
-    ("/etc/timezone", "timezone", "timezone.zone"),
-    ("/etc/machine-id", "machine-id", "machine-id.id"),
-    ("/etc/ssh/ssh_host_ed25519_key", "stash", ""),
-    ("/etc/issue", "reference", ""),
-)
-REGISTRY: dict[str, tuple[str, str]] = {  # key -> (operator, help)
-    "hostname.name": ("hostname", "the host name: letters, digits and '-', 1 to 63"),
-    "timezone.zone": ("timezone", "an IANA time zone, e.g. Europe/Berlin"),
-    "machine-id.id": ("machine-id", "32 lower-case hex digits"),
-}
-IMAGE_FILES = {"/etc/hostname": "debian", "/etc/hosts": "127.0.1.1 debian",
-               "/etc/timezone": "Etc/UTC", "/etc/machine-id": "(empty)",
-               "/etc/ssh/ssh_host_ed25519_key": "(absent)",
-               "/etc/issue": "Debian GNU/Linux 13"}
-MACHINE_ID = "0123456789abcdef0123456789abcdef"
-
-
-def rendered(path: str, value: str) -> str:
-    """A registry value as its file shows it (one line)."""
-    return f"127.0.1.1 {value}" if path == "/etc/hosts" else value
-
-
-def invalid(now: str) -> bool:
-    return now in ("(deleted)", "(empty)") or now.startswith("unparsable")
-
-
-class FakeState:
-    """The managed state of the fake engine: captures (newest first), stashed files, and the
-    files as the system holds them now (one-line values, as ``StateItem.now`` shows them)."""
-
-    def __init__(self, *, captured: bool = True) -> None:
-        self.captures: list[CaptureInfo] = []
-        self.stash: dict[str, str] = {}
-        values = {"hostname.name": "web01", "timezone.zone": "Europe/Berlin",
-                  "machine-id.id": MACHINE_ID}
-        if captured:
-            self.stash["/etc/ssh/ssh_host_ed25519_key"] = "sha256 1a2b3c4d"
-            self.capture("boot", values)
-        self.now = {path: self.written(path)[0] for path, _op, _key in MANAGED}
-        self.warnings: tuple[str, ...] = ()  # what a restore could not write
-
-    def values(self) -> dict[str, str | None]:
-        last = self.captures[0] if self.captures else None
-        got = {v.key: v.value for v in last.values} if last else {}
-        return {key: got.get(key) for key in REGISTRY}
-
-    def capture(self, reason: str, values: Mapping[str, str | None]) -> CaptureInfo:
-        made = T0 + timedelta(hours=len(self.captures))
-        info = CaptureInfo(
-            id=made.strftime("%Y%m%dT%H%M%SZ") + f"-{reason}", created=made, reason=reason,
-            stack=("base", "apps"),
-            values=tuple(RegistryValue(key, values.get(key), op,
-                                       tuple(p for p, o, _k in MANAGED if o == op), help_)
-                         for key, (op, help_) in REGISTRY.items()),
-            stashed=tuple(self.stash), notes=())
-        self.captures.insert(0, info)
-        return info
-
-    def written(self, path: str) -> tuple[str, str]:
-        """What a fresh layer gets at ``path``, and from where."""
-        key = dict((p, k) for p, _o, k in MANAGED)[path]
-        last = self.captures[0] if self.captures else None
-        value = self.values().get(key) if key else self.stash.get(path)
-        if last is None or value is None or path == "/etc/issue":
-            return IMAGE_FILES[path], "the image"
-        return rendered(path, value), f"capture {last.id}"
-
-    def plan(self) -> StatePlan:
-        last = self.captures[0] if self.captures else None
-        items = []
-        for path, op, key in MANAGED:
-            now = self.now[path]
-            written, source = self.written(path)
-            changed = written != now
-            items.append(StateItem(
-                path, op, choice=op if key else (path if op == "stash" else ""), now=now,
-                now_valid=not invalid(now), written=written, source=source,
-                changed=changed,
-                can_keep=changed and not invalid(now) and op != "reference"))
-        return StatePlan(last.id if last else None, last.created if last else None,
-                         tuple(items))
-
-    def renew(self, keep: Collection[str]) -> RestoreResult:
-        """A fresh layer: every managed path written, but those whose choice is kept."""
-        plan = self.plan()
-        for c in keep:
-            if c not in plan.choices:
-                raise UsageError(f"cannot keep {c!r}: not one of {', '.join(plan.choices)}")
-        kept = tuple(i.path for i in plan.items if i.choice in keep)
-        written = tuple(i.path for i in plan.items
-                        if i.path not in kept and i.operator != "reference")
-        for i in plan.items:
-            if i.path not in kept:
-                self.now[i.path] = i.written
-        return RestoreResult(LayerStats("/d/layer/upper", 0, 0, 0, 0, 0), "/d/trash/1",
-                             written, kept, self.warnings)
-
-    def set(self, values: Mapping[str, str | None]) -> CaptureInfo:
-        for key, value in values.items():
-            if key not in REGISTRY:
-                raise UsageError(f"no setting {key!r}: one of {', '.join(REGISTRY)}")
-            if key == "hostname.name" and value is not None and not re.fullmatch(
-                    r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", value):
-                raise UsageError(f"hostname.name: {value!r} is not a host name "
-                                 "(letters, digits and '-', 1 to 63)")
-        return self.capture("set", {**self.values(), **values})
+from tests.menu_doubles import T0, make_status, meta
+from tests.menu_fake_state import MANAGED, REGISTRY, FakeState
 
 
 class FakeEngine:
@@ -487,76 +311,6 @@ class FakeEngine:
                                              "checksum mismatch: the image is corrupted")
                                   for n in self.metas))
 
-
-class SyncHost:
-    """The controller's host without urwid's loop: views stack up in a list, background
-    work runs at once, the shell is a no-op, exit records the code."""
-
-    def __init__(self) -> None:
-        self.views: list[urwid.Widget] = []
-        self.dialog_widget: urwid.Widget | None = None
-        self.exit_code: int | None = None
-        self.progress: list[Any] = []
-        self.shells = 0
-
-    @property
-    def top(self) -> urwid.Widget:
-        return self.dialog_widget if self.dialog_widget is not None else self.views[-1]
-
-    def show(self, view: urwid.Widget) -> None:
-        self.views.append(view)
-
-    def home(self, view: urwid.Widget) -> None:
-        self.views = [view]
-        self.dialog_widget = None
-
-    def back(self) -> None:
-        if len(self.views) > 1:
-            self.views.pop()
-
-    def dialog(self, widget: urwid.Widget) -> None:
-        self.dialog_widget = widget
-
-    def close_dialog(self) -> None:
-        self.dialog_widget = None
-
-    def run_background(self, work: Any, on_progress: Any, on_done: Any) -> None:
-        def report(p: Progress) -> None:
-            self.progress.append(p)
-            on_progress(p, 0.0)
-        try:
-            result, exc = work(report), None
-        except Exception as e:
-            result, exc = None, e
-        on_done(result, exc)
-
-    def run_shell(self) -> str:
-        self.shells += 1
-        return "/bin/sh exited with status 0"
-
-    def exit(self, code: int) -> None:
-        self.exit_code = code
-
-    def text(self, size: tuple[int, int] = (80, 22)) -> str:
-        view = self.views[-1]
-        if self.dialog_widget is not None:
-            view = urwid.Overlay(self.dialog_widget, view, "center",
-                                 getattr(self.dialog_widget, "width", 60), "middle", "pack")
-        return screen_text(view, size)
-
-    def press(self, *keys: str, size: tuple[int, int] = (80, 22)) -> None:
-        """Send keys to the top widget as urwid's loop would (unhandled Esc goes back)."""
-        for key in keys:
-            top = self.top
-            wsize = (getattr(top, "width", 60),) if top is self.dialog_widget else size
-            left = top.keypress(wsize, key)
-            if left == "esc" and self.dialog_widget is None:
-                self.back()
-
-
-def notice(level: Level, msg: str) -> Notice:
-    """A notice whose words are ``msg`` (the code whose words are its data's error)."""
-    return Notice(level, "roottab-unusable", {"error": msg})
 
 
 def shadow_line(field: str) -> str:

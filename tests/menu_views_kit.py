@@ -2,7 +2,7 @@
 lets an App be built without a terminal (NullScreen), an App showing a view and its frame
 rendered (app_with, render_app, attrs_of; the two SIZES the views are drawn at), and the
 controller started over the in-memory engine and the synchronous host (start). The fakes
-themselves are in tests/menu_fakes.py."""
+themselves are in tests/menu_fakes.py (the engine) and tests/menu_doubles.py (the host)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import urwid
 from maintenance.auth import Auth
 from screens.app import App
 from screens.controller import Controller
-from tests.menu_fakes import FakeEngine, SyncHost, password_system, rows
+from tests.menu_doubles import SyncHost, rows
+from tests.menu_fakes import FakeEngine, password_system
 
 SIZES = [(80, 24), (132, 43)]
 

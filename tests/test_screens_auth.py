@@ -15,14 +15,8 @@ from screens.app import App
 from screens.auth_views import PASSWORD_FOOTER, PasswordDialog
 from screens.controller import Controller
 from screens.main_views import MainView
-from tests.menu_fakes import (
-    FakeEngine,
-    RecordingController,
-    SyncHost,
-    make_status,
-    password_system,
-    rows,
-)
+from tests.menu_doubles import RecordingController, SyncHost, make_status, rows
+from tests.menu_fakes import FakeEngine, password_system
 from tests.menu_views_kit import NullScreen
 
 SECRET = "correct horse"

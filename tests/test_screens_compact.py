@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.menu_fakes import FakeEngine, SyncHost, password_system
+from tests.menu_doubles import SyncHost
+from tests.menu_fakes import FakeEngine, password_system
 from tests.menu_views_kit import start
 
 

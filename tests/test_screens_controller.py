@@ -14,7 +14,8 @@ import pytest
 from maintenance.errors import InUse, NoSpace
 from screens import decision
 from screens.controller import Controller
-from tests.menu_fakes import FakeEngine, SyncHost, password_system
+from tests.menu_doubles import SyncHost
+from tests.menu_fakes import FakeEngine, password_system
 from tests.menu_views_kit import start
 
 

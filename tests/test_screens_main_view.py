@@ -13,13 +13,7 @@ import pytest
 
 from maintenance.model import Fallback, Level, Notice, Trial
 from screens.main_views import RESCUE_ACTIONS, DetailsView, HelpView, MainView
-from tests.menu_fakes import (
-    T0,
-    RecordingController,
-    make_status,
-    notice,
-    screen_text,
-)
+from tests.menu_doubles import T0, RecordingController, make_status, notice, screen_text
 from tests.menu_views_kit import SIZES, app_with, attrs_of, render_app
 
 

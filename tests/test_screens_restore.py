@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from maintenance.errors import InUse, StoreError
-from tests.menu_fakes import FakeEngine, FakeState, SyncHost
+from tests.menu_doubles import SyncHost
+from tests.menu_fake_state import FakeState
+from tests.menu_fakes import FakeEngine
 from tests.menu_views_kit import start
 
 

@@ -27,15 +27,9 @@ from screens.views import (
     PickerView,
     ProgressView,
 )
-from tests.menu_fakes import (
-    FakeEngine,
-    FakeState,
-    RecordingController,
-    SyncHost,
-    make_status,
-    password_system,
-    screen_text,
-)
+from tests.menu_doubles import RecordingController, SyncHost, make_status, screen_text
+from tests.menu_fake_state import FakeState
+from tests.menu_fakes import FakeEngine, password_system
 from tests.menu_views_kit import SIZES, app_with, attrs_of, render_app
 
 
