@@ -312,7 +312,6 @@ class FakeEngine:
                                   for n in self.metas))
 
 
-
 def shadow_line(field: str) -> str:
     return f"root:{field}:20424:0:99999:7:::\n"
 

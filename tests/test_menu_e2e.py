@@ -290,4 +290,3 @@ def test_sigterm_ends_without_a_decision(tmp_path: Path) -> None:
         assert t.wait_exit() == decision.EXIT_INTERRUPTED
     assert not (tmp_path / "decision").exists()
     assert "ended by signal 15" in (tmp_path / "menu.log").read_text()
-

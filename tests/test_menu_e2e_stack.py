@@ -86,7 +86,6 @@ def test_create_shows_real_progress(store: Engine, tmp_path: Path) -> None:
         assert t.wait_exit() == 0
 
 
-
 @pytest.mark.root
 def test_rollback_refused_delete_full_point_and_verify(store: Engine, tmp_path: Path) -> None:
     change(store, "srv/second", "2\n")
