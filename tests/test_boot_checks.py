@@ -2,61 +2,24 @@
 image against its boot plan line (size, squashfs superblock; SHA-256 with
 rd.ibi.verify=sha256), and the size of the Live Review's tmpfs. The shell functions run
 under dash (else sh) against real images made by mksquashfs, beside their Python mirrors
-(squash.check_superblock, bootplan.review_size_kib)."""
+(squash.check_superblock, bootplan.review_size_kib). The Live Review's tmpfs size rule,
+/home bound into the root and the wait for the data partition, which need no image, are in
+tests/test_boot_checks_system.py; ibi-lib.sh's driver (lib) in tests/boot_lib_kit.py."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import shutil
-import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from maintenance import bootplan, squash
-from maintenance.errors import UsageError
 from maintenance.model import ImageMeta, Kind
 from maintenance.store import Store
-
-ROOT = Path(__file__).resolve().parents[1]
-LIB = ROOT / "dracut-module/90ibi/ibi-lib.sh"
-SH = shutil.which("dash") or "sh"
-
-# what dracut-lib.sh provides, reduced to what ibi-lib.sh uses; the kernel command line is
-# $CMDLINE; ibi_log writes "PRIO: message" on stderr instead of /dev/kmsg and the console
-STUBS = """
-getarg() {
-    for _a in $CMDLINE; do
-        case $_a in "$1"*) echo "${_a#"$1"}"; return 0 ;; esac
-    done
-    return 1
-}
-ismounted() { grep -q " $1 " /proc/self/mounts; }
-label_uuid_to_dev() { echo "/dev/disk/by-label/${1#LABEL=}"; }
-"""
-LOG_STUB = 'ibi_log() { _p=$1; shift; echo "$_p: $*" >&2; }'
-
-MEMINFO = """MemTotal:        2000000 kB
-MemFree:          900000 kB
-MemAvailable:    1500002 kB
-Buffers:            1000 kB
-"""
-
-
-def lib(data: Path, script: str, cmdline: str = "",
-        meminfo: str = MEMINFO) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in dash (else sh) with ibi-lib.sh sourced, IBI_DATA on ``data`` and
-    IBI_RUN, IBI_LOWER, /proc/meminfo in a directory beside it."""
-    run = data.parent / "run"
-    run.mkdir(exist_ok=True)
-    (run / "meminfo").write_text(meminfo)
-    text = (f"{STUBS}\nIBI_LIBDIR={LIB.parent}\n. {LIB}\n{LOG_STUB}\nCMDLINE='{cmdline}'\n"
-            f"IBI_DATA={data}\nIBI_RUN={run}\nIBI_LOWER={run}/lower\nIBI_MEMINFO={run}/meminfo\n{script}\n")
-    return subprocess.run([SH, "-c", text], capture_output=True, text=True)
+from tests.boot_lib_kit import lib, mounts_under, umount_all
 
 
 def check(st: Store, name: str, cmdline: str = "") -> tuple[int, str, str]:
@@ -249,16 +212,6 @@ def assemble(st: Store, how: str, names: str = "base top",
                         '{ echo "ERR $IBI_ERROR"; exit 1; }', cmdline)
 
 
-def mounts_under(path: Path) -> list[str]:
-    return [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-            if ln.split()[4].startswith(str(path))]
-
-
-def umount_all(path: Path) -> None:
-    for mp in reversed(mounts_under(path)):
-        subprocess.run(["umount", mp], check=True)
-
-
 def test_assembly_refuses_a_damaged_image_before_mounting(root_ns: Path, image: Path) -> None:
     st = make_store(root_ns, image)
     os.truncate(st.image_path("top"), 4096)
@@ -307,62 +260,6 @@ def test_a_stack_past_one_lowerdir_list_is_assembled(root_ns: Path, image: Path)
 
 # --- the Live Review's tmpfs --------------------------------------------------------------
 
-def review_kib(tmp_path: Path, spec: str | None,
-               meminfo: str = MEMINFO) -> tuple[int, str, str]:
-    cmdline = "" if spec is None else f"rd.ibi.review_size={spec}"
-    r = lib(tmp_path / "data", 'ibi_review_size; echo "$IBI_REVIEW_KIB"; '
-                               'echo "$IBI_REVIEW_WHY"', cmdline, meminfo)
-    kib, why = r.stdout.splitlines()
-    return int(kib), why, r.stderr.strip()
-
-
-@pytest.mark.parametrize(("spec", "kib"), [
-    (None, 750000),  # half of MemAvailable, rounded down to 4 KiB
-    ("25%", 500000),
-    ("1%", 65536),  # 20000 KiB: raised to 64 MiB
-    ("90%", 1800000),
-    ("512M", 524288),
-    ("2G", 2097152),
-    ("2g", 2097152),
-    ("100000k", 100000),
-    ("0100000K", 100000),  # leading zeros are not octal
-    ("32M", 65536),
-    ("999999999G", 999999999 * 1048576),
-])
-def test_review_size_follows_the_rule(tmp_path: Path, spec: str | None, kib: int) -> None:
-    got, why, log = review_kib(tmp_path, spec)
-    assert got == kib and got % 4 == 0 and log == ""
-    assert bootplan.review_size_kib(spec, MEMINFO)[0] == kib
-    if kib == 65536 and spec != "32M":
-        assert why.endswith("raised to the 64 MiB minimum")
-
-
-@pytest.mark.parametrize("spec", ["", "0%", "91%", "100%", "512", "1.5G", "abc", "2T", "-5M",
-                                  "%", "50%%", "0M", "1234567890M", "5 M"])
-def test_a_bad_review_size_warns_and_takes_the_default(tmp_path: Path, spec: str) -> None:
-    if " " in spec:
-        with pytest.raises(UsageError):
-            bootplan.review_size_kib(spec, MEMINFO)
-        return  # no kernel argument holds a blank
-    got, why, log = review_kib(tmp_path, spec)
-    assert (got, why) == (750000, "half of MemAvailable 1500002 kB")
-    assert log == (f"warning: rd.ibi.review_size={spec} is not N% (1..90) or a size like "
-                   "512M or 2G: using half of the available memory")
-    with pytest.raises(UsageError, match=re.escape("is not N% (1..90) or a size like 512M or 2G")):
-        bootplan.review_size_kib(spec, MEMINFO)
-
-
-def test_review_size_without_memavailable_and_on_little_memory(tmp_path: Path) -> None:
-    old_kernel = "MemTotal: 4000000 kB\nMemFree: 300002 kB\n"
-    assert review_kib(tmp_path, None, old_kernel)[0] == 150000
-    assert bootplan.review_size_kib(None, old_kernel)[0] == 150000
-    tiny = "MemTotal: 100000 kB\nMemFree: 50000 kB\nMemAvailable: 60000 kB\n"
-    assert review_kib(tmp_path, None, tiny)[:2] == (
-        65536, "half of MemAvailable 60000 kB, raised to the 64 MiB minimum")
-    assert bootplan.review_size_kib(None, tiny) == (
-        65536, "half of MemAvailable 60000 kB, raised to the 64 MiB minimum")
-
-
 def test_the_review_tmpfs_is_mounted_with_that_size(root_ns: Path, image: Path) -> None:
     st = make_store(root_ns, image)
     r = assemble(st, "tmpfs", cmdline="rd.ibi.review_size=96M")
@@ -388,31 +285,6 @@ def test_plan_lines_with_anything_but_image_names_are_left_out(tmp_path: Path,
                      b"menu .hidden\nreview top ../x\nmenu base\n")
     r = lib(st.data, "ibi_plan_stacks menu; ibi_plan_stacks review top")
     assert r.stdout.splitlines() == ["base top", "base", "base", "base top"], r.stdout
-
-
-# --- /home in the assembled root --------------------------------------------------------
-
-@pytest.mark.parametrize("layout", ["dir", "absolute-link", "relative-link", "missing"])
-def test_home_is_bound_inside_the_root(root_ns: Path, layout: str) -> None:
-    data = root_ns / "data"
-    (data / "home/alice").mkdir(parents=True)
-    target = root_ns / "sysroot"
-    (target / "var/home").mkdir(parents=True)
-    where = {"dir": "home", "absolute-link": "var/home", "relative-link": "var/home",
-             "missing": "home"}[layout]
-    if layout == "dir":
-        (target / "home").mkdir()
-    elif layout == "absolute-link":
-        os.symlink("/var/home", target / "home")  # from the initramfs: its own /var/home
-    elif layout == "relative-link":
-        os.symlink("var/home", target / "home")
-    r = lib(data, f"ibi_bind_home {target}")
-    try:
-        assert r.returncode == 0, r.stderr
-        assert mounts_under(target) == [str(target / where)], r.stderr
-        assert (target / where / "alice").is_dir()
-    finally:
-        umount_all(target)
 
 
 # --- boot counting: the trial's lines, counted before the stack is assembled -------------
@@ -466,35 +338,6 @@ def test_a_damaged_trial_line_counts_nothing(tmp_path: Path, image: Path, line: 
     plan.write_text(plan.read_text() + f"{line}\ngood base\n")
     r = lib(st.data, "ibi_count_boot && echo go")
     assert r.stdout.strip() == "go" and not st.boots_path.exists()
-
-
-def a_block_device() -> str:
-    for name in sorted(os.listdir("/sys/class/block")):
-        if os.path.exists(f"/dev/{name}") and stat.S_ISBLK(os.stat(f"/dev/{name}").st_mode):
-            return f"/dev/{name}"
-    pytest.skip("no block device node in /dev")  # printed: a container without /dev
-
-
-def test_waiting_for_the_data_partition_ends_when_it_appears(tmp_path: Path) -> None:
-    """ibi_wait_dev returns as soon as the node is there (the initqueue does not wait for
-    it in a systemd initrd): not at its next turn, not at the time limit."""
-    dev = a_block_device()
-    node = tmp_path / "disk"
-    r = lib(tmp_path / "data", f"ibi_wait_dev {dev} 5 && echo found-at-once")
-    assert r.returncode == 0 and r.stdout.strip() == "found-at-once", r.stderr
-    t = time.monotonic()
-    r = lib(tmp_path / "data", f"(sleep 0.5; ln -s {dev} {node}) & ibi_wait_dev {node} 60 "
-            "&& echo found; wait")
-    assert r.returncode == 0 and r.stdout.strip() == "found", r.stderr
-    assert time.monotonic() - t < 30  # long before its 60 s limit
-
-
-def test_a_missing_data_partition_gives_up_at_the_limit(tmp_path: Path) -> None:
-    r = lib(tmp_path / "data", f"ibi_wait_dev {tmp_path}/never 1 || echo gave-up")
-    assert r.returncode == 0 and r.stdout.strip() == "gave-up", r.stderr
-    r = lib(tmp_path / "data", f"ibi_wait_dev {tmp_path}/never 6 || echo gave-up")
-    assert r.stdout.strip() == "gave-up"
-    assert f"notice: waiting for the data partition {tmp_path}/never" in r.stderr
 
 
 def test_a_whole_stack_is_checked_with_one_stat(tmp_path: Path, image: Path) -> None:
