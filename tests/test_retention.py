@@ -1,79 +1,30 @@
 """Pins and the retention policy (maintenance/retention.py, prunecli.py) on real stores:
-real squashfs restore points, real loop mounts, the engine's own delete."""
+real squashfs restore points, real loop mounts, the engine's own delete.
+
+The commands (ibi pin, unpin, prune) are in tests/test_retention_cli.py, the shared kit in
+tests/retention_kit.py."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
-import io
-import json
 import os
 import stat
-import sys
-import textwrap
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from maintenance import bootplan, cli, prunecli, retention
+from maintenance import bootplan, retention
 from maintenance.engine import Engine
 from maintenance.errors import IbiError, NotFound, StoreError, UsageError
 from maintenance.model import Kind, Trial
 from maintenance.records import utcnow
 from maintenance.status import human
-from maintenance.store import Store
+from tests import retention_kit
+from tests.retention_kit import AGES, images, reasons, restore_point, set_age, strict
 
-AGES = {"base": 100, "inc1": 90, "inc2": 80, "f1": 70, "inc3": 60}  # days
-
-
-def set_age(eng: Engine, name: str, days: float) -> None:
-    meta = eng.store.read_meta(name)
-    eng.store.write_meta(dataclasses.replace(
-        meta, created=utcnow() - dt.timedelta(days=days)))
-
-
-def restore_point(eng: Engine, name: str, kind: Kind = Kind.INCREMENTAL) -> None:
-    (eng.store.upper / f"{name}.txt").write_text(f"made for {name}\n")
-    eng.create(kind, name=name)
-
-
-@pytest.fixture
-def chain(engine: Engine, root_ns: Path) -> Engine:
-    """base <- inc1 <- inc2, then a full f1 <- inc3: roottab [f1 inc3], roottab.prev [f1];
-    base, inc1 and inc2 are the old restore points (100, 90 and 80 days old)."""
-    tree = root_ns / "tree"
-    (tree / "etc").mkdir(parents=True)
-    (tree / "home").mkdir()
-    (tree / "etc/hostname").write_text("retention\n")
-    engine.init(source_dir=tree)
-    # no boot trial armed by the creates (tests of trials write their own)
-    engine.store.policy_path.write_text("boot_tries: 0\n")
-    for name in ("inc1", "inc2"):
-        restore_point(engine, name)
-    restore_point(engine, "f1", Kind.FULL)
-    restore_point(engine, "inc3")
-    engine.store.clear_trial()
-    for name, days in AGES.items():
-        set_age(engine, name, days)
-    assert engine.roottab() == ["f1", "inc3"]
-    assert engine.store.read_roottab(prev=True) == ["f1"]
-    return engine
-
-
-def images(st: Store) -> list[str]:
-    """The images in the store (policy is no image's metadata)."""
-    return [n for n in st.image_names() if st.has_image(n)]
-
-
-def reasons(p: retention.PrunePlan) -> dict[str, str]:
-    return {i.name: i.reason for i in p.keep}
-
-
-def strict(eng: Engine) -> retention.PrunePlan:
-    """The plan when the policy keeps nothing by count or age."""
-    return retention.plan(eng, keep_last=0, keep_days=0)
+# the fixture, by name: pytest finds it in this module
+chain = retention_kit.chain
 
 
 # ---------------------------------------------------------------------- pins
@@ -354,143 +305,3 @@ def test_shortage_hint(chain: Engine) -> None:
     assert retention.shortage_hint(chain, need=1, free=0) is None
     chain.store.policy_path.write_text("keep_last: [\n")  # never raises
     assert retention.shortage_hint(chain, need=1, free=0) is None
-
-
-# ---------------------------------------------------------------------- the commands
-
-def parser() -> argparse.ArgumentParser:
-    """The commands as cli.build_parser registers them (the same common options)."""
-    top = argparse.ArgumentParser(prog="ibi")
-    sub = top.add_subparsers(dest="cmd", required=True)
-
-    def add(name: str, help: str, desc: str, json_out: bool = False
-            ) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=textwrap.dedent(desc),
-                              parents=[cli._common(json_out)],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-
-    prunecli.add_parser(add)
-    return top
-
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def ibi(chain: Engine, root_ns: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
-    """Run a command as cli.main does (one-line error, the exit status): (rc, out, err)."""
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal to ask on
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        args = parser().parse_args([*argv, "--data", str(chain.data_dir),
-                                    "--run-dir", str(root_ns / "run")])
-        try:
-            rc = prunecli.run(Engine(args.data, args.run_dir), args)
-        except IbiError as e:
-            print(f"ibi: error: {e}", file=sys.stderr)
-            rc = e.exit_code
-        out, err = capsys.readouterr()
-        return rc, out, err
-    yield run
-
-
-def help_text(cmd: str, capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as e:
-        parser().parse_args([cmd, "--help"])
-    assert e.value.code == 0
-    return capsys.readouterr().out
-
-
-def test_cli_help_is_documented(capsys: pytest.CaptureFixture[str]) -> None:
-    for cmd in ("pin", "unpin", "prune"):
-        text = help_text(cmd, capsys)
-        assert "exit status" in text and "examples" in text and "--json" in text
-    text = help_text("prune", capsys)
-    for opt in ("--dry-run", "--keep-last", "--keep-days", "--yes", "policy",
-                "pinned", "roottab.prev", "PRUNE"):
-        assert opt in text
-
-
-def test_cli_pin_and_unpin(ibi: Run, chain: Engine) -> None:
-    rc, out, err = ibi("pin", "inc1", "inc2")
-    assert rc == 0 and err == ""
-    assert out.splitlines() == ["pinned inc1: ibi prune and ibi delete keep it",
-                                "pinned inc2: ibi prune and ibi delete keep it"]
-    assert chain.store.read_meta("inc2").pinned
-    rc, out, _ = ibi("pin", "inc1")
-    assert rc == 0 and out == "inc1 was already pinned: nothing changed\n"
-    rc, out, _ = ibi("unpin", "inc2", "--json")
-    assert rc == 0 and json.loads(out) == [{"name": "inc2", "pinned": False, "changed": True}]
-    assert not chain.store.read_meta("inc2").pinned
-    rc, out, err = ibi("pin", "nope")
-    assert rc == 1 and out == ""
-    assert err == "ibi: error: no image named 'nope' in the store\n"
-    rc, _, err = ibi("unpin", "bad/name")
-    assert rc == 2 and len(err.splitlines()) == 1
-
-
-def test_cli_prune_dry_run_confirmation_and_json(ibi: Run, chain: Engine,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    st = chain.store
-    names = images(st)
-    rc, out, err = ibi("prune", "--keep-last", "-1")
-    assert rc == 2 and out == "" and err == "ibi: error: --keep-last must be 0 or more (not -1)\n"
-    rc, out, _ = ibi("prune", "--dry-run", "--keep-last", "0", "--keep-days", "0")
-    assert rc == 0
-    assert "To delete (2 restore points" in out and "(--dry-run: nothing was deleted)" in out
-    lines = out.splitlines()
-    first = next(i for i, ln in enumerate(lines) if ln.split()[:1] == ["inc2"])
-    assert lines[first + 1].split()[0] == "inc1" and "80 days old" in lines[first]
-    assert any("f1" in ln and "in the active stack" in ln for ln in lines)
-    rc, out, _ = ibi("prune", "--dry-run", "--json", "--keep-last", "0", "--keep-days", "0")
-    doc = json.loads(out)
-    assert rc == 0 and doc["dry_run"] is True
-    assert [i["name"] for i in doc["delete"]] == ["inc2", "inc1"]
-    assert {i["name"] for i in doc["keep"]} == {"base", "f1", "inc3"}
-    assert images(st) == names
-
-    rc, out, err = ibi("prune", "--keep-last", "0", "--keep-days", "0")  # no terminal
-    assert rc == 1 and err == "ibi: error: prune needs confirmation: add --yes\n"
-    assert images(st) == names
-
-    # on a terminal: it lists what goes, and asks
-    prompts: list[str] = []
-    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
-    monkeypatch.setattr("builtins.input", lambda prompt: prompts.append(prompt) or "no")
-    rc, out, err = ibi("prune", "--keep-last", "0", "--keep-days", "0")
-    assert rc == 1 and "cancelled" in err and images(st) == names
-    assert prompts == ["Type PRUNE to go on, anything else to cancel: "]
-    assert "inc2" in out and "80 days old" in out and "Kept: 3 images" in out
-
-    def unpin_meanwhile(prompt: str) -> str:  # the store changes while the user reads
-        chain.pin("inc1", False)
-        return "PRUNE"
-    chain.pin("inc1")
-    monkeypatch.setattr("builtins.input", unpin_meanwhile)
-    rc, out, err = ibi("prune", "--keep-last", "0", "--keep-days", "0")
-    assert rc == 1 and "would now also delete inc1; nothing was deleted" in err
-    assert images(st) == names
-
-    monkeypatch.setattr("builtins.input", lambda prompt: "PRUNE")
-    rc, out, err = ibi("prune", "--keep-last", "0", "--keep-days", "0")
-    assert rc == 0, err
-    assert out.splitlines()[-1].startswith("deleted inc2, inc1: freed ")
-    assert images(st) == ["base", "f1", "inc3"]
-    rc, out, _ = ibi("prune", "--yes", "--json")
-    assert rc == 0 and json.loads(out)["delete"] == [] and json.loads(out)["dry_run"] is False
-    rc, out, _ = ibi("prune")  # nothing to delete: nothing to confirm
-    assert rc == 0 and "Nothing to delete" in out
-
-
-def test_cli_prune_yes(ibi: Run, chain: Engine) -> None:
-    chain.pin("inc2")
-    rc, out, err = ibi("prune", "--yes", "--keep-last", "0", "--keep-days", "0", "--json")
-    assert rc == 0, err
-    doc = json.loads(out)
-    assert doc["delete"] == [] and {"name": "inc2", "reason": "pinned"}.items() <= \
-        next(i for i in doc["keep"] if i["name"] == "inc2").items()
-    chain.pin("inc2", False)
-    rc, out, err = ibi("prune", "-y", "--keep-last", "0", "--keep-days", "0")
-    assert rc == 0 and out.startswith("deleted inc2, inc1: freed ")
-    assert images(chain.store) == ["base", "f1", "inc3"]
