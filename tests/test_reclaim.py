@@ -5,12 +5,14 @@ first of all when an action runs short of space. Crash points: tests/test_crash.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,24 @@ def changed(eng: Engine, root: Path, blob: int = 1 << 20) -> None:
             (mnt / "etc" / f"conf-{i}").write_text(f"{i}\n")
     finally:
         eng.umount(mnt)
+
+
+@contextlib.contextmanager
+def small_store(engine: Engine, root_ns: Path) -> Iterator[None]:
+    """A store on a 96 MiB data partition with one restore point, rp1: a 30 MiB image,
+    and the 30 MiB layer it cleared waiting for ibi reclaim."""
+    data = engine.store.data
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "ibi-small", str(data)],
+                   check=True)
+    try:
+        tree = root_ns / "tree"
+        build_base(tree)
+        engine.init(source_dir=tree)
+        changed(engine, root_ns, blob=30 << 20)
+        engine.create(Kind.INCREMENTAL, name="rp1")
+        yield
+    finally:
+        subprocess.run(["umount", str(data)], check=True)
 
 
 @pytest.fixture
@@ -119,14 +139,7 @@ def test_an_action_short_of_space_reclaims_first(engine: Engine, root_ns: Path) 
     """On a 96 MiB data partition, a second restore point fits only once the first one's
     cleared layer is deleted: create does that itself instead of failing."""
     data = engine.store.data
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "ibi-small", str(data)],
-                   check=True)
-    try:
-        tree = root_ns / "tree"
-        build_base(tree)
-        engine.init(source_dir=tree)
-        changed(engine, root_ns, blob=30 << 20)
-        engine.create(Kind.INCREMENTAL, name="rp1")  # 30 MiB image + 30 MiB set aside
+    with small_store(engine, root_ns):
         changed(engine, root_ns, blob=12 << 20)
         free = os.statvfs(data).f_bavail * os.statvfs(data).f_frsize
         assert free < (12 << 20) + (16 << 20), "the partition is not short enough"
@@ -139,8 +152,6 @@ def test_an_action_short_of_space_reclaims_first(engine: Engine, root_ns: Path) 
             engine.create(Kind.INCREMENTAL, name="rp3")
         assert engine.roottab() == ["base", "rp1", "rp2"] and engine.changes() != []
         assert reclaim.waiting(engine) == []
-    finally:
-        subprocess.run(["umount", str(data)], check=True)
 
 
 def test_a_stream_import_short_of_space_reclaims_first(engine: Engine, root_ns: Path,
@@ -158,14 +169,7 @@ def test_a_stream_import_short_of_space_reclaims_first(engine: Engine, root_ns: 
     (src / "usr/bin/big").write_bytes(os.urandom(24 << 20))
     image = root_ns / "in.sqfs"
     squash.mksquashfs(src, image)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "ibi-small", str(data)],
-                   check=True)
-    try:
-        tree = root_ns / "tree"
-        build_base(tree)
-        engine.init(source_dir=tree)
-        changed(engine, root_ns, blob=30 << 20)
-        engine.create(Kind.INCREMENTAL, name="rp1")  # 30 MiB image + 30 MiB cleared
+    with small_store(engine, root_ns):
         waiting = reclaim.waiting(engine)
         free = os.statvfs(data).f_bavail * os.statvfs(data).f_frsize
         assert len(waiting) == 1 and free < image.stat().st_size + (16 << 20), \
@@ -175,5 +179,3 @@ def test_a_stream_import_short_of_space_reclaims_first(engine: Engine, root_ns: 
             meta = engine.import_image("-", name="imported")
         assert meta.name == "imported" and engine.store.has_image("imported")
         assert reclaim.waiting(engine) == []
-    finally:
-        subprocess.run(["umount", str(data)], check=True)
